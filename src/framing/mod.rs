@@ -1,0 +1,1 @@
+//! Framing: the sticky-packet (粘包) solution (work in progress).
