@@ -1,0 +1,83 @@
+//! The runtime half of a mode: what `process_request` does with a request.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::Pool;
+use crate::server::Core;
+
+/// A request waiting for a worker. `Disposition` says whether to run it or close it.
+pub type Job = Box<dyn FnOnce(Disposition) + Send>;
+
+/// What a worker does with a [`Job`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    /// Run the handler pipeline.
+    Run,
+    /// Close the request without handling it, logging why.
+    Refuse(Refusal),
+}
+
+/// Why an accepted request is closed unhandled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The queue was full and the overload policy is `Reject` (counted as `rejected`).
+    Overloaded,
+    /// The server was closed before a worker took it (counted as `dropped`).
+    Closed,
+    /// The grace period ended, or the close was forced (counted as `dropped`).
+    Forced,
+}
+
+impl Refusal {
+    pub(crate) fn reason(self) -> &'static str {
+        match self {
+            Refusal::Overloaded => "worker queue is full (overload policy Reject)",
+            Refusal::Closed => "the server is closed",
+            Refusal::Forced => "the grace period is over (forced close)",
+        }
+    }
+}
+
+/// The runtime half of a mode.
+#[derive(Debug)]
+pub enum Executor {
+    /// Run on the serving thread.
+    Inline,
+    /// Hand to the worker pool.
+    Pool(Pool),
+}
+
+impl Executor {
+    /// Waits until the executor can take a request (the pool's queue has room), or the loop
+    /// is asked to stop (returns `false`). Never blocks in other modes.
+    pub(crate) fn wait_for_capacity(&self, core: &Core) -> bool {
+        match self {
+            Executor::Inline => true,
+            Executor::Pool(p) => p.wait_for_capacity(&core.control.stop_rx),
+        }
+    }
+
+    /// Can a request be taken without waiting (always, except a full pool under `Block`)?
+    pub(crate) fn has_room(&self) -> bool {
+        match self {
+            Executor::Inline => true,
+            Executor::Pool(p) => p.has_room(),
+        }
+    }
+
+    /// Drains: waits for queued and in-flight requests until `deadline`, then forces what is
+    /// left. Returns `true` if everything finished before the deadline.
+    pub(crate) fn close(&self, core: &Arc<Core>, deadline: Instant) -> bool {
+        match self {
+            Executor::Inline => core.wait_idle(deadline),
+            Executor::Pool(p) => p.close(core, deadline),
+        }
+    }
+
+    pub(crate) fn fill_stats(&self, stats: &mut crate::Stats) {
+        if let Executor::Pool(p) = self {
+            p.fill_stats(stats);
+        }
+    }
+}

@@ -1,0 +1,296 @@
+//! The worker pool behind [`Threading`](super::Threading) servers: crossbeam channels, a
+//! bounded queue, elastic between a minimum and a maximum number of workers.
+//!
+//! - The serving thread is the only producer. Workers are the consumers.
+//! - After each submit, if more jobs are queued than workers are idle and the pool is below
+//!   its maximum, one worker is started (so the pool grows exactly when all are busy).
+//! - A worker above the minimum that waits `keep_alive` without work exits.
+//! - With [`Overload::Block`] the serving thread stops accepting while the queue is full
+//!   (crossbeam `Select::ready` on "queue has room" or "stop requested"), so the kernel's
+//!   listen backlog absorbs the excess; with [`Overload::Reject`] it accepts and closes.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Select, Sender, TrySendError, bounded};
+use parking_lot::{Condvar, Mutex, RwLock};
+
+use super::{Disposition, Job, Refusal};
+use crate::server::Core;
+
+/// What the serving loop does when the pool's queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Overload {
+    /// Stop accepting until a slot frees: pending connections wait in the kernel's listen
+    /// backlog (and beyond it, clients' SYNs are retried by their kernels). Nothing is
+    /// refused. The default.
+    #[default]
+    Block,
+    /// Accept and close at once, log (rate-limited) and count it in
+    /// [`Stats::rejected`](crate::Stats::rejected). Clients see the connection close.
+    Reject,
+}
+
+/// Sizing of a threading server's worker pool. Defaults: 4 to 256 workers, a queue of 1024,
+/// 60 s keep-alive, [`Overload::Block`].
+///
+/// With the defaults 256 long-lived connections are served at once (one worker each);
+/// further connections wait in the queue until a worker frees.
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    pub(crate) min_workers: usize,
+    pub(crate) max_workers: usize,
+    pub(crate) queue_capacity: usize,
+    pub(crate) keep_alive: Duration,
+    pub(crate) overload: Overload,
+    pub(crate) stack_size: Option<usize>,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            min_workers: 4,
+            max_workers: 256,
+            queue_capacity: 1024,
+            keep_alive: Duration::from_secs(60),
+            overload: Overload::Block,
+            stack_size: None,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Shared {
+    rx: Receiver<Job>,
+    config: PoolConfig,
+    /// Workers alive.
+    total: AtomicUsize,
+    /// Workers blocked in `recv`.
+    idle: AtomicUsize,
+    /// Set when the grace period is over: queued jobs are refused, not run.
+    forced: AtomicBool,
+    exited: Mutex<()>,
+    exited_cv: Condvar,
+    handles: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// The pool. Dropping the sender (on close) lets workers finish the queue and exit.
+#[derive(Debug)]
+pub struct Pool {
+    tx: RwLock<Option<Sender<Job>>>,
+    shared: Arc<Shared>,
+}
+
+impl Pool {
+    pub(crate) fn new(config: PoolConfig) -> Pool {
+        let (tx, rx) = bounded(config.queue_capacity.max(1));
+        Pool {
+            tx: RwLock::new(Some(tx)),
+            shared: Arc::new(Shared {
+                rx,
+                config,
+                total: AtomicUsize::new(0),
+                idle: AtomicUsize::new(0),
+                forced: AtomicBool::new(false),
+                exited: Mutex::new(()),
+                exited_cv: Condvar::new(),
+                handles: Mutex::new(Vec::new()),
+            }),
+        }
+    }
+
+    /// See [`Executor::wait_for_capacity`](super::Executor::wait_for_capacity).
+    pub(crate) fn wait_for_capacity(&self, stop: &Receiver<()>) -> bool {
+        if self.shared.config.overload != Overload::Block {
+            return true;
+        }
+        let guard = self.tx.read();
+        let Some(tx) = guard.as_ref() else {
+            return true;
+        };
+        if !tx.is_full() {
+            return true;
+        }
+        let mut sel = Select::new();
+        let send = sel.send(tx);
+        sel.recv(stop);
+        sel.ready() == send
+    }
+
+    pub(crate) fn has_room(&self) -> bool {
+        self.shared.config.overload != Overload::Block
+            || self.tx.read().as_ref().is_none_or(|tx| !tx.is_full())
+    }
+
+    /// Queues a job, or disposes of it per the overload policy.
+    pub(crate) fn submit(&self, core: &Core, job: Job) {
+        let guard = self.tx.read();
+        let Some(tx) = guard.as_ref() else {
+            job(Disposition::Refuse(Refusal::Closed));
+            return;
+        };
+        match tx.try_send(job) {
+            Ok(()) => self.maybe_grow(tx),
+            Err(TrySendError::Full(job)) => match self.shared.config.overload {
+                Overload::Reject => {
+                    core.stats.rejected.inc();
+                    job(Disposition::Refuse(Refusal::Overloaded));
+                }
+                Overload::Block => {
+                    // Only reachable from `handle_request` (the serving loop waits for room
+                    // before accepting): wait for a worker to take a job.
+                    match tx.send(job) {
+                        Ok(()) => self.maybe_grow(tx),
+                        Err(e) => (e.into_inner())(Disposition::Refuse(Refusal::Closed)),
+                    }
+                }
+            },
+            Err(TrySendError::Disconnected(job)) => job(Disposition::Refuse(Refusal::Closed)),
+        }
+    }
+
+    fn maybe_grow(&self, tx: &Sender<Job>) {
+        let s = &self.shared;
+        let queued = tx.len();
+        if queued == 0 || s.idle.load(Ordering::SeqCst) >= queued {
+            return;
+        }
+        let mut total = s.total.load(Ordering::SeqCst);
+        loop {
+            if total >= s.config.max_workers {
+                return;
+            }
+            match s
+                .total
+                .compare_exchange(total, total + 1, Ordering::SeqCst, Ordering::SeqCst)
+            {
+                Ok(_) => break,
+                Err(now) => total = now,
+            }
+        }
+        let shared = self.shared.clone();
+        let mut b = thread::Builder::new().name("socketserver-worker".into());
+        if let Some(n) = s.config.stack_size {
+            b = b.stack_size(n);
+        }
+        match b.spawn(move || worker(shared)) {
+            Ok(h) => {
+                let mut hs = s.handles.lock();
+                hs.retain(|h| !h.is_finished());
+                hs.push(h);
+            }
+            Err(e) => {
+                s.total.fetch_sub(1, Ordering::SeqCst);
+                log::error!("socketserver: cannot start a worker thread: {e}");
+            }
+        }
+    }
+
+    pub(crate) fn fill_stats(&self, stats: &mut crate::Stats) {
+        let s = &self.shared;
+        stats.workers = s.total.load(Ordering::Relaxed);
+        stats.idle = s.idle.load(Ordering::Relaxed);
+        stats.queued = s.rx.len();
+    }
+
+    /// Closes the queue, waits for the workers to drain it until `deadline`, then forces:
+    /// queued requests are closed (and logged), in-flight connections are shut down so that
+    /// blocked handlers return, and the workers are joined.
+    pub(crate) fn close(&self, core: &Arc<Core>, deadline: Instant) -> bool {
+        let s = &self.shared;
+        // Workers blocked in `recv` see the disconnection once the queue is empty.
+        drop(self.tx.write().take());
+        let clean = self.wait_exited(core, deadline);
+        if !clean {
+            s.forced.store(true, Ordering::SeqCst);
+            let n = core.tracker.shutdown_all();
+            if n > 0 {
+                log::warn!("socketserver: grace period over: shut down {n} connection(s)");
+            }
+            // Handlers see EOF or an error now; give them a moment to unwind.
+            if !self.wait_exited(core, Instant::now() + Duration::from_secs(2)) {
+                log::error!(
+                    "socketserver: {} worker(s) still busy after the forced close; detached",
+                    s.total.load(Ordering::SeqCst)
+                );
+                return false;
+            }
+        }
+        for h in s.handles.lock().drain(..) {
+            let _ = h.join();
+        }
+        clean
+    }
+
+    fn wait_exited(&self, core: &Core, deadline: Instant) -> bool {
+        let s = &self.shared;
+        let mut g = s.exited.lock();
+        loop {
+            if s.total.load(Ordering::SeqCst) == 0 {
+                return true;
+            }
+            if core.forced.load(Ordering::SeqCst) && !s.forced.load(Ordering::SeqCst) {
+                return false;
+            }
+            // Re-check at least every 50 ms: a second Ctrl-C (force) does not signal this
+            // condvar.
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            let step = (deadline - now).min(Duration::from_millis(50));
+            s.exited_cv.wait_for(&mut g, step);
+        }
+    }
+}
+
+fn worker(s: Arc<Shared>) {
+    loop {
+        s.idle.fetch_add(1, Ordering::SeqCst);
+        let above_min = s.total.load(Ordering::SeqCst) > s.config.min_workers;
+        let got = if above_min {
+            s.rx.recv_timeout(s.config.keep_alive)
+        } else {
+            s.rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
+        };
+        s.idle.fetch_sub(1, Ordering::SeqCst);
+        match got {
+            Ok(job) => {
+                let d = if s.forced.load(Ordering::SeqCst) {
+                    Disposition::Refuse(Refusal::Forced)
+                } else {
+                    Disposition::Run
+                };
+                // The pipeline catches handler panics itself; this guards the worker against
+                // anything else (a panicking hook, say).
+                if catch_unwind(AssertUnwindSafe(|| job(d))).is_err() {
+                    log::error!("socketserver: a request job panicked outside its handler");
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                // Retire only if still above the minimum (another worker may have retired).
+                let total = s.total.load(Ordering::SeqCst);
+                if total > s.config.min_workers
+                    && s.total
+                        .compare_exchange(total, total - 1, Ordering::SeqCst, Ordering::SeqCst)
+                        .is_ok()
+                {
+                    notify_exit(&s);
+                    return;
+                }
+            }
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    s.total.fetch_sub(1, Ordering::SeqCst);
+    notify_exit(&s);
+}
+
+fn notify_exit(s: &Shared) {
+    let _g = s.exited.lock();
+    s.exited_cv.notify_all();
+}

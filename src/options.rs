@@ -1,0 +1,147 @@
+//! Socket and request options, with defaults better than Python's; applied through socket2.
+
+use std::io;
+use std::time::Duration;
+
+use socket2::{Domain, SockAddr, Socket, TcpKeepalive, Type};
+
+use crate::mode::PoolConfig;
+
+/// Every knob of a server, with its default. Set them through [`Builder`](crate::Builder),
+/// whose methods document each one with the option or syscall behind it.
+#[derive(Debug, Clone)]
+pub(crate) struct Options {
+    pub(crate) reuse_address: bool,
+    pub(crate) reuse_port: bool,
+    pub(crate) backlog: i32,
+    pub(crate) dual_stack: bool,
+    pub(crate) read_timeout: Option<Duration>,
+    pub(crate) write_timeout: Option<Duration>,
+    pub(crate) nodelay: bool,
+    pub(crate) keepalive: Option<Duration>,
+    pub(crate) send_buffer_size: Option<usize>,
+    pub(crate) recv_buffer_size: Option<usize>,
+    pub(crate) max_packet_size: usize,
+    pub(crate) empty_datagram_reply: bool,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) shutdown_grace: Duration,
+    pub(crate) service_interval: Option<Duration>,
+    pub(crate) pool: PoolConfig,
+}
+
+/// Default `listen(2)` backlog (Python: 5; std and mio: 128).
+pub const DEFAULT_BACKLOG: i32 = 1024;
+/// Default read timeout on accepted sockets.
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(300);
+/// Default write timeout on accepted sockets.
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default grace period for draining in-flight requests on close.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// Default largest datagram a datagram server receives whole (Python: 8192).
+pub const DEFAULT_MAX_PACKET_SIZE: usize = 65_535;
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            // Unix: restarts must not fail with EADDRINUSE while old connections sit in
+            // TIME_WAIT. Windows: SO_REUSEADDR would allow port hijacking, so it stays off.
+            reuse_address: cfg!(unix),
+            reuse_port: false,
+            backlog: DEFAULT_BACKLOG,
+            dual_stack: false,
+            read_timeout: Some(DEFAULT_READ_TIMEOUT),
+            write_timeout: Some(DEFAULT_WRITE_TIMEOUT),
+            nodelay: true,
+            keepalive: None,
+            send_buffer_size: None,
+            recv_buffer_size: None,
+            max_packet_size: DEFAULT_MAX_PACKET_SIZE,
+            empty_datagram_reply: false,
+            timeout: None,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            service_interval: None,
+            pool: PoolConfig::default(),
+        }
+    }
+}
+
+impl Options {
+    /// Creates the server socket for `addr` (close-on-exec, as socket2 always does).
+    pub(crate) fn new_socket(&self, addr: &SockAddr, ty: Type) -> io::Result<Socket> {
+        let domain = addr.domain();
+        let proto = if domain == Domain::UNIX {
+            None
+        } else if ty == Type::STREAM {
+            Some(socket2::Protocol::TCP)
+        } else {
+            Some(socket2::Protocol::UDP)
+        };
+        Socket::new(domain, ty, proto)
+    }
+
+    /// Options that must be set before `bind(2)`: `SO_REUSEADDR`, `SO_REUSEPORT`,
+    /// `IPV6_V6ONLY`, buffer sizes.
+    pub(crate) fn before_bind(&self, sock: &Socket, addr: &SockAddr) -> io::Result<()> {
+        let domain = addr.domain();
+        if domain != Domain::UNIX {
+            if self.reuse_address {
+                sock.set_reuse_address(true)?;
+            }
+            if self.reuse_port {
+                set_reuse_port(sock)?;
+            }
+            if domain == Domain::IPV6 {
+                // Set explicitly: platform defaults differ (Linux: dual-stack, BSD: v6 only).
+                sock.set_only_v6(!self.dual_stack)?;
+            }
+        }
+        if let Some(n) = self.recv_buffer_size {
+            sock.set_recv_buffer_size(n)?;
+        }
+        if let Some(n) = self.send_buffer_size {
+            sock.set_send_buffer_size(n)?;
+        }
+        Ok(())
+    }
+
+    /// Per-connection options on an accepted socket: timeouts, `TCP_NODELAY`, keepalive.
+    pub(crate) fn configure_accepted(&self, sock: &Socket, inet: bool) -> io::Result<()> {
+        // Linux's accept4 never inherits O_NONBLOCK from the listener; BSDs and macOS do.
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        sock.set_nonblocking(false)?;
+        if self.read_timeout.is_some() {
+            sock.set_read_timeout(self.read_timeout)?;
+        }
+        if self.write_timeout.is_some() {
+            sock.set_write_timeout(self.write_timeout)?;
+        }
+        if inet {
+            if self.nodelay {
+                sock.set_tcp_nodelay(true)?;
+            }
+            if let Some(idle) = self.keepalive {
+                sock.set_tcp_keepalive(&TcpKeepalive::new().with_time(idle))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(all(
+    unix,
+    not(any(target_os = "solaris", target_os = "illumos", target_os = "cygwin"))
+))]
+fn set_reuse_port(sock: &Socket) -> io::Result<()> {
+    sock.set_reuse_port(true)
+}
+
+#[cfg(not(all(
+    unix,
+    not(any(target_os = "solaris", target_os = "illumos", target_os = "cygwin"))
+)))]
+fn set_reuse_port(_sock: &Socket) -> io::Result<()> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "SO_REUSEPORT is not available on this platform",
+    ))
+}

@@ -1,0 +1,137 @@
+//! The datagram flavour: Python's `DatagramRequestHandler` state (`packet`, `socket`).
+
+use std::io::{self, Cursor};
+use std::sync::Arc;
+
+use socket2::{MaybeUninitSlice, SockAddr, Socket};
+
+use super::sealed::RequestKind;
+use super::{Polled, RecvBuf};
+use crate::addr::ClientAddr;
+use crate::server::{Core, ServerHandle};
+
+/// A request on a datagram transport (UDP, Unix datagram): Python's
+/// `DatagramRequestHandler` after `setup()`.
+///
+/// - [`rfile`](Self::rfile) reads the packet; [`packet`](Self::packet) is the same bytes.
+/// - [`wfile`](Self::wfile) collects the reply, sent to the sender as **one datagram after
+///   `finish`**.
+///
+/// **Difference from Python:** when the handler wrote nothing, no datagram is sent (Python
+/// always sends one, possibly empty). Set
+/// [`Builder::empty_datagram_reply`](crate::Builder::empty_datagram_reply) for Python's
+/// behaviour. To send several datagrams, or none, use [`socket`](Self::socket) directly.
+#[derive(Debug)]
+pub struct DatagramRequest {
+    /// The packet, as a reader.
+    pub rfile: Cursor<Vec<u8>>,
+    /// The reply, sent to [`client_address`](Self::client_address) after `finish`.
+    pub wfile: Vec<u8>,
+    client_address: ClientAddr,
+    reply_to: SockAddr,
+    socket: Arc<Socket>,
+    server: ServerHandle,
+    send_empty: bool,
+}
+
+impl DatagramRequest {
+    /// The received datagram (Python's `self.request[0]` / `packet`).
+    pub fn packet(&self) -> &[u8] {
+        self.rfile.get_ref()
+    }
+
+    /// The sender (Python's `client_address`).
+    pub fn client_address(&self) -> &ClientAddr {
+        &self.client_address
+    }
+
+    /// The server's socket, shared by every handler (Python's `self.request[1]` /
+    /// `self.socket`): use `send_to` on it to reply with more than one datagram.
+    pub fn socket(&self) -> &Socket {
+        &self.socket
+    }
+
+    /// Sends `buf` to the client now, as one datagram, in addition to `wfile`.
+    pub fn reply(&self, buf: &[u8]) -> io::Result<()> {
+        self.socket.send_to(buf, &self.reply_to).map(|_| ())
+    }
+
+    /// The server this request arrived on (Python's `self.server`).
+    pub fn server(&self) -> &ServerHandle {
+        &self.server
+    }
+}
+
+/// A received datagram on its way to a handler.
+pub struct Packet {
+    data: Vec<u8>,
+    from: SockAddr,
+    addr: ClientAddr,
+    socket: Arc<Socket>,
+}
+
+impl RequestKind for DatagramRequest {
+    type Incoming = Packet;
+    const STREAM: bool = false;
+
+    fn get_request(
+        core: &Arc<Core>,
+        sock: &Arc<Socket>,
+        buf: &mut RecvBuf,
+    ) -> io::Result<Polled<Packet>> {
+        let mut slices = [MaybeUninitSlice::new(&mut buf[..])];
+        let (n, flags, from) = match sock.recv_from_vectored(&mut slices) {
+            Ok(r) => r,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Polled::WouldBlock),
+            Err(e) => return Err(e),
+        };
+        let addr = ClientAddr::from_sockaddr(&from);
+        if flags.is_truncated() {
+            core.stats.truncated.inc();
+            let err = io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "datagram from {addr} is larger than max_packet_size ({} bytes): dropped",
+                    buf.len()
+                ),
+            );
+            core.report_error(&addr, &crate::HandlerError::Io(err));
+            return Ok(Polled::Skipped);
+        }
+        // SAFETY: recvmsg initialised the first `n` bytes of `buf`.
+        let data = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), n) }.to_vec();
+        Ok(Polled::Ready(Packet {
+            data,
+            from,
+            addr,
+            socket: sock.clone(),
+        }))
+    }
+
+    fn incoming_addr(inc: &Packet) -> &ClientAddr {
+        &inc.addr
+    }
+
+    fn open(inc: Packet, core: &Arc<Core>) -> io::Result<Self> {
+        Ok(DatagramRequest {
+            rfile: Cursor::new(inc.data),
+            wfile: Vec::new(),
+            client_address: inc.addr,
+            reply_to: inc.from,
+            socket: inc.socket,
+            server: ServerHandle::from_core(core.clone()),
+            send_empty: core.options.empty_datagram_reply,
+        })
+    }
+
+    fn complete(&mut self) -> io::Result<()> {
+        if !self.wfile.is_empty() || self.send_empty {
+            self.socket.send_to(&self.wfile, &self.reply_to)?;
+        }
+        Ok(())
+    }
+
+    fn shutdown_request(self) {}
+
+    fn close_incoming(_inc: Packet) {}
+}

@@ -1,0 +1,338 @@
+//! [`Builder`]: every server option, named, documented with its default and the socket
+//! option or syscall behind it.
+
+use std::any::Any;
+use std::io;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::time::Duration;
+
+use parking_lot::{Mutex, RwLock};
+use socket2::Domain;
+
+use super::control::Control;
+use super::{Core, Hooks, Server, ServerHandle, Tracker};
+use crate::addr::ClientAddr;
+use crate::handler::{HandlerError, IntoHandler};
+use crate::mode::{Mode, Overload, PoolConfig};
+use crate::options::Options;
+use crate::transport::{BindAddr, Transport};
+
+/// Configures and creates a [`Server`]. Obtain one with [`Server::builder`].
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use socketserver::{StreamRequest, ThreadingTcpServer};
+///
+/// let server = ThreadingTcpServer::builder()
+///     .workers(8, 64)
+///     .read_timeout(Some(Duration::from_secs(10)))
+///     .bind("127.0.0.1:9000", |req: &mut StreamRequest| {
+///         std::io::copy(&mut req.rfile, &mut req.wfile).map(drop)
+///     })?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub struct Builder<T: Transport, M: Mode> {
+    options: Options,
+    hooks: Hooks,
+    state: Option<Arc<dyn Any + Send + Sync>>,
+    _marker: PhantomData<fn() -> (T, M)>,
+}
+
+impl<T: Transport, M: Mode> std::fmt::Debug for Builder<T, M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Builder")
+            .field("options", &self.options)
+            .field("hooks", &self.hooks)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T: Transport, M: Mode> Default for Builder<T, M> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T: Transport, M: Mode> Builder<T, M> {
+    /// A builder with every option at its default.
+    pub fn new() -> Self {
+        Builder {
+            options: Options::default(),
+            hooks: Hooks::default(),
+            state: None,
+            _marker: PhantomData,
+        }
+    }
+
+    /// Creates the server, binds and activates it: Python's constructor with
+    /// `bind_and_activate=True`. The steps:
+    ///
+    /// 1. resolve `addr` and take the first address; its family picks IPv4 or IPv6;
+    /// 2. create the socket (`socket(2)` with `SOCK_CLOEXEC`);
+    /// 3. [`server_bind`](Server::server_bind): `SO_REUSEADDR` (default on, Unix),
+    ///    `SO_REUSEPORT` (opt-in), `IPV6_V6ONLY` (set explicitly), buffer sizes, `bind(2)`,
+    ///    `getsockname(2)`;
+    /// 4. [`server_activate`](Server::server_activate): `listen(2)` with the backlog
+    ///    (stream transports), non-blocking mode.
+    ///
+    /// On any error the socket is closed (no descriptor leaks: Python's bpo-22435).
+    pub fn bind<A, H, Marker>(self, addr: A, handler: H) -> io::Result<Server<T, M>>
+    where
+        A: BindAddr<T>,
+        H: IntoHandler<T::Request, Marker>,
+    {
+        let server = self.build_unbound(addr, handler)?;
+        server.server_bind()?;
+        server.server_activate()?;
+        Ok(server)
+    }
+
+    /// Creates the server's socket without binding it: Python's `bind_and_activate=False`.
+    /// Set options on [`Server::socket`], then call [`Server::server_bind`] and
+    /// [`Server::server_activate`].
+    pub fn build_unbound<A, H, Marker>(self, addr: A, handler: H) -> io::Result<Server<T, M>>
+    where
+        A: BindAddr<T>,
+        H: IntoHandler<T::Request, Marker>,
+    {
+        let addr = addr.to_sock_addr()?;
+        let socket = self.options.new_socket(&addr, T::socket_type())?;
+        let inet = addr.domain() != Domain::UNIX;
+        let core = Core {
+            executor: M::executor(&self.options.pool),
+            options: self.options,
+            hooks: self.hooks,
+            stats: Default::default(),
+            control: Control::new()?,
+            tracker: Tracker::default(),
+            socket: RwLock::new(Some(Arc::new(socket))),
+            address: Mutex::new(addr),
+            bound: AtomicBool::new(false),
+            activated: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            forced: AtomicBool::new(false),
+            inet,
+            in_flight: AtomicUsize::new(0),
+            state: self.state,
+        };
+        Ok(Server::from_parts(Arc::new(core), handler.into_factory()))
+    }
+
+    // ----- socket options -------------------------------------------------------------
+
+    /// `SO_REUSEADDR` on the server socket, before `bind(2)`. Default: `true` on Unix (a
+    /// restarted server must not fail with "Address already in use" while old connections
+    /// sit in `TIME_WAIT`); Python's default is `false` (`allow_reuse_address`).
+    pub fn reuse_address(mut self, on: bool) -> Self {
+        self.options.reuse_address = on;
+        self
+    }
+
+    /// `SO_REUSEPORT` on the server socket, before `bind(2)`: several sockets (processes)
+    /// may bind the same address and port, and Linux spreads connections across them.
+    /// Default: `false` (an accidental second instance would silently share the port).
+    /// Python's `allow_reuse_port`.
+    pub fn reuse_port(mut self, on: bool) -> Self {
+        self.options.reuse_port = on;
+        self
+    }
+
+    /// The `listen(2)` backlog: connections the kernel queues before `accept`. Default
+    /// 1024 (Python's `request_queue_size` is 5; the kernel caps it at `somaxconn`).
+    pub fn backlog(mut self, backlog: i32) -> Self {
+        self.options.backlog = backlog;
+        self
+    }
+
+    /// For an IPv6 address such as `[::]`: `true` also accepts IPv4 clients (as
+    /// IPv4-mapped addresses) by clearing `IPV6_V6ONLY`. Default `false`: `IPV6_V6ONLY` is
+    /// set explicitly, because platform defaults differ.
+    pub fn dual_stack(mut self, on: bool) -> Self {
+        self.options.dual_stack = on;
+        self
+    }
+
+    /// `SO_RCVTIMEO` on each accepted socket: a read waiting longer fails with
+    /// `WouldBlock`/`TimedOut`, ending that request. Default 300 s; `None` waits forever
+    /// (Python's default, `StreamRequestHandler.timeout = None`).
+    pub fn read_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.options.read_timeout = timeout;
+        self
+    }
+
+    /// `SO_SNDTIMEO` on each accepted socket: a client that stops reading its replies
+    /// releases the worker after this long. Default 30 s; `None` waits forever.
+    pub fn write_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.options.write_timeout = timeout;
+        self
+    }
+
+    /// `TCP_NODELAY` on each accepted TCP socket (Nagle's algorithm off, so small replies
+    /// leave at once). Default `true`; Python's `disable_nagle_algorithm` defaults to
+    /// `false`.
+    pub fn nodelay(mut self, on: bool) -> Self {
+        self.options.nodelay = on;
+        self
+    }
+
+    /// `SO_KEEPALIVE` with `TCP_KEEPIDLE` = `idle` on each accepted TCP socket, so dead
+    /// peers are detected. Default `None` (off).
+    pub fn keepalive(mut self, idle: Option<Duration>) -> Self {
+        self.options.keepalive = idle;
+        self
+    }
+
+    /// `SO_SNDBUF` on the server socket (inherited by accepted sockets). Default: the
+    /// kernel's.
+    pub fn send_buffer_size(mut self, bytes: usize) -> Self {
+        self.options.send_buffer_size = Some(bytes);
+        self
+    }
+
+    /// `SO_RCVBUF` on the server socket (inherited by accepted sockets). Default: the
+    /// kernel's.
+    pub fn recv_buffer_size(mut self, bytes: usize) -> Self {
+        self.options.recv_buffer_size = Some(bytes);
+        self
+    }
+
+    // ----- datagram options -------------------------------------------------------------
+
+    /// The largest datagram received whole: the `recvmsg(2)` buffer. A larger datagram is
+    /// detected (`MSG_TRUNC`), reported to `handle_error`, counted in
+    /// [`Stats::truncated`](crate::Stats::truncated) and dropped — never passed on cut.
+    /// Default 65 535 (Python: 8192, truncating silently).
+    pub fn max_packet_size(mut self, bytes: usize) -> Self {
+        self.options.max_packet_size = bytes.max(1);
+        self
+    }
+
+    /// Send a reply datagram even when the handler wrote nothing to `wfile` (Python's
+    /// behaviour). Default `false`: no empty datagrams.
+    pub fn empty_datagram_reply(mut self, on: bool) -> Self {
+        self.options.empty_datagram_reply = on;
+        self
+    }
+
+    // ----- lifecycle ----------------------------------------------------------------------
+
+    /// How long [`handle_request`](Server::handle_request) waits for a request before
+    /// calling `handle_timeout` (Python's `timeout`). Default `None`: forever. Not used by
+    /// `serve_forever`.
+    pub fn timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.options.timeout = timeout;
+        self
+    }
+
+    /// How long [`server_close`](Server::server_close) (and `Drop`) waits for queued and
+    /// in-flight requests before shutting their connections down. Default 10 s.
+    pub fn shutdown_grace(mut self, grace: Duration) -> Self {
+        self.options.shutdown_grace = grace;
+        self
+    }
+
+    /// Wake `serve_forever` at least this often to run `service_actions` (Python's
+    /// `poll_interval`). Default: only when a `service_actions` hook is set, every 0.5 s.
+    /// It never delays shutdown, which wakes the loop directly.
+    pub fn service_interval(mut self, every: Duration) -> Self {
+        self.options.service_interval = Some(every);
+        self
+    }
+
+    // ----- thread pool (threading mode) -----------------------------------------------
+
+    /// Worker threads: at least `min` are kept, up to `max` are started when every worker
+    /// is busy. Default 4 and 256. `max` is raised to `min` and both to at least 1.
+    pub fn workers(mut self, min: usize, max: usize) -> Self {
+        let min = min.max(1);
+        self.options.pool.min_workers = min;
+        self.options.pool.max_workers = max.max(min);
+        self
+    }
+
+    /// Requests accepted but waiting for a worker. Default 1024. When it is full, the
+    /// [`overload`](Self::overload) policy applies.
+    pub fn queue_capacity(mut self, n: usize) -> Self {
+        self.options.pool.queue_capacity = n.max(1);
+        self
+    }
+
+    /// What to do when the queue is full. Default [`Overload::Block`].
+    pub fn overload(mut self, policy: Overload) -> Self {
+        self.options.pool.overload = policy;
+        self
+    }
+
+    /// How long a worker above the minimum waits for work before exiting. Default 60 s.
+    pub fn keep_alive(mut self, idle: Duration) -> Self {
+        self.options.pool.keep_alive = idle;
+        self
+    }
+
+    /// Stack size of worker threads. Default: std's (2 MiB, of which only touched pages
+    /// use memory).
+    pub fn worker_stack_size(mut self, bytes: usize) -> Self {
+        self.options.pool.stack_size = Some(bytes);
+        self
+    }
+
+    /// The whole pool configuration at once.
+    pub fn pool(mut self, config: PoolConfig) -> Self {
+        self.options.pool = config;
+        self
+    }
+
+    // ----- hooks (Python's overridable methods) ---------------------------------------
+
+    /// Python's `verify_request(request, client_address)`: called on the serving thread
+    /// for every request; `false` closes it at once (exactly one `shutdown_request`) and
+    /// counts it in [`Stats::refused`](crate::Stats::refused). Default: accept all.
+    pub fn verify_request(
+        mut self,
+        hook: impl Fn(&ClientAddr) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.hooks.verify_request = Some(Box::new(hook));
+        self
+    }
+
+    /// Python's `handle_error(request, client_address)`: called (on the worker) for each
+    /// error or panic of a handler. Default: one `log::error!` line with the peer address
+    /// and the error.
+    pub fn handle_error(
+        mut self,
+        hook: impl Fn(&ClientAddr, &HandlerError) + Send + Sync + 'static,
+    ) -> Self {
+        self.hooks.handle_error = Some(Box::new(hook));
+        self
+    }
+
+    /// Python's `service_actions()`: called by `serve_forever` after every wake-up, and at
+    /// least every [`service_interval`](Self::service_interval) (default 0.5 s once a hook
+    /// is set). Default: none.
+    pub fn service_actions(mut self, hook: impl Fn(&ServerHandle) + Send + Sync + 'static) -> Self {
+        self.hooks.service_actions = Some(Box::new(hook));
+        self
+    }
+
+    /// Python's `handle_timeout()`: called when [`handle_request`](Server::handle_request)
+    /// times out. Default: none.
+    pub fn handle_timeout(mut self, hook: impl Fn(&ServerHandle) + Send + Sync + 'static) -> Self {
+        self.hooks.handle_timeout = Some(Box::new(hook));
+        self
+    }
+
+    /// Shared state for handlers, reachable as
+    /// [`request.server().state::<S>()`](ServerHandle::state) (Python handlers read
+    /// attributes of `self.server`). Default: none.
+    pub fn state<S: Send + Sync + 'static>(mut self, state: S) -> Self {
+        self.state = Some(Arc::new(state));
+        self
+    }
+}
+
+impl<T: Transport> Builder<T, crate::mode::Threading> {}
+
+#[allow(dead_code)]
+fn _assert_overload_is_reexported(_: Overload) {}

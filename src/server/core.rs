@@ -1,0 +1,113 @@
+//! The state a server shares with its workers and handles.
+
+use std::any::Any;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::{Mutex, RwLock};
+use socket2::{SockAddr, Socket};
+
+use super::control::Control;
+use super::tracker::Tracker;
+use crate::addr::ClientAddr;
+use crate::handler::HandlerError;
+use crate::mode::Executor;
+use crate::options::Options;
+use crate::server::ServerHandle;
+use crate::stats::Counters;
+
+type VerifyHook = dyn Fn(&ClientAddr) -> bool + Send + Sync;
+type ErrorHook = dyn Fn(&ClientAddr, &HandlerError) + Send + Sync;
+type ServerHook = dyn Fn(&ServerHandle) + Send + Sync;
+
+/// The overridable methods of Python's `BaseServer`, as closures.
+#[derive(Default)]
+pub(crate) struct Hooks {
+    pub(crate) verify_request: Option<Box<VerifyHook>>,
+    pub(crate) handle_error: Option<Box<ErrorHook>>,
+    pub(crate) service_actions: Option<Box<ServerHook>>,
+    pub(crate) handle_timeout: Option<Box<ServerHook>>,
+}
+
+impl std::fmt::Debug for Hooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hooks")
+            .field("verify_request", &self.verify_request.is_some())
+            .field("handle_error", &self.handle_error.is_some())
+            .field("service_actions", &self.service_actions.is_some())
+            .field("handle_timeout", &self.handle_timeout.is_some())
+            .finish()
+    }
+}
+
+/// Everything a server shares with its workers, its handles and its handlers.
+#[derive(Debug)]
+pub struct Core {
+    pub(crate) options: Options,
+    pub(crate) hooks: Hooks,
+    pub(crate) stats: Counters,
+    pub(crate) control: Control,
+    pub(crate) tracker: Tracker,
+    pub(crate) executor: Executor,
+    /// The listening (stream) or receiving (datagram) socket; `None` once closed.
+    pub(crate) socket: RwLock<Option<Arc<Socket>>>,
+    /// The address to bind (before `server_bind`), then the bound one (`getsockname`).
+    pub(crate) address: Mutex<SockAddr>,
+    pub(crate) bound: AtomicBool,
+    pub(crate) activated: AtomicBool,
+    pub(crate) closed: AtomicBool,
+    /// Set by a forced close (second Ctrl-C, `ServerHandle::force_close`).
+    pub(crate) forced: AtomicBool,
+    /// IP transport (TCP options apply to accepted sockets).
+    pub(crate) inet: bool,
+    /// Requests between `open` and `shutdown_request`, in every mode.
+    pub(crate) in_flight: AtomicUsize,
+    pub(crate) state: Option<Arc<dyn Any + Send + Sync>>,
+}
+
+impl Core {
+    /// Python's `handle_error`: the hook if set, else one `log::error!` line.
+    pub(crate) fn report_error(&self, addr: &ClientAddr, err: &HandlerError) {
+        match err {
+            HandlerError::Panic(_) => self.stats.panics.inc(),
+            _ => self.stats.errors.inc(),
+        }
+        match &self.hooks.handle_error {
+            Some(hook) => {
+                if catch_unwind(AssertUnwindSafe(|| hook(addr, err))).is_err() {
+                    log::error!("socketserver: the handle_error hook panicked");
+                }
+            }
+            None => log::error!(
+                "socketserver: exception occurred during processing of request from {addr}: {err}"
+            ),
+        }
+    }
+
+    /// The socket, if the server is not closed.
+    pub(crate) fn socket(&self) -> Option<Arc<Socket>> {
+        self.socket.read().clone()
+    }
+
+    /// Synchronous mode's drain: waits for the request running on the serving thread, then
+    /// forces it (`shutdown(2)`), as the pool does for its workers.
+    pub(crate) fn wait_idle(&self, deadline: Instant) -> bool {
+        let idle = |until: Instant| loop {
+            if self.in_flight.load(Ordering::SeqCst) == 0 {
+                return true;
+            }
+            if Instant::now() >= until || self.forced.load(Ordering::SeqCst) {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        };
+        if idle(deadline) {
+            return true;
+        }
+        self.tracker.shutdown_all();
+        idle(Instant::now() + Duration::from_secs(2));
+        false
+    }
+}

@@ -1,0 +1,219 @@
+//! [`Server`]: Python's `BaseServer` / `TCPServer` / `UDPServer` lifecycle, generic over a
+//! transport and an execution mode.
+//!
+//! ```text
+//!            Server<T: Transport, M: Mode>
+//!               │                 │
+//!   Tcp, Udp, UnixStream…     Synchronous, Threading, Forking
+//!   (socket, address,          (who runs the handler: the serving
+//!    request flavour)           thread, a pool, a child process)
+//! ```
+//!
+//! Methods for the caller: [`bind`](Server::bind) (or [`Builder`]), [`serve_forever`](
+//! Server::serve_forever), [`handle_request`](Server::handle_request), [`shutdown`](
+//! Server::shutdown), [`server_close`](Server::server_close), [`handle`](Server::handle).
+//! Hooks (Python's overridable methods) are closures set on the [`Builder`]:
+//! `verify_request`, `handle_error`, `service_actions`, `handle_timeout`.
+
+mod accept;
+mod builder;
+mod control;
+mod core;
+mod handle;
+mod pipeline;
+mod serve;
+mod tracker;
+
+pub use builder::Builder;
+pub(crate) use core::{Core, Hooks};
+pub use handle::ServerHandle;
+pub(crate) use tracker::{Registration, Tracker};
+
+use std::fmt;
+use std::io;
+use std::marker::PhantomData;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use socket2::Socket;
+
+use crate::handler::{HandlerFactory, IntoHandler};
+use crate::mode::{Mode, Synchronous, Threading};
+use crate::transport::{BindAddr, Tcp, Transport, Udp};
+
+/// A socket server: a transport `T` ([`Tcp`], [`Udp`], …) served in mode `M`
+/// ([`Synchronous`], [`Threading`], …). Usually named through an alias such as
+/// [`ThreadingTcpServer`].
+///
+/// All methods take `&self`, and `Server` is `Send + Sync`, so it can be shared with
+/// `std::thread::scope` or an `Arc`; to stop it from a handler or a signal handler, use a
+/// [`ServerHandle`]. Dropping the server closes it ([`server_close`](Self::server_close)).
+pub struct Server<T: Transport, M: Mode> {
+    core: Arc<Core>,
+    factory: Arc<dyn HandlerFactory<T::Request>>,
+    _marker: PhantomData<fn() -> (T, M)>,
+}
+
+/// Python's `TCPServer`: TCP, one request at a time.
+pub type TcpServer = Server<Tcp, Synchronous>;
+/// Python's `ThreadingTCPServer`: TCP, requests on a bounded worker pool.
+pub type ThreadingTcpServer = Server<Tcp, Threading>;
+/// Python's `UDPServer`: UDP, one datagram at a time.
+pub type UdpServer = Server<Udp, Synchronous>;
+/// Python's `ThreadingUDPServer`: UDP, datagrams handled on a bounded worker pool.
+pub type ThreadingUdpServer = Server<Udp, Threading>;
+
+/// What [`Server::handle_request`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Handled {
+    /// A request was received and processed (or handed to the pool, or refused by
+    /// `verify_request`).
+    Request,
+    /// The timeout passed with no request; the `handle_timeout` hook ran.
+    Timeout,
+    /// The server is shutting down or closed; nothing was done.
+    Shutdown,
+}
+
+impl<T: Transport, M: Mode> Server<T, M> {
+    /// A builder for this kind of server, with every option at its default.
+    pub fn builder() -> Builder<T, M> {
+        Builder::new()
+    }
+
+    /// Creates a server bound to `addr` and activated (listening), with default options:
+    /// Python's `Server(server_address, RequestHandlerClass)`.
+    ///
+    /// `handler` is a handler constructor (`MyHandler::default`, `|| MyHandler::new(..)`)
+    /// or a closure handling each request itself. See [`Builder::bind`] for the steps.
+    pub fn bind<A, H, Marker>(addr: A, handler: H) -> io::Result<Self>
+    where
+        A: BindAddr<T>,
+        H: IntoHandler<T::Request, Marker>,
+    {
+        Builder::new().bind(addr, handler)
+    }
+
+    pub(crate) fn from_parts(
+        core: Arc<Core>,
+        factory: Arc<dyn HandlerFactory<T::Request>>,
+    ) -> Self {
+        Server {
+            core,
+            factory,
+            _marker: PhantomData,
+        }
+    }
+
+    /// Python's `server_bind()`: sets the pre-bind options (`SO_REUSEADDR`, `SO_REUSEPORT`,
+    /// `IPV6_V6ONLY`), calls `bind(2)`, then records the bound address (`getsockname(2)`,
+    /// so a port of 0 is resolved). Only needed after [`Builder::build_unbound`].
+    pub fn server_bind(&self) -> io::Result<()> {
+        let sock = self.live_socket()?;
+        if self.core.bound.load(Ordering::SeqCst) {
+            return Err(io::Error::other("server_bind: already bound"));
+        }
+        let addr = self.core.address.lock().clone();
+        self.core.options.before_bind(&sock, &addr)?;
+        sock.bind(&addr)?;
+        *self.core.address.lock() = sock.local_addr()?;
+        self.core.bound.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Python's `server_activate()`: `listen(2)` with the configured backlog (stream
+    /// transports), and switches the socket to non-blocking mode for the serving loop.
+    pub fn server_activate(&self) -> io::Result<()> {
+        let sock = self.live_socket()?;
+        if <T::Request as crate::request::sealed::RequestKind>::STREAM {
+            sock.listen(self.core.options.backlog)?;
+        }
+        sock.set_nonblocking(true)?;
+        self.core.activated.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// The address the server is bound to (Python's `server_address` after bind: port 0 is
+    /// resolved to the real port).
+    pub fn server_address(&self) -> io::Result<T::Addr> {
+        T::to_addr(&self.core.address.lock())
+    }
+
+    /// The server socket (Python's `socket`), until [`server_close`](Self::server_close).
+    /// Use it to read or set socket options, or to poll it yourself.
+    pub fn socket(&self) -> Option<Arc<Socket>> {
+        self.core.socket()
+    }
+
+    /// Python's `fileno()`: the server socket's descriptor, or `None` once closed.
+    pub fn fileno(&self) -> Option<RawFd> {
+        self.core.socket().map(|s| s.as_raw_fd())
+    }
+
+    /// A handle for stopping the server from another thread, a handler or a signal
+    /// handler, and for reading its statistics.
+    pub fn handle(&self) -> ServerHandle {
+        ServerHandle::from_core(self.core.clone())
+    }
+
+    /// Python's `shutdown()`; see [`ServerHandle::shutdown`].
+    pub fn shutdown(&self) {
+        self.core.control.shutdown(true);
+    }
+
+    /// A snapshot of the server's counters and gauges.
+    pub fn stats(&self) -> crate::Stats {
+        self.handle().stats()
+    }
+
+    /// Python's `server_close()`, with a bounded drain: stops the serving loop if it runs,
+    /// closes the server socket (new connections are refused), then waits for requests
+    /// already accepted — queued or running — for at most the grace period
+    /// ([`Builder::shutdown_grace`], default 10 s). Past it, in-flight connections are shut
+    /// down (`shutdown(2)`, so handlers blocked in `read` return), requests still queued are
+    /// closed (each one logged and counted in [`Stats::dropped`](crate::Stats::dropped)),
+    /// and the workers are joined.
+    ///
+    /// Returns `true` if everything finished within the grace period. Idempotent.
+    pub fn server_close(&self) -> bool {
+        self.server_close_timeout(self.core.options.shutdown_grace)
+    }
+
+    /// [`server_close`](Self::server_close) with an explicit grace period.
+    pub fn server_close_timeout(&self, grace: Duration) -> bool {
+        let deadline = Instant::now() + grace;
+        if self.core.closed.swap(true, Ordering::SeqCst) {
+            return true;
+        }
+        self.core.control.shutdown(true);
+        // Close the listener first: new SYNs get RST instead of waiting in a backlog that
+        // will never be served.
+        drop(self.core.socket.write().take());
+        self.core.executor.close(&self.core, deadline)
+    }
+
+    fn live_socket(&self) -> io::Result<Arc<Socket>> {
+        self.core
+            .socket()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotConnected, "the server is closed"))
+    }
+}
+
+impl<T: Transport, M: Mode> Drop for Server<T, M> {
+    fn drop(&mut self) {
+        self.server_close();
+    }
+}
+
+impl<T: Transport, M: Mode> fmt::Debug for Server<T, M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Server")
+            .field("address", &self.core.address.lock())
+            .field("closed", &self.core.closed.load(Ordering::Relaxed))
+            .field("options", &self.core.options)
+            .finish_non_exhaustive()
+    }
+}

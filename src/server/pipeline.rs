@@ -1,0 +1,88 @@
+//! Python's request pipeline, per request: `verify_request` (on the serving thread, in
+//! `serve.rs`), then here `finish_request` (handler `setup` → `handle` → `finish`) and
+//! `shutdown_request`, exactly once, whatever happened.
+
+use std::io;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use super::Core;
+use crate::addr::ClientAddr;
+use crate::handler::{HandlerError, HandlerFactory};
+use crate::mode::{Disposition, Refusal};
+use crate::request::sealed::RequestKind;
+
+/// Runs one request through its handler, or refuses it.
+pub(crate) fn process<R: RequestKind + crate::request::Request>(
+    core: &Arc<Core>,
+    factory: &dyn HandlerFactory<R>,
+    inc: R::Incoming,
+    disposition: Disposition,
+) {
+    if let Disposition::Refuse(why) = disposition {
+        refuse::<R>(core, inc, why);
+        return;
+    }
+    core.in_flight.fetch_add(1, Ordering::SeqCst);
+    let addr = R::incoming_addr(&inc).clone();
+    match R::open(inc, core) {
+        Ok(mut req) => {
+            run_handler(core, factory, &addr, &mut req);
+            R::shutdown_request(req);
+            core.stats.served.inc();
+        }
+        Err(e) => core.report_error(&addr, &HandlerError::Io(e)),
+    }
+    core.in_flight.fetch_sub(1, Ordering::SeqCst);
+}
+
+/// Closes an accepted request without handling it; never silent.
+pub(crate) fn refuse<R: RequestKind>(core: &Core, inc: R::Incoming, why: Refusal) {
+    if why != Refusal::Overloaded {
+        core.stats.dropped.inc();
+    }
+    log::warn!(
+        "socketserver: closed the request from {} unhandled: {}",
+        R::incoming_addr(&inc),
+        why.reason()
+    );
+    R::close_incoming(inc);
+}
+
+fn run_handler<R: RequestKind + crate::request::Request>(
+    core: &Core,
+    factory: &dyn HandlerFactory<R>,
+    addr: &ClientAddr,
+    req: &mut R,
+) {
+    let mut handler = match catch_unwind(AssertUnwindSafe(|| factory.new_handler())) {
+        Ok(h) => h,
+        Err(p) => {
+            core.report_error(addr, &HandlerError::from_panic(p));
+            return;
+        }
+    };
+    // Python: setup(); try: handle() finally: finish(). No finish when setup fails.
+    if !stage(core, addr, || handler.setup(req)) {
+        return;
+    }
+    stage(core, addr, || handler.handle(req));
+    stage(core, addr, || handler.finish(req));
+    stage(core, addr, || req.complete());
+}
+
+/// Runs one hook, reporting an error or a panic. `true` if it succeeded.
+fn stage(core: &Core, addr: &ClientAddr, f: impl FnOnce() -> io::Result<()>) -> bool {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(())) => true,
+        Ok(Err(e)) => {
+            core.report_error(addr, &HandlerError::Io(e));
+            false
+        }
+        Err(p) => {
+            core.report_error(addr, &HandlerError::from_panic(p));
+            false
+        }
+    }
+}

@@ -1,0 +1,208 @@
+//! The serving loop: `serve_forever` and `handle_request`.
+//!
+//! One `poll(2)` on two descriptors — the server socket and the shutdown waker — so an
+//! idle server sleeps in the kernel and `shutdown()` takes effect at once. When the socket is
+//! readable the loop takes up to [`BATCH`] requests without polling again, checking the stop
+//! flag between them (a request arriving after `shutdown()` is never taken: bpo-35017).
+
+use std::io;
+use std::os::fd::AsRawFd;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use socket2::Socket;
+
+use super::accept::{Backoff, is_per_connection};
+use super::{Handled, Server, pipeline};
+use crate::mode::{Disposition, Executor, Mode};
+use crate::request::sealed::RequestKind;
+use crate::request::{Polled, RecvBuf};
+use crate::sys;
+use crate::transport::Transport;
+
+/// Requests taken per wake-up before polling again.
+const BATCH: usize = 64;
+
+/// `service_actions` cadence when a hook is set but no interval is (Python's
+/// `poll_interval`).
+const DEFAULT_SERVICE_INTERVAL: Duration = Duration::from_millis(500);
+
+impl<T: Transport, M: Mode> Server<T, M> {
+    /// Python's `serve_forever()`: handles requests until [`shutdown`](Self::shutdown).
+    ///
+    /// Returns `Ok(())` after a shutdown. Accept errors never end the loop: per-connection
+    /// ones (`ECONNABORTED`, `ECONNRESET`…) are skipped, resource exhaustion (`EMFILE`,
+    /// `ENFILE`, `ENOBUFS`, `ENOMEM`) is logged (at most once a second) and backed off, 5 ms
+    /// doubling to 1 s. An error is returned only if the server is closed or not activated,
+    /// or if another thread is already serving.
+    ///
+    /// The `service_actions` hook runs after every wake-up, and at least every
+    /// [`Builder::service_interval`](crate::Builder::service_interval) when one is set.
+    pub fn serve_forever(&self) -> io::Result<()> {
+        let sock = self.ready_socket()?;
+        let core = &self.core;
+        let Some(_serving) = core.control.begin()? else {
+            return Ok(());
+        };
+        let mut buf = self.recv_buf();
+        let mut backoff = Backoff::default();
+        let fds = [sock.as_raw_fd(), core.control.waker.fd()];
+        let interval = core.options.service_interval.or(core
+            .hooks
+            .service_actions
+            .as_ref()
+            .map(|_| DEFAULT_SERVICE_INTERVAL));
+        loop {
+            if core.control.stop_requested() || !core.executor.wait_for_capacity(core) {
+                break;
+            }
+            let ready = sys::poll_readable(&fds, interval)?;
+            if ready & 0b10 != 0 {
+                core.control.waker.drain();
+            }
+            if core.control.stop_requested() {
+                break;
+            }
+            if ready & 0b01 != 0 {
+                self.serve_ready(&sock, &mut buf, &mut backoff)?;
+            }
+            self.service_actions();
+        }
+        Ok(())
+    }
+
+    /// Python's `handle_request()`: waits for one request, up to the server's
+    /// [`timeout`](crate::Builder::timeout), and processes it (in threading mode: hands it
+    /// to the pool). If the timeout passes first, runs the `handle_timeout` hook and returns
+    /// [`Handled::Timeout`]. With no timeout it waits forever. `EINTR` does not shorten the
+    /// wait.
+    pub fn handle_request(&self) -> io::Result<Handled> {
+        let sock = self.ready_socket()?;
+        let deadline = self.core.options.timeout.map(|t| Instant::now() + t);
+        let mut buf = self.recv_buf();
+        loop {
+            let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            let ready = sys::poll_readable(&[sock.as_raw_fd()], remaining)?;
+            if ready & 1 != 0 {
+                match <T::Request as RequestKind>::get_request(&self.core, &sock, &mut buf) {
+                    Ok(Polled::Ready(inc)) => {
+                        self.dispatch(inc);
+                        return Ok(Handled::Request);
+                    }
+                    Ok(Polled::Skipped) => return Ok(Handled::Request),
+                    Ok(Polled::WouldBlock) => {}
+                    Err(e) if is_per_connection(&e) => {}
+                    Err(e) => {
+                        self.core.stats.accept_errors.inc();
+                        return Err(e);
+                    }
+                }
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                if let Some(hook) = &self.core.hooks.handle_timeout {
+                    hook(&self.handle());
+                }
+                return Ok(Handled::Timeout);
+            }
+        }
+    }
+
+    fn ready_socket(&self) -> io::Result<Arc<Socket>> {
+        let sock = self.live_socket()?;
+        if !self.core.activated.load(Ordering::SeqCst) {
+            return Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                "the server is not activated: call server_bind() and server_activate() first",
+            ));
+        }
+        Ok(sock)
+    }
+
+    fn recv_buf(&self) -> RecvBuf {
+        if <T::Request as RequestKind>::STREAM {
+            Vec::new()
+        } else {
+            vec![std::mem::MaybeUninit::uninit(); self.core.options.max_packet_size]
+        }
+    }
+
+    /// Takes up to `BATCH` pending requests.
+    fn serve_ready(
+        &self,
+        sock: &Arc<Socket>,
+        buf: &mut RecvBuf,
+        backoff: &mut Backoff,
+    ) -> io::Result<()> {
+        let core = &self.core;
+        for _ in 0..BATCH {
+            if core.control.stop_requested() {
+                break;
+            }
+            match <T::Request as RequestKind>::get_request(core, sock, buf) {
+                Ok(Polled::Ready(inc)) => {
+                    backoff.reset();
+                    self.dispatch(inc);
+                    // Block policy: stop taking requests the pool has no room for.
+                    if !core.executor.has_room() {
+                        break;
+                    }
+                }
+                Ok(Polled::Skipped) => {}
+                Ok(Polled::WouldBlock) => break,
+                Err(e) if is_per_connection(&e) => {
+                    core.stats.accept_errors.inc();
+                    if e.kind() == io::ErrorKind::WouldBlock {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    core.stats.accept_errors.inc();
+                    let pause = backoff.on_error(&e);
+                    sys::sleep_or_wake(&core.control.waker, pause)?;
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `verify_request`, then `process_request` in the server's mode.
+    fn dispatch(&self, inc: <T::Request as RequestKind>::Incoming) {
+        let core = &self.core;
+        core.stats.accepted.inc();
+        if let Some(verify) = &core.hooks.verify_request {
+            let addr = <T::Request as RequestKind>::incoming_addr(&inc);
+            let ok = catch_unwind(AssertUnwindSafe(|| verify(addr))).unwrap_or_else(|_| {
+                log::error!("socketserver: the verify_request hook panicked; refusing {addr}");
+                false
+            });
+            if !ok {
+                core.stats.refused.inc();
+                // Python's shutdown_request on refusal, exactly once (bpo-26309).
+                <T::Request as RequestKind>::close_incoming(inc);
+                return;
+            }
+        }
+        match &core.executor {
+            Executor::Inline => pipeline::process(core, &*self.factory, inc, Disposition::Run),
+            Executor::Pool(pool) => {
+                let core2 = core.clone();
+                let factory = self.factory.clone();
+                pool.submit(
+                    core,
+                    Box::new(move |d| pipeline::process(&core2, &*factory, inc, d)),
+                );
+            }
+        }
+    }
+
+    fn service_actions(&self) {
+        if let Some(hook) = &self.core.hooks.service_actions
+            && catch_unwind(AssertUnwindSafe(|| hook(&self.handle()))).is_err()
+        {
+            log::error!("socketserver: the service_actions hook panicked");
+        }
+    }
+}

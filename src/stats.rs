@@ -1,0 +1,83 @@
+//! Server statistics: counters updated lock-free, read as a [`Stats`] snapshot.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A monotonically increasing event counter.
+#[derive(Debug, Default)]
+pub(crate) struct Counter(AtomicU64);
+
+impl Counter {
+    pub(crate) fn inc(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+    pub(crate) fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// The server's event counters.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) accepted: Counter,
+    pub(crate) served: Counter,
+    pub(crate) refused: Counter,
+    pub(crate) rejected: Counter,
+    pub(crate) dropped: Counter,
+    pub(crate) errors: Counter,
+    pub(crate) panics: Counter,
+    pub(crate) truncated: Counter,
+    pub(crate) accept_errors: Counter,
+}
+
+/// A snapshot of a server's activity, from [`ServerHandle::stats`](crate::ServerHandle::stats).
+///
+/// Counters (`accepted`, `served`, …) only grow; gauges (`workers`, `idle`, `queued`,
+/// `active`) describe the moment of the snapshot.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Connections accepted / datagrams received (before `verify_request`).
+    pub accepted: u64,
+    /// Requests whose handler pipeline ran to the end (whatever the handler returned).
+    pub served: u64,
+    /// Requests refused by `verify_request`.
+    pub refused: u64,
+    /// Connections closed at once because the queue was full (overload policy `Reject`).
+    pub rejected: u64,
+    /// Accepted requests closed without being handled because the server was force-closed
+    /// (grace period over, or a second Ctrl-C). Each one is also logged.
+    pub dropped: u64,
+    /// Errors returned by handlers or by setting a request up (reported to `handle_error`).
+    pub errors: u64,
+    /// Handler panics (caught, reported to `handle_error`; the worker survived).
+    pub panics: u64,
+    /// Datagrams dropped because they were larger than `max_packet_size`.
+    pub truncated: u64,
+    /// Failed `accept(2)` / `recvfrom(2)` calls (EMFILE, ECONNABORTED…).
+    pub accept_errors: u64,
+    /// Worker threads alive (threading mode) or child processes running (forking mode).
+    pub workers: usize,
+    /// Worker threads waiting for work.
+    pub idle: usize,
+    /// Requests accepted and waiting for a worker.
+    pub queued: usize,
+    /// Stream requests being handled right now.
+    pub active: usize,
+}
+
+impl Counters {
+    pub(crate) fn snapshot(&self) -> Stats {
+        Stats {
+            accepted: self.accepted.get(),
+            served: self.served.get(),
+            refused: self.refused.get(),
+            rejected: self.rejected.get(),
+            dropped: self.dropped.get(),
+            errors: self.errors.get(),
+            panics: self.panics.get(),
+            truncated: self.truncated.get(),
+            accept_errors: self.accept_errors.get(),
+            ..Stats::default()
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! Unix implementations: `poll(2)` on a few descriptors and a socketpair waker.
+
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+/// Waits until one of `fds` is readable, or `timeout` passes (`None` waits forever).
+///
+/// Returns a bit mask: bit `i` is set when `fds[i]` is readable (or has an error or hang-up
+/// pending, which a read will report). An interrupted call (`EINTR`) returns an empty mask so
+/// that callers re-check their state and deadlines, as `select`-based loops do.
+pub(crate) fn poll_readable(fds: &[RawFd], timeout: Option<Duration>) -> io::Result<u32> {
+    debug_assert!(fds.len() <= 4);
+    let mut pfds = [libc::pollfd {
+        fd: -1,
+        events: 0,
+        revents: 0,
+    }; 4];
+    for (slot, fd) in pfds.iter_mut().zip(fds) {
+        slot.fd = *fd;
+        slot.events = libc::POLLIN;
+    }
+    let ms: libc::c_int = match timeout {
+        None => -1,
+        // Round up so that a 0.5 ms timeout does not become a busy loop of 0 ms polls.
+        Some(d) => d
+            .as_micros()
+            .div_ceil(1000)
+            .try_into()
+            .unwrap_or(libc::c_int::MAX),
+    };
+    // SAFETY: `pfds` is a valid array of `fds.len()` initialised pollfd structs.
+    let n = unsafe { libc::poll(pfds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
+    if n < 0 {
+        let err = io::Error::last_os_error();
+        return if err.kind() == io::ErrorKind::Interrupted {
+            Ok(0)
+        } else {
+            Err(err)
+        };
+    }
+    let mut mask = 0;
+    for (i, p) in pfds.iter().take(fds.len()).enumerate() {
+        if p.revents & (libc::POLLIN | libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0 {
+            mask |= 1 << i;
+        }
+    }
+    Ok(mask)
+}
+
+/// Wakes a thread blocked in [`poll_readable`]: a non-blocking socketpair whose read end is
+/// polled next to the listener. `wake` is async-signal-safe in effect (one `write`), never
+/// blocks, and coalesces: many wakes before a drain cost one readable event.
+#[derive(Debug)]
+pub(crate) struct Waker {
+    rx: UnixStream,
+    tx: UnixStream,
+}
+
+impl Waker {
+    pub(crate) fn new() -> io::Result<Waker> {
+        let (rx, tx) = UnixStream::pair()?;
+        rx.set_nonblocking(true)?;
+        tx.set_nonblocking(true)?;
+        Ok(Waker { rx, tx })
+    }
+
+    /// The descriptor to poll for readability.
+    pub(crate) fn fd(&self) -> RawFd {
+        self.rx.as_raw_fd()
+    }
+
+    /// Makes [`fd`](Self::fd) readable. A full pipe means a wake is already pending.
+    pub(crate) fn wake(&self) {
+        match (&self.tx).write(&[1]) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => log::warn!("socketserver: waker write failed: {e}"),
+        }
+    }
+
+    /// Consumes pending wakes.
+    pub(crate) fn drain(&self) {
+        let mut buf = [0u8; 64];
+        while let Ok(n) = (&self.rx).read(&mut buf) {
+            if n < buf.len() {
+                break;
+            }
+        }
+    }
+}
+
+/// `shutdown(2)` on a raw descriptor, ignoring errors (the peer may already be gone).
+pub(crate) fn shutdown_fd(fd: RawFd) {
+    // SAFETY: shutdown on a descriptor has no memory-safety preconditions; callers guarantee
+    // (under the tracker lock) that `fd` is still the connection they registered.
+    unsafe {
+        libc::shutdown(fd, libc::SHUT_RDWR);
+    }
+}
+
+/// Sleeps for `d` unless `waker` fires first. Used for accept back-off, so that a server in
+/// back-off still shuts down at once.
+pub(crate) fn sleep_or_wake(waker: &Waker, d: Duration) -> io::Result<()> {
+    poll_readable(&[waker.fd()], Some(d)).map(|_| ())
+}
