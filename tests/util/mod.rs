@@ -34,13 +34,11 @@ impl<T: Transport, M: Mode> Running<T, M> {
     #[track_caller]
     pub fn stop(mut self) -> io::Result<()> {
         self.server.shutdown();
-        let r = self
-            .thread
+        self.thread
             .take()
             .unwrap()
             .join()
-            .expect("serve_forever panicked");
-        r
+            .expect("serve_forever panicked")
     }
 }
 
