@@ -107,3 +107,119 @@ pub fn open_fds() -> usize {
 
 /// Compile-time check that `T` is `Send + Sync`.
 pub fn assert_send_sync<T: Send + Sync>() {}
+
+/// Environment variable that turns a test function into a child-process body.
+pub const CHILD_ENV: &str = "SOCKETSERVER_TEST_CHILD";
+
+/// Is this process a child spawned by [`spawn_self`]?
+pub fn is_child() -> bool {
+    std::env::var_os(CHILD_ENV).is_some()
+}
+
+/// A child process running one test of this test binary, killed and reaped on drop. Its
+/// stdout and stderr lines arrive on channels.
+pub struct ChildProc {
+    pub child: std::process::Child,
+    pub stdout: crossbeam_channel::Receiver<String>,
+    pub stderr: crossbeam_channel::Receiver<String>,
+}
+
+/// Re-executes this test binary to run only `test` (which checks [`is_child`]).
+pub fn spawn_self(test: &str) -> ChildProc {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env(CHILD_ENV, "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    fn pump(r: impl Read + Send + 'static) -> crossbeam_channel::Receiver<String> {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        thread::spawn(move || {
+            use std::io::BufRead;
+            for line in io::BufReader::new(r).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        rx
+    }
+    let stdout = pump(child.stdout.take().unwrap());
+    let stderr = pump(child.stderr.take().unwrap());
+    ChildProc {
+        child,
+        stdout,
+        stderr,
+    }
+}
+
+impl ChildProc {
+    /// Waits for a line on `rx` containing `needle`; returns it.
+    #[track_caller]
+    pub fn expect_line(rx: &crossbeam_channel::Receiver<String>, needle: &str) -> String {
+        let deadline = Instant::now() + LONG;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                // libtest may print "test name ... " in front of the child's own output.
+                Ok(l) if l.contains(needle) => {
+                    let at = l.find(needle).unwrap_or(0);
+                    return l[at..].to_string();
+                }
+                Ok(_) => {}
+                Err(_) => panic!("child never printed a line containing {needle:?}"),
+            }
+        }
+    }
+
+    /// The port from a `PORT n` line on stdout.
+    #[track_caller]
+    pub fn port(&self) -> u16 {
+        let l = Self::expect_line(&self.stdout, "PORT ");
+        l["PORT ".len()..].trim().parse().unwrap()
+    }
+
+    pub fn signal(&self, sig: libc::c_int) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, sig) };
+    }
+
+    /// Waits (bounded) for the child to exit; returns its exit code.
+    #[track_caller]
+    pub fn wait_exit(&mut self) -> Option<i32> {
+        let deadline = Instant::now() + LONG;
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st.code();
+            }
+            assert!(Instant::now() < deadline, "child did not exit");
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// CPU time (user + system) the child has used so far, in clock ticks.
+    pub fn cpu_ticks(&self) -> u64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        // Fields after the ")" of the command name: state is field 3; utime 14, stime 15.
+        let rest = stat.rsplit(')').next().unwrap_or("");
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let get = |i: usize| {
+            f.get(i - 3)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        get(14) + get(15)
+    }
+}
+
+impl Drop for ChildProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,84 @@
+//! Ctrl-C (SIGINT) on a real process: the in-flight request completes, the process exits
+//! 0; a second signal forces the close. Needs the `ctrlc` feature.
+#![cfg(feature = "ctrlc")]
+
+mod util;
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::SocketAddr;
+
+use socketserver::*;
+use util::*;
+
+/// Reads "go", says "started", reads "finish", says "done".
+fn two_step(req: &mut StreamRequest) -> io::Result<()> {
+    let mut line = String::new();
+    req.rfile.read_line(&mut line)?;
+    req.wfile.write_all(b"started\n")?;
+    line.clear();
+    req.rfile.read_line(&mut line)?;
+    req.wfile.write_all(b"done\n")
+}
+
+#[test]
+fn ctrl_c_child() {
+    if !is_child() {
+        return;
+    }
+    simplelog::TermLogger::init(
+        log::LevelFilter::Info,
+        simplelog::Config::default(),
+        simplelog::TerminalMode::Stderr,
+        simplelog::ColorChoice::Never,
+    )
+    .unwrap();
+    let server = ThreadingTcpServer::builder()
+        .read_timeout(None)
+        .bind("127.0.0.1:0", two_step)
+        .unwrap();
+    shutdown_on_ctrl_c([server.handle()]).unwrap();
+    println!("PORT {}", server.server_address().unwrap().port());
+    server.serve_forever().unwrap();
+    let clean = server.server_close();
+    println!("CLOSED clean={clean} served={}", server.stats().served);
+}
+
+fn start() -> (ChildProc, std::net::TcpStream) {
+    let child = spawn_self("ctrl_c_child");
+    let addr = SocketAddr::from(([127, 0, 0, 1], child.port()));
+    let mut s = connect(addr);
+    s.write_all(b"go\n").unwrap();
+    let mut line = String::new();
+    BufReader::new(&s).read_line(&mut line).unwrap();
+    assert_eq!(line, "started\n");
+    (child, s)
+}
+
+#[test]
+fn sigint_lets_the_in_flight_request_finish_then_exits_0() {
+    let (mut child, mut s) = start();
+    child.signal(libc::SIGINT);
+    ChildProc::expect_line(&child.stderr, "shutting down");
+    // The request is still in flight: finish it and get its reply.
+    s.write_all(b"finish\n").unwrap();
+    let mut rest = String::new();
+    s.read_to_string(&mut rest).unwrap();
+    assert_eq!(rest, "done\n");
+    assert_eq!(child.wait_exit(), Some(0));
+    let closed = ChildProc::expect_line(&child.stdout, "CLOSED");
+    assert_eq!(closed, "CLOSED clean=true served=1");
+}
+
+#[test]
+fn a_second_sigint_forces_the_close_and_still_exits_0() {
+    let (mut child, mut s) = start();
+    child.signal(libc::SIGINT);
+    ChildProc::expect_line(&child.stderr, "shutting down");
+    child.signal(libc::SIGINT);
+    // Never sends "finish": the forced close ends the connection.
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+    assert_eq!(child.wait_exit(), Some(0));
+    let closed = ChildProc::expect_line(&child.stdout, "CLOSED");
+    assert!(closed.starts_with("CLOSED clean=false"), "{closed}");
+}

@@ -1,0 +1,139 @@
+//! Datagram servers: replies to the sender, truncation detected, no empty replies unless
+//! asked, many clients on the pool.
+
+mod util;
+
+use std::io::{self, Read, Write};
+use std::sync::Arc;
+use std::thread;
+
+use parking_lot::Mutex;
+use socketserver::*;
+use util::*;
+
+fn echo(req: &mut DatagramRequest) -> io::Result<()> {
+    let mut data = Vec::new();
+    req.rfile.read_to_end(&mut data)?;
+    req.wfile.write_all(&data)
+}
+
+#[test]
+fn an_oversized_datagram_is_reported_and_dropped_not_passed_on_cut() {
+    let errors = Arc::new(Mutex::new(Vec::new()));
+    let e = errors.clone();
+    let server = UdpServer::builder()
+        .max_packet_size(100)
+        .handle_error(move |_, err| e.lock().push(err.to_string()))
+        .bind("127.0.0.1:0", echo)
+        .unwrap();
+    let addr = server.server_address().unwrap();
+    let run = Running::start(server);
+    let c = udp_client();
+    c.send_to(&[7u8; 200], addr).unwrap();
+    c.send_to(&[1u8; 100], addr).unwrap();
+    let mut buf = [0u8; 300];
+    let (n, _) = c.recv_from(&mut buf).unwrap();
+    assert_eq!(n, 100, "only the datagram that fits is handled");
+    let st = run.server.stats();
+    assert_eq!(st.truncated, 1);
+    let errs = errors.lock();
+    assert_eq!(errs.len(), 1);
+    assert!(errs[0].contains("max_packet_size"), "{errs:?}");
+}
+
+#[test]
+fn the_default_max_packet_size_receives_a_maximal_ipv4_datagram_whole() {
+    let server = UdpServer::bind("127.0.0.1:0", |req: &mut DatagramRequest| {
+        let n = req.packet().len();
+        req.wfile.write_all(n.to_string().as_bytes())
+    })
+    .unwrap();
+    let addr = server.server_address().unwrap();
+    let _run = Running::start(server);
+    let c = udp_client();
+    c.send_to(&vec![9u8; 65_507], addr).unwrap();
+    let mut buf = [0u8; 16];
+    let (n, _) = c.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"65507");
+}
+
+fn silent_then_marker(req: &mut DatagramRequest) -> io::Result<()> {
+    if req.packet() == b"marker" {
+        req.wfile.write_all(b"marker")?;
+    }
+    Ok(())
+}
+
+#[test]
+fn no_empty_reply_datagram_is_sent_when_the_handler_wrote_nothing() {
+    let server = UdpServer::bind("127.0.0.1:0", silent_then_marker).unwrap();
+    let addr = server.server_address().unwrap();
+    let _run = Running::start(server);
+    let c = udp_client();
+    c.send_to(b"quiet", addr).unwrap();
+    c.send_to(b"marker", addr).unwrap();
+    let mut buf = [0u8; 16];
+    let (n, _) = c.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"marker", "an empty datagram arrived first");
+}
+
+#[test]
+fn empty_datagram_reply_restores_pythons_behaviour() {
+    let server = UdpServer::builder()
+        .empty_datagram_reply(true)
+        .bind("127.0.0.1:0", silent_then_marker)
+        .unwrap();
+    let addr = server.server_address().unwrap();
+    let _run = Running::start(server);
+    let c = udp_client();
+    c.send_to(b"quiet", addr).unwrap();
+    let mut buf = [0u8; 16];
+    let (n, _) = c.recv_from(&mut buf).unwrap();
+    assert_eq!(n, 0);
+}
+
+#[test]
+fn threading_udp_answers_every_request_of_8_concurrent_clients() {
+    let server = ThreadingUdpServer::bind("127.0.0.1:0", echo).unwrap();
+    let addr = server.server_address().unwrap();
+    let run = Running::start(server);
+    let clients: Vec<_> = (0..8)
+        .map(|c| {
+            thread::spawn(move || {
+                let s = udp_client();
+                for i in 0..200 {
+                    let msg = format!("{c}:{i}");
+                    s.send_to(msg.as_bytes(), addr).unwrap();
+                    let mut buf = [0u8; 64];
+                    let (n, from) = s.recv_from(&mut buf).unwrap();
+                    assert_eq!((&buf[..n], from), (msg.as_bytes(), addr));
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().unwrap();
+    }
+    wait_until("all served", || run.server.stats().served == 1600);
+}
+
+#[test]
+fn handlers_can_reply_with_several_datagrams() {
+    let server = UdpServer::bind("127.0.0.1:0", |req: &mut DatagramRequest| {
+        req.reply(b"one")?;
+        req.reply(b"two")?;
+        req.wfile.write_all(b"three")
+    })
+    .unwrap();
+    let addr = server.server_address().unwrap();
+    let _run = Running::start(server);
+    let c = udp_client();
+    c.send_to(b"go", addr).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 16];
+    for _ in 0..3 {
+        let (n, _) = c.recv_from(&mut buf).unwrap();
+        got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    assert_eq!(got, ["one", "two", "three"]);
+}
