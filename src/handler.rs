@@ -41,6 +41,11 @@ use crate::request::{DatagramRequest, Request, StreamRequest};
 ///         Ok(())
 ///     }
 /// }
+///
+/// // One handler per connection, built by its constructor.
+/// let server = socketserver::ThreadingTcpServer::bind("127.0.0.1:0", Numbered::default)?;
+/// # drop(server);
+/// # Ok::<(), std::io::Error>(())
 /// ```
 pub trait StreamRequestHandler: Send + 'static {
     /// Called before [`handle`](Self::handle). An error here skips `handle` **and** `finish`.

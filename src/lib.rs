@@ -1,5 +1,102 @@
-//! socketserver: Python's `socketserver`, done the Rust way (tutorial below, WIP).
-#![deny(missing_docs)]
+//! # socketserver
+//!
+//! Python's [`socketserver`](https://docs.python.org/3/library/socketserver.html) for Rust:
+//! the same vocabulary and lifecycle — a server, a handler class with `setup` → `handle` →
+//! `finish`, `serve_forever`, `shutdown`, `server_close` — with better defaults: a bounded
+//! worker pool instead of a thread per request, a shutdown that takes effect at once, a
+//! graceful drain with a deadline, timeouts on, accept errors backed off instead of spun on,
+//! and no silent UDP truncation. Unix (Linux, macOS, the BSDs).
+//!
+//! ## Tutorial: an echo server in ten lines
+//!
+//! ```
+//! use std::io::{self, BufRead, Read, Write};
+//! use socketserver::{StreamRequest, ThreadingTcpServer};
+//!
+//! // A handler: Python's `StreamRequestHandler.handle`. `rfile` is buffered, `wfile`
+//! // never writes partially.
+//! fn echo(req: &mut StreamRequest) -> io::Result<()> {
+//!     let mut line = String::new();
+//!     while req.rfile.read_line(&mut line)? > 0 {
+//!         req.wfile.write_all(line.as_bytes())?;
+//!         line.clear();
+//!     }
+//!     Ok(())
+//! }
+//!
+//! // Port 0: the OS picks a free port; `server_address()` tells which.
+//! let server = ThreadingTcpServer::bind("127.0.0.1:0", echo)?;
+//! let addr = server.server_address()?;
+//! let handle = server.handle(); // to stop it from another thread
+//!
+//! std::thread::scope(|s| {
+//!     s.spawn(|| server.serve_forever());
+//!
+//!     // A client, as in the Python tutorials.
+//!     let mut client = std::net::TcpStream::connect(addr)?;
+//!     client.write_all(b"hello world\n")?;
+//!     client.shutdown(std::net::Shutdown::Write)?;
+//!     let mut reply = String::new();
+//!     client.read_to_string(&mut reply)?;
+//!     assert_eq!(reply, "hello world\n");
+//!
+//!     handle.shutdown(); // serve_forever returns at once
+//!     Ok::<(), io::Error>(())
+//! })?;
+//! server.server_close(); // drains in-flight requests (also done on drop)
+//! # Ok::<(), io::Error>(())
+//! ```
+//!
+//! ## Handlers
+//!
+//! Like Python, the server builds **one handler per request** with a factory:
+//!
+//! - a handler type implementing [`StreamRequestHandler`] (TCP, Unix stream) or
+//!   [`DatagramRequestHandler`] (UDP, Unix datagram), passed as its constructor:
+//!   `ThreadingTcpServer::bind(addr, MyHandler::default)`, or `move || MyHandler::new(db.clone())`
+//!   to share state;
+//! - or, for stateless handlers, a closure `|req: &mut StreamRequest| -> io::Result<()>`.
+//!
+//! `setup` runs first; if it succeeds, `handle`, then `finish` — even when `handle` fails or
+//! panics. Errors and panics go to the `handle_error` hook (default: one `log::error!`
+//! line); the worker survives. The request gives `rfile`, `wfile`,
+//! [`client_address`](StreamRequest::client_address) and [`server`](StreamRequest::server)
+//! (a [`ServerHandle`]: shared state, statistics, `shutdown`).
+//!
+//! ## Servers: transport × mode
+//!
+//! | | [`Synchronous`] | [`Threading`] (pool) |
+//! |---|---|---|
+//! | [`Tcp`] | [`TcpServer`] | [`ThreadingTcpServer`] |
+//! | [`Udp`] | [`UdpServer`] | [`ThreadingUdpServer`] |
+//!
+//! All are [`Server<T, M>`](Server); configure one with [`Server::builder`]: every
+//! [`Builder`] method names its default and the socket option behind it (backlog 1024,
+//! `SO_REUSEADDR` on, `TCP_NODELAY` on, read timeout 300 s, write timeout 30 s, pool of 4 to
+//! 256 workers with a queue of 1024, UDP packets up to 65 535 bytes).
+//!
+//! ## Shutdown
+//!
+//! [`ServerHandle::shutdown`] (from any thread, including a handler) stops `serve_forever`
+//! at once; requests already accepted keep being served. [`Server::server_close`] then
+//! closes the listener and drains — waits for queued and running requests up to the grace
+//! period (default 10 s), then shuts their connections down so blocked handlers return.
+//! With the `ctrlc` feature, [`shutdown_on_ctrl_c`] wires SIGINT/SIGTERM to this: the
+//! first signal drains, a second forces.
+//!
+//! ## Framing
+//!
+//! TCP is a byte stream: messages need framing (the "sticky packet" problem). The
+//! [`framing`] module has length-prefixed frames (including Python's `struct.pack('i', n)`),
+//! JSON-header messages and safe file transfer, for handlers and plain clients alike.
+//!
+//! ## Cargo features
+//!
+//! - `ctrlc` (off): [`shutdown_on_ctrl_c`]. The library itself never installs a signal
+//!   handler or a logger; it logs through the `log` facade.
+#![deny(missing_docs, missing_debug_implementations, rust_2018_idioms)]
+#![doc(test(attr(deny(warnings))))]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod addr;
 pub mod framing;
@@ -16,8 +113,8 @@ pub mod transport;
 
 pub use addr::ClientAddr;
 pub use handler::{
-    BaseRequestHandler, Closure, Constructor, DatagramRequestHandler, HandlerError, HandlerFactory,
-    IntoHandler, StreamRequestHandler,
+    BaseRequestHandler, Closure, Constructor, DatagramRequestHandler, HandlerError,
+    HandlerFactory, IntoHandler, StreamRequestHandler,
 };
 pub use mode::{Mode, Overload, PoolConfig, Synchronous, Threading};
 pub use options::{

@@ -1,34 +1,34 @@
 //! Ctrl-C and SIGTERM → graceful shutdown (cargo feature `ctrlc`, opt-in).
-//!
-//! The library never installs a signal handler by itself; call
-//! [`shutdown_on_ctrl_c`] once in `main` to opt in:
-//!
-//! ```no_run
-//! # use socketserver::{StreamRequest, ThreadingTcpServer};
-//! let server = ThreadingTcpServer::bind("127.0.0.1:9000", |req: &mut StreamRequest| {
-//!     std::io::copy(&mut req.rfile, &mut req.wfile).map(drop)
-//! })?;
-//! socketserver::shutdown_on_ctrl_c([server.handle()]).expect("signal handler");
-//! server.serve_forever()?;   // returns after the first Ctrl-C / SIGTERM
-//! server.server_close();     // drains in-flight requests (grace period), then returns
-//! # Ok::<(), std::io::Error>(())
-//! ```
-//!
-//! The first SIGINT, SIGTERM or SIGHUP stops the serving loops ([`ServerHandle::
-//! request_shutdown`]); requests already accepted are still served by `server_close`. A
-//! second signal forces: [`ServerHandle::force_close`] ends the grace period at once. The
-//! process then leaves `main` normally and exits with status 0.
-//!
-//! It uses the `ctrlc` crate, which runs the closure on its own thread (not in signal
-//! context) and allows one handler per process: a second call returns
-//! `ctrlc::Error::MultipleHandlers`.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::ServerHandle;
 
 /// Wires SIGINT, SIGTERM and SIGHUP to a graceful shutdown of `servers`; a second signal
-/// forces the close. See the [module docs](self).
+/// forces the close (feature `ctrlc`).
+///
+/// The library never installs a signal handler by itself; call
+/// [`shutdown_on_ctrl_c`] once in `main` to opt in:
+///
+/// ```no_run
+/// # use socketserver::{StreamRequest, ThreadingTcpServer};
+/// let server = ThreadingTcpServer::bind("127.0.0.1:9000", |req: &mut StreamRequest| {
+///     std::io::copy(&mut req.rfile, &mut req.wfile).map(drop)
+/// })?;
+/// socketserver::shutdown_on_ctrl_c([server.handle()]).expect("signal handler");
+/// server.serve_forever()?;   // returns after the first Ctrl-C / SIGTERM
+/// server.server_close();     // drains in-flight requests (grace period), then returns
+/// # Ok::<(), std::io::Error>(())
+/// ```
+///
+/// The first SIGINT, SIGTERM or SIGHUP stops the serving loops
+/// ([`ServerHandle::request_shutdown`]); requests already accepted are still served by
+/// `server_close`. A second signal forces: [`ServerHandle::force_close`] ends the grace period at once. The
+/// process then leaves `main` normally and exits with status 0.
+///
+/// It uses the `ctrlc` crate, which runs the closure on its own thread (not in signal
+/// context) and allows one handler per process: a second call returns
+/// `ctrlc::Error::MultipleHandlers`.
 pub fn shutdown_on_ctrl_c(
     servers: impl IntoIterator<Item = ServerHandle>,
 ) -> Result<(), ctrlc::Error> {

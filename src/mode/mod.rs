@@ -6,7 +6,7 @@
 //! | [`Threading`] | `ThreadingMixIn` | a bounded, elastic worker pool ([`PoolConfig`]) |
 //!
 //! The mode is a type parameter of [`Server`](crate::Server) so that the names read like
-//! Python's (`ThreadingTcpServer`); inside, it selects one [`Executor`] variant.
+//! Python's (`ThreadingTcpServer`); inside, it selects one runtime executor.
 
 mod executor;
 mod pool;

@@ -63,6 +63,7 @@ impl DatagramRequest {
 }
 
 /// A received datagram on its way to a handler.
+#[derive(Debug)]
 pub struct Packet {
     data: Vec<u8>,
     from: SockAddr,

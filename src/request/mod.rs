@@ -18,6 +18,7 @@ use crate::addr::ClientAddr;
 use crate::server::Core;
 
 /// What one non-blocking `get_request` produced.
+#[derive(Debug)]
 pub enum Polled<T> {
     /// A request to process.
     Ready(T),

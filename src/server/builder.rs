@@ -25,7 +25,7 @@ use crate::transport::{BindAddr, Transport};
 /// use std::time::Duration;
 /// use socketserver::{StreamRequest, ThreadingTcpServer};
 ///
-/// let server = ThreadingTcpServer::builder()
+/// let _server = ThreadingTcpServer::builder()
 ///     .workers(8, 64)
 ///     .read_timeout(Some(Duration::from_secs(10)))
 ///     .bind("127.0.0.1:9000", |req: &mut StreamRequest| {
