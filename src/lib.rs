@@ -113,8 +113,8 @@ pub mod transport;
 
 pub use addr::ClientAddr;
 pub use handler::{
-    BaseRequestHandler, Closure, Constructor, DatagramRequestHandler, HandlerError,
-    HandlerFactory, IntoHandler, StreamRequestHandler,
+    BaseRequestHandler, Closure, Constructor, DatagramRequestHandler, HandlerError, HandlerFactory,
+    IntoHandler, StreamRequestHandler,
 };
 pub use mode::{Mode, Overload, PoolConfig, Synchronous, Threading};
 pub use options::{
