@@ -116,15 +116,17 @@ pub use handler::{
     BaseRequestHandler, Closure, Constructor, DatagramRequestHandler, HandlerError, HandlerFactory,
     IntoHandler, StreamRequestHandler,
 };
-pub use mode::{Mode, Overload, PoolConfig, Synchronous, Threading};
+pub use mode::{Forking, Mode, Overload, PoolConfig, Synchronous, Threading};
 pub use options::{
     DEFAULT_BACKLOG, DEFAULT_MAX_PACKET_SIZE, DEFAULT_READ_TIMEOUT, DEFAULT_SHUTDOWN_GRACE,
     DEFAULT_WRITE_TIMEOUT,
 };
 pub use request::{Connection, DatagramRequest, Request, SocketWriter, StreamRequest};
 pub use server::{
-    Builder, Handled, Server, ServerHandle, TcpServer, ThreadingTcpServer, ThreadingUdpServer,
-    UdpServer,
+    Builder, ForkingTcpServer, ForkingUdpServer, ForkingUnixDatagramServer,
+    ForkingUnixStreamServer, Handled, Server, ServerHandle, TcpServer, ThreadingTcpServer,
+    ThreadingUdpServer, ThreadingUnixDatagramServer, ThreadingUnixStreamServer, UdpServer,
+    UnixDatagramServer, UnixStreamServer,
 };
 #[cfg(feature = "ctrlc")]
 pub use signal::shutdown_on_ctrl_c;

@@ -10,7 +10,7 @@ use crate::mode::PoolConfig;
 /// Every knob of a server, with its default. Set them through [`Builder`](crate::Builder),
 /// whose methods document each one with the option or syscall behind it.
 #[derive(Debug, Clone)]
-pub(crate) struct Options {
+pub struct Options {
     pub(crate) reuse_address: bool,
     pub(crate) reuse_port: bool,
     pub(crate) backlog: i32,
@@ -27,6 +27,11 @@ pub(crate) struct Options {
     pub(crate) shutdown_grace: Duration,
     pub(crate) service_interval: Option<Duration>,
     pub(crate) pool: PoolConfig,
+    pub(crate) max_children: usize,
+    pub(crate) log_in_children: bool,
+    pub(crate) unix_mode: Option<u32>,
+    pub(crate) unix_remove_stale: bool,
+    pub(crate) unix_unlink_on_close: bool,
 }
 
 /// Default `listen(2)` backlog (Python: 5; std and mio: 128).
@@ -61,6 +66,11 @@ impl Default for Options {
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             service_interval: None,
             pool: PoolConfig::default(),
+            max_children: 40,
+            log_in_children: false,
+            unix_mode: None,
+            unix_remove_stale: true,
+            unix_unlink_on_close: true,
         }
     }
 }

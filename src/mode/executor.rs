@@ -3,6 +3,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+#[cfg(unix)]
+use super::Forker;
 use super::Pool;
 use crate::server::Core;
 
@@ -46,6 +48,9 @@ pub enum Executor {
     Inline,
     /// Hand to the worker pool.
     Pool(Pool),
+    /// Fork a child per request.
+    #[cfg(unix)]
+    Fork(Forker),
 }
 
 impl Executor {
@@ -55,6 +60,8 @@ impl Executor {
         match self {
             Executor::Inline => true,
             Executor::Pool(p) => p.wait_for_capacity(&core.control.stop_rx),
+            #[cfg(unix)]
+            Executor::Fork(f) => f.wait_for_capacity(core),
         }
     }
 
@@ -63,6 +70,8 @@ impl Executor {
         match self {
             Executor::Inline => true,
             Executor::Pool(p) => p.has_room(),
+            #[cfg(unix)]
+            Executor::Fork(_) => false, // re-check max_children before each fork
         }
     }
 
@@ -72,12 +81,26 @@ impl Executor {
         match self {
             Executor::Inline => core.wait_idle(deadline),
             Executor::Pool(p) => p.close(core, deadline),
+            #[cfg(unix)]
+            Executor::Fork(f) => f.close(core, deadline),
         }
     }
 
     pub(crate) fn fill_stats(&self, stats: &mut crate::Stats) {
-        if let Executor::Pool(p) = self {
-            p.fill_stats(stats);
+        match self {
+            Executor::Inline => {}
+            Executor::Pool(p) => p.fill_stats(stats),
+            #[cfg(unix)]
+            Executor::Fork(f) => stats.workers = f.count(),
+        }
+    }
+
+    /// How often the serving loop must wake even when idle (forking: to reap children).
+    pub(crate) fn service_interval(&self) -> Option<std::time::Duration> {
+        match self {
+            #[cfg(unix)]
+            Executor::Fork(_) => Some(std::time::Duration::from_millis(200)),
+            _ => None,
         }
     }
 }

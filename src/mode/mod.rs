@@ -4,14 +4,19 @@
 //! |---|---|---|
 //! | [`Synchronous`] | `TCPServer` | the thread in `serve_forever`, one request at a time |
 //! | [`Threading`] | `ThreadingMixIn` | a bounded, elastic worker pool ([`PoolConfig`]) |
+//! | [`Forking`] | `ForkingMixIn` | a child process per request, at most `max_children` |
 //!
 //! The mode is a type parameter of [`Server`](crate::Server) so that the names read like
 //! Python's (`ThreadingTcpServer`); inside, it selects one runtime executor.
 
 mod executor;
+#[cfg(unix)]
+mod forking;
 mod pool;
 
 pub(crate) use executor::{Disposition, Executor, Job, Refusal};
+#[cfg(unix)]
+pub(crate) use forking::{Forker, in_forked_child, raw_stderr_line};
 
 pub(crate) use pool::Pool;
 pub use pool::{Overload, PoolConfig};
@@ -23,7 +28,7 @@ mod sealed {
 /// An execution mode: [`Synchronous`] or [`Threading`]. Sealed.
 pub trait Mode: sealed::Sealed + Send + Sync + 'static {
     #[doc(hidden)]
-    fn executor(config: &PoolConfig) -> Executor;
+    fn executor(options: &crate::options::Options) -> Executor;
 }
 
 /// Serve one request at a time on the thread that calls `serve_forever` (Python's plain
@@ -36,17 +41,37 @@ pub struct Synchronous;
 #[derive(Debug, Clone, Copy)]
 pub struct Threading;
 
+/// Serve each request in a child process (Python's `ForkingMixIn`), at most
+/// [`max_children`](crate::Builder::max_children) at once (default 40). Unix only. Read
+/// the fork-safety notes: in the child, `log` is off by default and SIGINT is ignored.
+///
+/// Process isolation has a price: a `fork` per request. Prefer [`Threading`] unless a
+/// handler must not share memory or crash its siblings; for multi-core scaling with
+/// isolation, see [`Prefork`](crate::prefork::Prefork).
+#[cfg(unix)]
+#[derive(Debug, Clone, Copy)]
+pub struct Forking;
+
 impl sealed::Sealed for Synchronous {}
 impl sealed::Sealed for Threading {}
+#[cfg(unix)]
+impl sealed::Sealed for Forking {}
 
 impl Mode for Synchronous {
-    fn executor(_config: &PoolConfig) -> Executor {
+    fn executor(_options: &crate::options::Options) -> Executor {
         Executor::Inline
     }
 }
 
 impl Mode for Threading {
-    fn executor(config: &PoolConfig) -> Executor {
-        Executor::Pool(Pool::new(config.clone()))
+    fn executor(options: &crate::options::Options) -> Executor {
+        Executor::Pool(Pool::new(options.pool.clone()))
+    }
+}
+
+#[cfg(unix)]
+impl Mode for Forking {
+    fn executor(options: &crate::options::Options) -> Executor {
+        Executor::Fork(Forker::new(options.max_children))
     }
 }

@@ -186,14 +186,19 @@ impl RequestKind for StreamRequest {
         let (sock, client_address) = inc;
         core.options.configure_accepted(&sock, core.inet)?;
         let conn = Connection(Arc::new(sock));
-        let registration = core.tracker.register(conn.as_raw_fd());
+        // A forked child never locks the parent's tracker (another thread may hold it).
+        #[cfg(unix)]
+        let registration =
+            (!crate::mode::in_forked_child()).then(|| core.tracker.register(conn.as_raw_fd()));
+        #[cfg(not(unix))]
+        let registration = Some(core.tracker.register(conn.as_raw_fd()));
         Ok(StreamRequest {
             rfile: BufReader::with_capacity(8 * 1024, conn.clone()),
             wfile: SocketWriter(conn.clone()),
             conn,
             client_address,
             server: ServerHandle::from_core(core.clone()),
-            registration: Some(registration),
+            registration,
         })
     }
 

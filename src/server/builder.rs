@@ -101,7 +101,7 @@ impl<T: Transport, M: Mode> Builder<T, M> {
         let socket = self.options.new_socket(&addr, T::socket_type())?;
         let inet = addr.domain() != Domain::UNIX;
         let core = Core {
-            executor: M::executor(&self.options.pool),
+            executor: M::executor(&self.options),
             options: self.options,
             hooks: self.hooks,
             stats: Default::default(),
@@ -116,6 +116,7 @@ impl<T: Transport, M: Mode> Builder<T, M> {
             inet,
             in_flight: AtomicUsize::new(0),
             state: self.state,
+            socket_file: Mutex::new(None),
         };
         Ok(Server::from_parts(Arc::new(core), handler.into_factory()))
     }
@@ -195,6 +196,30 @@ impl<T: Transport, M: Mode> Builder<T, M> {
     /// kernel's.
     pub fn recv_buffer_size(mut self, bytes: usize) -> Self {
         self.options.recv_buffer_size = Some(bytes);
+        self
+    }
+
+    // ----- Unix-socket options -----------------------------------------------------------
+
+    /// Permissions (`chmod(2)`) of a Unix server's socket file, set right after `bind(2)`,
+    /// e.g. `0o660` to admit a group. Default: the process umask decides.
+    pub fn unix_mode(mut self, mode: u32) -> Self {
+        self.options.unix_mode = Some(mode);
+        self
+    }
+
+    /// Before binding a Unix socket path: if a socket file is there and nobody accepts
+    /// connections on it (`connect(2)` → `ECONNREFUSED`), remove it. Default `true`. A live
+    /// server's socket, and any file that is not a socket, are never removed.
+    pub fn unix_remove_stale(mut self, on: bool) -> Self {
+        self.options.unix_remove_stale = on;
+        self
+    }
+
+    /// Remove the socket file on `server_close` (only if it is still the one this server
+    /// bound). Default `true`; Python leaves it behind.
+    pub fn unix_unlink_on_close(mut self, on: bool) -> Self {
+        self.options.unix_unlink_on_close = on;
         self
     }
 
@@ -281,6 +306,25 @@ impl<T: Transport, M: Mode> Builder<T, M> {
     /// The whole pool configuration at once.
     pub fn pool(mut self, config: PoolConfig) -> Self {
         self.options.pool = config;
+        self
+    }
+
+    // ----- forking mode ------------------------------------------------------------------
+
+    /// Forking mode: the most children running at once (Python's `max_children`). At the
+    /// limit the server stops accepting until one exits — checked *before* forking.
+    /// Default 40.
+    pub fn max_children(mut self, n: usize) -> Self {
+        self.options.max_children = n.max(1);
+        self
+    }
+
+    /// Forking mode: keep the `log` facade on in children. Default `false`: a logger's
+    /// lock held by another parent thread at `fork` time would deadlock the child, so
+    /// children turn logging off and the default `handle_error` writes to stderr directly.
+    /// Turn it on only if no other thread logs, or the logger takes no lock.
+    pub fn log_in_children(mut self, on: bool) -> Self {
+        self.options.log_in_children = on;
         self
     }
 

@@ -65,6 +65,8 @@ pub struct Core {
     /// Requests between `open` and `shutdown_request`, in every mode.
     pub(crate) in_flight: AtomicUsize,
     pub(crate) state: Option<Arc<dyn Any + Send + Sync>>,
+    /// The Unix socket file to remove on close.
+    pub(crate) socket_file: Mutex<Option<crate::transport::SocketFile>>,
 }
 
 impl Core {
@@ -80,6 +82,10 @@ impl Core {
                     log::error!("socketserver: the handle_error hook panicked");
                 }
             }
+            #[cfg(unix)]
+            None if crate::mode::in_forked_child() => crate::mode::raw_stderr_line(&format!(
+                "socketserver: exception occurred during processing of request from {addr}: {err}"
+            )),
             None => log::error!(
                 "socketserver: exception occurred during processing of request from {addr}: {err}"
             ),

@@ -47,7 +47,9 @@ impl ServerHandle {
     pub fn force_close(&self) {
         self.0.forced.store(true, Ordering::SeqCst);
         self.0.control.shutdown(false);
-        if !matches!(self.0.executor, crate::mode::Executor::Pool(_)) {
+        // Inline mode has no pool to do it at the end of the grace period; forking mode
+        // never tracks in the parent (the children hold the connections).
+        if matches!(self.0.executor, crate::mode::Executor::Inline) {
             self.0.tracker.shutdown_all();
         }
     }

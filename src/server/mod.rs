@@ -20,7 +20,7 @@ mod builder;
 mod control;
 mod core;
 mod handle;
-mod pipeline;
+pub(crate) mod pipeline;
 mod serve;
 mod tracker;
 
@@ -40,8 +40,8 @@ use std::time::{Duration, Instant};
 use socket2::Socket;
 
 use crate::handler::{HandlerFactory, IntoHandler};
-use crate::mode::{Mode, Synchronous, Threading};
-use crate::transport::{BindAddr, Tcp, Transport, Udp};
+use crate::mode::{Forking, Mode, Synchronous, Threading};
+use crate::transport::{BindAddr, Tcp, Transport, Udp, UnixDatagram, UnixStream};
 
 /// A socket server: a transport `T` ([`Tcp`], [`Udp`], …) served in mode `M`
 /// ([`Synchronous`], [`Threading`], …). Usually named through an alias such as
@@ -64,6 +64,22 @@ pub type ThreadingTcpServer = Server<Tcp, Threading>;
 pub type UdpServer = Server<Udp, Synchronous>;
 /// Python's `ThreadingUDPServer`: UDP, datagrams handled on a bounded worker pool.
 pub type ThreadingUdpServer = Server<Udp, Threading>;
+/// Python's `UnixStreamServer`.
+pub type UnixStreamServer = Server<UnixStream, Synchronous>;
+/// Python's `ThreadingUnixStreamServer`.
+pub type ThreadingUnixStreamServer = Server<UnixStream, Threading>;
+/// Python's `UnixDatagramServer`.
+pub type UnixDatagramServer = Server<UnixDatagram, Synchronous>;
+/// Python's `ThreadingUnixDatagramServer`.
+pub type ThreadingUnixDatagramServer = Server<UnixDatagram, Threading>;
+/// Python's `ForkingTCPServer`: a child process per connection.
+pub type ForkingTcpServer = Server<Tcp, Forking>;
+/// Python's `ForkingUDPServer`: a child process per datagram.
+pub type ForkingUdpServer = Server<Udp, Forking>;
+/// Python's `ForkingUnixStreamServer`.
+pub type ForkingUnixStreamServer = Server<UnixStream, Forking>;
+/// Python's `ForkingUnixDatagramServer`.
+pub type ForkingUnixDatagramServer = Server<UnixDatagram, Forking>;
 
 /// What [`Server::handle_request`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,7 +134,9 @@ impl<T: Transport, M: Mode> Server<T, M> {
         }
         let addr = self.core.address.lock().clone();
         self.core.options.before_bind(&sock, &addr)?;
+        T::before_bind(&self.core.options, &addr)?;
         sock.bind(&addr)?;
+        *self.core.socket_file.lock() = T::after_bind(&self.core.options, &addr)?;
         *self.core.address.lock() = sock.local_addr()?;
         self.core.bound.store(true, Ordering::SeqCst);
         Ok(())
@@ -192,6 +210,9 @@ impl<T: Transport, M: Mode> Server<T, M> {
         // Close the listener first: new SYNs get RST instead of waiting in a backlog that
         // will never be served.
         drop(self.core.socket.write().take());
+        if let Some(file) = self.core.socket_file.lock().take() {
+            file.remove();
+        }
         self.core.executor.close(&self.core, deadline)
     }
 

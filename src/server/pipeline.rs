@@ -13,28 +13,34 @@ use crate::handler::{HandlerError, HandlerFactory};
 use crate::mode::{Disposition, Refusal};
 use crate::request::sealed::RequestKind;
 
-/// Runs one request through its handler, or refuses it.
+/// Runs one request through its handler, or refuses it. `true` if no error or panic was
+/// reported (a forked child's exit status).
 pub(crate) fn process<R: RequestKind + crate::request::Request>(
     core: &Arc<Core>,
     factory: &dyn HandlerFactory<R>,
     inc: R::Incoming,
     disposition: Disposition,
-) {
+) -> bool {
     if let Disposition::Refuse(why) = disposition {
         refuse::<R>(core, inc, why);
-        return;
+        return false;
     }
     core.in_flight.fetch_add(1, Ordering::SeqCst);
     let addr = R::incoming_addr(&inc).clone();
-    match R::open(inc, core) {
+    let ok = match R::open(inc, core) {
         Ok(mut req) => {
-            run_handler(core, factory, &addr, &mut req);
+            let ok = run_handler(core, factory, &addr, &mut req);
             R::shutdown_request(req);
             core.stats.served.inc();
+            ok
         }
-        Err(e) => core.report_error(&addr, &HandlerError::Io(e)),
-    }
+        Err(e) => {
+            core.report_error(&addr, &HandlerError::Io(e));
+            false
+        }
+    };
     core.in_flight.fetch_sub(1, Ordering::SeqCst);
+    ok
 }
 
 /// Closes an accepted request without handling it; never silent.
@@ -55,21 +61,22 @@ fn run_handler<R: RequestKind + crate::request::Request>(
     factory: &dyn HandlerFactory<R>,
     addr: &ClientAddr,
     req: &mut R,
-) {
+) -> bool {
     let mut handler = match catch_unwind(AssertUnwindSafe(|| factory.new_handler())) {
         Ok(h) => h,
         Err(p) => {
             core.report_error(addr, &HandlerError::from_panic(p));
-            return;
+            return false;
         }
     };
     // Python: setup(); try: handle() finally: finish(). No finish when setup fails.
     if !stage(core, addr, || handler.setup(req)) {
-        return;
+        return false;
     }
-    stage(core, addr, || handler.handle(req));
-    stage(core, addr, || handler.finish(req));
-    stage(core, addr, || req.complete());
+    let handled = stage(core, addr, || handler.handle(req));
+    let finished = stage(core, addr, || handler.finish(req));
+    let completed = stage(core, addr, || req.complete());
+    handled && finished && completed
 }
 
 /// Runs one hook, reporting an error or a panic. `true` if it succeeded.

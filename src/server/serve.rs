@@ -6,7 +6,7 @@
 //! flag between them (a request arriving after `shutdown()` is never taken: bpo-35017).
 
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -49,11 +49,15 @@ impl<T: Transport, M: Mode> Server<T, M> {
         let mut buf = self.recv_buf();
         let mut backoff = Backoff::default();
         let fds = [sock.as_raw_fd(), core.control.waker.fd()];
-        let interval = core.options.service_interval.or(core
+        let hook_interval = core.options.service_interval.or(core
             .hooks
             .service_actions
             .as_ref()
             .map(|_| DEFAULT_SERVICE_INTERVAL));
+        let interval = match (hook_interval, core.executor.service_interval()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         loop {
             if core.control.stop_requested() || !core.executor.wait_for_capacity(core) {
                 break;
@@ -88,7 +92,7 @@ impl<T: Transport, M: Mode> Server<T, M> {
             if ready & 1 != 0 {
                 match <T::Request as RequestKind>::get_request(&self.core, &sock, &mut buf) {
                     Ok(Polled::Ready(inc)) => {
-                        self.dispatch(inc);
+                        self.dispatch(inc, sock.as_raw_fd());
                         return Ok(Handled::Request);
                     }
                     Ok(Polled::Skipped) => return Ok(Handled::Request),
@@ -101,6 +105,10 @@ impl<T: Transport, M: Mode> Server<T, M> {
                 }
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
+                #[cfg(unix)]
+                if let Executor::Fork(f) = &self.core.executor {
+                    f.reap(&self.core); // Python's ForkingMixIn.handle_timeout
+                }
                 if let Some(hook) = &self.core.hooks.handle_timeout {
                     hook(&self.handle());
                 }
@@ -143,7 +151,7 @@ impl<T: Transport, M: Mode> Server<T, M> {
             match <T::Request as RequestKind>::get_request(core, sock, buf) {
                 Ok(Polled::Ready(inc)) => {
                     backoff.reset();
-                    self.dispatch(inc);
+                    self.dispatch(inc, sock.as_raw_fd());
                     // Block policy: stop taking requests the pool has no room for.
                     if !core.executor.has_room() {
                         break;
@@ -169,7 +177,7 @@ impl<T: Transport, M: Mode> Server<T, M> {
     }
 
     /// `verify_request`, then `process_request` in the server's mode.
-    fn dispatch(&self, inc: <T::Request as RequestKind>::Incoming) {
+    fn dispatch(&self, inc: <T::Request as RequestKind>::Incoming, listener: RawFd) {
         let core = &self.core;
         core.stats.accepted.inc();
         if let Some(verify) = &core.hooks.verify_request {
@@ -186,13 +194,22 @@ impl<T: Transport, M: Mode> Server<T, M> {
             }
         }
         match &core.executor {
-            Executor::Inline => pipeline::process(core, &*self.factory, inc, Disposition::Run),
+            Executor::Inline => {
+                pipeline::process(core, &*self.factory, inc, Disposition::Run);
+            }
+            #[cfg(unix)]
+            Executor::Fork(forker) => {
+                let server_fds = [listener, core.control.waker.fd()];
+                forker.spawn(core, &*self.factory, inc, &server_fds);
+            }
             Executor::Pool(pool) => {
                 let core2 = core.clone();
                 let factory = self.factory.clone();
                 pool.submit(
                     core,
-                    Box::new(move |d| pipeline::process(&core2, &*factory, inc, d)),
+                    Box::new(move |d| {
+                        pipeline::process(&core2, &*factory, inc, d);
+                    }),
                 );
             }
         }

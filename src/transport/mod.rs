@@ -5,6 +5,13 @@
 //! |---|---|---|---|
 //! | [`Tcp`] | `SOCK_STREAM`, IPv4/IPv6 | `impl ToSocketAddrs` | [`StreamRequest`] |
 //! | [`Udp`] | `SOCK_DGRAM`, IPv4/IPv6 | `impl ToSocketAddrs` | [`DatagramRequest`] |
+//! | [`UnixStream`] | `AF_UNIX`, `SOCK_STREAM` | `impl AsRef<Path>` | [`StreamRequest`] |
+//! | [`UnixDatagram`] | `AF_UNIX`, `SOCK_DGRAM` | `impl AsRef<Path>` | [`DatagramRequest`] |
+
+mod unix;
+
+pub(crate) use unix::SocketFile;
+pub use unix::{UnixDatagram, UnixStream};
 
 use std::fmt;
 use std::io;
@@ -16,6 +23,7 @@ use crate::request::{DatagramRequest, Request, StreamRequest};
 
 pub(crate) mod sealed {
     use super::*;
+    use crate::options::Options;
 
     /// The transport-specific steps of Python's `server_bind` / `server_close`.
     pub trait TransportKind {
@@ -25,10 +33,18 @@ pub(crate) mod sealed {
         fn to_addr(addr: &SockAddr) -> io::Result<<Self as super::Transport>::Addr>
         where
             Self: super::Transport;
+        /// Before `bind(2)` (Unix: stale socket files).
+        fn before_bind(_options: &Options, _addr: &SockAddr) -> io::Result<()> {
+            Ok(())
+        }
+        /// After `bind(2)` (Unix: permissions; the file to remove on close).
+        fn after_bind(_options: &Options, _addr: &SockAddr) -> io::Result<Option<SocketFile>> {
+            Ok(None)
+        }
     }
 }
 
-/// A transport: [`Tcp`] or [`Udp`] (Unix sockets come with the `unix` module). Sealed.
+/// A transport: [`Tcp`], [`Udp`], [`UnixStream`] or [`UnixDatagram`]. Sealed.
 pub trait Transport: sealed::TransportKind + Send + Sync + 'static {
     /// What handlers of this transport receive.
     type Request: Request;
@@ -38,7 +54,8 @@ pub trait Transport: sealed::TransportKind + Send + Sync + 'static {
 }
 
 /// Addresses a server of transport `T` can bind: `impl ToSocketAddrs` for [`Tcp`] and
-/// [`Udp`] (the first resolved address is used; its family picks IPv4 or IPv6).
+/// [`Udp`] (the first resolved address is used; its family picks IPv4 or IPv6); a path for
+/// [`UnixStream`] and [`UnixDatagram`].
 pub trait BindAddr<T: Transport> {
     /// Resolves to the socket address to bind.
     fn to_sock_addr(&self) -> io::Result<SockAddr>;

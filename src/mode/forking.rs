@@ -1,0 +1,212 @@
+//! The forking executor: one child process per request (Python's `ForkingMixIn`), done
+//! safely.
+//!
+//! - The serving thread forks; the child runs the handler pipeline and ends with `_exit`
+//!   (status 0, or 1 after an error or panic); the parent only closes its copy of the
+//!   connection — never `shutdown(2)`, which would cut the child's (bpo-6382).
+//! - Only our own children are reaped: `waitpid(pid, WNOHANG)` for each recorded pid, never
+//!   `waitpid(-1)`, so other children of the process keep their exit status.
+//! - `max_children` is enforced *before* forking: at the limit the server stops accepting
+//!   until a child exits (no fork bomb; Python checks after forking).
+//! - `server_close` waits for the children up to the grace period, then sends SIGTERM, then
+//!   SIGKILL, and reaps them all.
+//!
+//! # Fork safety: what a handler may do in a forked child
+//!
+//! After `fork(2)` the child has one thread: any lock another thread of the parent held at
+//! that instant stays locked forever in the child. So the child:
+//! - takes no lock of this crate (the pipeline in the child touches only atomics);
+//! - **turns `log` off** (`log::set_max_level(Off)`): a logger's lock may be held by a
+//!   parent thread. The default `handle_error` writes its line to stderr with a raw
+//!   `write(2)` instead. [`Builder::log_in_children`](crate::Builder::log_in_children)
+//!   turns logging back on, if no other thread of the parent logs (or the logger is
+//!   fork-safe);
+//! - ignores SIGINT (a terminal's Ctrl-C goes to the whole process group: the parent turns
+//!   it into a graceful drain, and in-flight children finish) and resets SIGTERM and SIGHUP
+//!   to their default action (the parent's escalation after the grace period).
+//!
+//! Memory allocation is safe in the child with glibc (its `fork` takes the allocator's
+//! locks). A handler should likewise avoid `println!` (stdout's lock) and any lock shared
+//! with other parent threads; prefer writing to its connection. The threading mode has none
+//! of these constraints: prefer it unless process isolation is the point.
+
+use std::io;
+use std::os::fd::RawFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+use crate::handler::{HandlerError, HandlerFactory};
+use crate::request::Request;
+use crate::server::{Core, pipeline};
+use crate::sys;
+
+/// Set in a forked child: reporting avoids the `log` facade and locks.
+static IN_CHILD: AtomicBool = AtomicBool::new(false);
+
+/// Is this process a child forked by a forking server?
+pub(crate) fn in_forked_child() -> bool {
+    IN_CHILD.load(Ordering::Relaxed)
+}
+
+/// Writes one line to stderr with a raw `write(2)`: no lock, safe in a forked child.
+pub(crate) fn raw_stderr_line(msg: &str) {
+    let line = format!("{msg}\n");
+    let mut buf = line.as_bytes();
+    while !buf.is_empty() {
+        // SAFETY: writes from a valid buffer to fd 2.
+        let n = unsafe { libc::write(2, buf.as_ptr().cast(), buf.len()) };
+        if n <= 0 {
+            break;
+        }
+        buf = &buf[n as usize..];
+    }
+}
+
+/// Children of a forking server.
+#[derive(Debug)]
+pub struct Forker {
+    children: Mutex<Vec<libc::pid_t>>,
+    max_children: usize,
+}
+
+impl Forker {
+    pub(crate) fn new(max_children: usize) -> Forker {
+        Forker {
+            children: Mutex::new(Vec::new()),
+            max_children: max_children.max(1),
+        }
+    }
+
+    pub(crate) fn count(&self) -> usize {
+        self.children.lock().len()
+    }
+
+    /// Reaps exited children without blocking; returns how many are still running.
+    pub(crate) fn reap(&self, core: &Core) -> usize {
+        let mut children = self.children.lock();
+        children.retain(|&pid| {
+            let mut status = 0;
+            // SAFETY: waitpid on a pid we forked, with a valid status pointer.
+            let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+            if r == 0 {
+                return true; // still running
+            }
+            if r == pid {
+                core.stats.served.inc();
+                if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
+                    core.stats.errors.inc();
+                }
+            }
+            false // exited, or not ours any more (ECHILD)
+        });
+        children.len()
+    }
+
+    /// Blocks accepting while `max_children` children run. `false` if asked to stop.
+    pub(crate) fn wait_for_capacity(&self, core: &Core) -> bool {
+        loop {
+            if self.reap(core) < self.max_children {
+                return true;
+            }
+            if core.control.stop_requested() {
+                return false;
+            }
+            let _ = sys::sleep_or_wake(&core.control.waker, Duration::from_millis(5));
+        }
+    }
+
+    /// Forks a child for one request. `close_fds` are the parent's server descriptors,
+    /// closed in the child.
+    pub(crate) fn spawn<R: Request>(
+        &self,
+        core: &Arc<Core>,
+        factory: &dyn HandlerFactory<R>,
+        inc: R::Incoming,
+        close_fds: &[RawFd],
+    ) {
+        // Keep the limit even when called from `handle_request` loops.
+        if self.reap(core) >= self.max_children {
+            let _ = self.wait_for_capacity(core);
+        }
+        // SAFETY: fork(2). The child only runs code that takes no lock (see module docs)
+        // and leaves with _exit, running no destructor of the parent's state.
+        let pid = unsafe { libc::fork() };
+        match pid {
+            -1 => {
+                let e = io::Error::last_os_error();
+                let addr = R::incoming_addr(&inc).clone();
+                core.report_error(&addr, &HandlerError::Io(e));
+                R::close_incoming(inc);
+            }
+            0 => child(core, factory, inc, close_fds),
+            pid => {
+                self.children.lock().push(pid);
+                // The parent closes its copy only (close, not shutdown).
+                drop(inc);
+            }
+        }
+    }
+
+    /// Waits for the children until `deadline`, then SIGTERM, then SIGKILL.
+    pub(crate) fn close(&self, core: &Core, deadline: Instant) -> bool {
+        let wait = |until: Instant, stop_on_force: bool| loop {
+            if self.reap(core) == 0 {
+                return true;
+            }
+            if Instant::now() >= until || (stop_on_force && core.forced.load(Ordering::SeqCst)) {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        if wait(deadline, true) {
+            return true;
+        }
+        for (sig, grace) in [(libc::SIGTERM, 2), (libc::SIGKILL, 5)] {
+            let pids = self.children.lock().clone();
+            log::warn!(
+                "socketserver: grace period over: sending signal {sig} to {} child(ren)",
+                pids.len()
+            );
+            for pid in pids {
+                // SAFETY: kill(2) on a child we forked and have not reaped.
+                unsafe { libc::kill(pid, sig) };
+            }
+            if wait(Instant::now() + Duration::from_secs(grace), false) {
+                return false;
+            }
+        }
+        false
+    }
+}
+
+fn child<R: Request>(
+    core: &Arc<Core>,
+    factory: &dyn HandlerFactory<R>,
+    inc: R::Incoming,
+    close_fds: &[RawFd],
+) -> ! {
+    IN_CHILD.store(true, Ordering::Relaxed);
+    // SAFETY: signal(2) and close(2) are async-signal-safe; the descriptors are the
+    // parent's listener and waker, which the child never uses.
+    unsafe {
+        libc::signal(libc::SIGINT, libc::SIG_IGN);
+        libc::signal(libc::SIGTERM, libc::SIG_DFL);
+        libc::signal(libc::SIGHUP, libc::SIG_DFL);
+        for fd in close_fds {
+            libc::close(*fd);
+        }
+    }
+    if !core.options.log_in_children {
+        log::set_max_level(log::LevelFilter::Off);
+    }
+    let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        pipeline::process(core, factory, inc, crate::mode::Disposition::Run)
+    }))
+    .unwrap_or(false);
+    // SAFETY: _exit(2) ends the child without running the parent's destructors or atexit
+    // handlers (which could flush the parent's buffers twice).
+    unsafe { libc::_exit(if ok { 0 } else { 1 }) }
+}

@@ -1,0 +1,216 @@
+//! Unix-domain servers (CPython's Unix* cases, sync and threading; forking ones are in
+//! `forking.rs`), and the socket file: stale files, non-sockets, permissions, removal.
+
+mod util;
+
+use std::io::{self, BufRead, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixDatagram as StdUnixDatagram, UnixStream as StdUnixStream};
+use std::path::{Path, PathBuf};
+
+use socketserver::*;
+use util::*;
+
+/// A fresh directory for socket files, removed on drop.
+struct TempDir(PathBuf);
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        let p = std::env::temp_dir().join(format!(
+            "socketserver-{tag}-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn echo_line(req: &mut StreamRequest) -> io::Result<()> {
+    let mut line = Vec::new();
+    req.rfile.read_until(b'\n', &mut line)?;
+    req.wfile.write_all(&line)
+}
+
+fn echo_datagram(req: &mut DatagramRequest) -> io::Result<()> {
+    let mut data = Vec::new();
+    req.rfile.read_to_end(&mut data)?;
+    req.wfile.write_all(&data)
+}
+
+fn stream_round_trip(path: &Path) {
+    let mut s = StdUnixStream::connect(path).unwrap();
+    s.set_read_timeout(Some(LONG)).unwrap();
+    s.write_all(b"hello world\n").unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    assert_eq!(out, b"hello world\n");
+}
+
+fn dgram_round_trip(server: &Path, client: &Path) {
+    let c = StdUnixDatagram::bind(client).unwrap();
+    c.set_read_timeout(Some(LONG)).unwrap();
+    c.send_to(b"hello world\n", server).unwrap();
+    let mut buf = [0u8; 64];
+    let n = c.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"hello world\n");
+    drop(c);
+    std::fs::remove_file(client).unwrap();
+}
+
+fn run_stream<M: Mode>() {
+    let dir = TempDir::new("stream");
+    let path = dir.path("s.sock");
+    let server = Server::<transport::UnixStream, M>::bind(&path, echo_line).unwrap();
+    assert_eq!(
+        server.server_address().unwrap(),
+        ClientAddr::Unix(Some(path.clone()))
+    );
+    let run = Running::start(server);
+    for _ in 0..3 {
+        stream_round_trip(&path);
+    }
+    let server = run.server.clone();
+    run.stop().unwrap();
+    server.server_close();
+    assert!(!path.exists(), "the socket file is removed on close");
+}
+
+fn run_dgram<M: Mode>() {
+    let dir = TempDir::new("dgram");
+    let path = dir.path("d.sock");
+    let server = Server::<transport::UnixDatagram, M>::bind(&path, echo_datagram).unwrap();
+    let run = Running::start(server);
+    for i in 0..3 {
+        dgram_round_trip(&path, &dir.path(&format!("client{i}.sock")));
+    }
+    drop(run);
+}
+
+#[test]
+fn test_unix_stream_server() {
+    run_stream::<Synchronous>();
+}
+
+#[test]
+fn test_threading_unix_stream_server() {
+    run_stream::<Threading>();
+}
+
+#[test]
+fn test_unix_datagram_server() {
+    run_dgram::<Synchronous>();
+}
+
+#[test]
+fn test_threading_unix_datagram_server() {
+    run_dgram::<Threading>();
+}
+
+#[test]
+fn the_client_address_is_the_peers_bound_path() {
+    let dir = TempDir::new("peer");
+    let path = dir.path("d.sock");
+    let server = UnixDatagramServer::bind(&path, |req: &mut DatagramRequest| {
+        let who = req.client_address().to_string();
+        req.wfile.write_all(who.as_bytes())
+    })
+    .unwrap();
+    let _run = Running::start(server);
+    let client_path = dir.path("me.sock");
+    let c = StdUnixDatagram::bind(&client_path).unwrap();
+    c.set_read_timeout(Some(LONG)).unwrap();
+    c.send_to(b"who am i", &path).unwrap();
+    let mut buf = [0u8; 256];
+    let n = c.recv(&mut buf).unwrap();
+    assert_eq!(
+        std::str::from_utf8(&buf[..n]).unwrap(),
+        client_path.to_str().unwrap()
+    );
+}
+
+#[test]
+fn a_stale_socket_file_from_a_dead_server_is_replaced() {
+    let dir = TempDir::new("stale");
+    let path = dir.path("s.sock");
+    // A dead server: bound, never listening, closed, file left behind (as Python leaves it).
+    drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+    assert!(path.exists());
+    let server = ThreadingUnixStreamServer::bind(&path, echo_line).unwrap();
+    let _run = Running::start(server);
+    stream_round_trip(&path);
+}
+
+#[test]
+fn a_live_servers_socket_is_never_taken_over() {
+    let dir = TempDir::new("live");
+    let path = dir.path("s.sock");
+    let first = ThreadingUnixStreamServer::bind(&path, echo_line).unwrap();
+    let _run = Running::start(first);
+    let second = ThreadingUnixStreamServer::bind(&path, echo_line);
+    assert_eq!(second.unwrap_err().kind(), io::ErrorKind::AddrInUse);
+    stream_round_trip(&path); // the first one still serves
+}
+
+#[test]
+fn a_path_that_is_not_a_socket_is_never_clobbered() {
+    let dir = TempDir::new("clobber");
+    let path = dir.path("important.txt");
+    std::fs::write(&path, b"keep me").unwrap();
+    let err = UnixStreamServer::bind(&path, echo_line).unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+    assert_eq!(std::fs::read(&path).unwrap(), b"keep me");
+}
+
+#[test]
+fn the_socket_file_gets_the_requested_permissions() {
+    let dir = TempDir::new("mode");
+    let path = dir.path("s.sock");
+    let _server = UnixStreamServer::builder()
+        .unix_mode(0o600)
+        .bind(&path, echo_line)
+        .unwrap();
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+}
+
+#[test]
+fn close_leaves_a_file_that_replaced_ours_alone() {
+    let dir = TempDir::new("replaced");
+    let path = dir.path("s.sock");
+    let server = UnixStreamServer::bind(&path, echo_line).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    std::fs::write(&path, b"someone else's").unwrap();
+    server.server_close();
+    assert_eq!(std::fs::read(&path).unwrap(), b"someone else's");
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn abstract_namespace_addresses_need_no_file() {
+    let name = format!("\0socketserver-test-{}", std::process::id());
+    let server = ThreadingUnixStreamServer::bind(&name, echo_line).unwrap();
+    assert!(matches!(
+        server.server_address().unwrap(),
+        ClientAddr::UnixAbstract(_)
+    ));
+    let _run = Running::start(server);
+    use std::os::linux::net::SocketAddrExt;
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(&name.as_bytes()[1..]).unwrap();
+    let mut s = StdUnixStream::connect_addr(&addr).unwrap();
+    s.set_read_timeout(Some(LONG)).unwrap();
+    s.write_all(b"abstract\n").unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    assert_eq!(out, b"abstract\n");
+}
