@@ -199,8 +199,15 @@ impl<T: Transport, M: Mode> Server<T, M> {
             }
             #[cfg(unix)]
             Executor::Fork(forker) => {
-                let server_fds = [listener, core.control.waker.fd()];
-                forker.spawn(core, &*self.factory, inc, &server_fds);
+                // The child closes the descriptors it must not use: the waker, and a stream
+                // server's listener (a datagram server's socket is the reply socket).
+                let waker = core.control.waker.fd();
+                let close: &[RawFd] = if <T::Request as RequestKind>::STREAM {
+                    &[listener, waker]
+                } else {
+                    &[waker]
+                };
+                forker.spawn(core, &*self.factory, inc, close);
             }
             Executor::Pool(pool) => {
                 let core2 = core.clone();
