@@ -65,15 +65,20 @@
 //!
 //! ## Servers: transport × mode
 //!
-//! | | [`Synchronous`] | [`Threading`] (pool) |
-//! |---|---|---|
-//! | [`Tcp`] | [`TcpServer`] | [`ThreadingTcpServer`] |
-//! | [`Udp`] | [`UdpServer`] | [`ThreadingUdpServer`] |
+//! | | [`Synchronous`] | [`Threading`] (pool) | [`Forking`] (process per request) |
+//! |---|---|---|---|
+//! | [`Tcp`] | [`TcpServer`] | [`ThreadingTcpServer`] | [`ForkingTcpServer`] |
+//! | [`Udp`] | [`UdpServer`] | [`ThreadingUdpServer`] | [`ForkingUdpServer`] |
+//! | [`UnixStream`](transport::UnixStream) | [`UnixStreamServer`] | [`ThreadingUnixStreamServer`] | [`ForkingUnixStreamServer`] |
+//! | [`UnixDatagram`](transport::UnixDatagram) | [`UnixDatagramServer`] | [`ThreadingUnixDatagramServer`] | [`ForkingUnixDatagramServer`] |
 //!
 //! All are [`Server<T, M>`](Server); configure one with [`Server::builder`]: every
 //! [`Builder`] method names its default and the socket option behind it (backlog 1024,
 //! `SO_REUSEADDR` on, `TCP_NODELAY` on, read timeout 300 s, write timeout 30 s, pool of 4 to
 //! 256 workers with a queue of 1024, UDP packets up to 65 535 bytes).
+//!
+//! To use every core with process isolation, [`prefork::Prefork`] runs N supervised worker
+//! processes on one port (a shared listener, or `SO_REUSEPORT`).
 //!
 //! ## Shutdown
 //!
@@ -103,6 +108,8 @@ pub mod framing;
 mod handler;
 pub mod mode;
 mod options;
+#[cfg(unix)]
+pub mod prefork;
 mod request;
 mod server;
 #[cfg(feature = "ctrlc")]
@@ -129,6 +136,6 @@ pub use server::{
     UnixDatagramServer, UnixStreamServer,
 };
 #[cfg(feature = "ctrlc")]
-pub use signal::shutdown_on_ctrl_c;
+pub use signal::{Stoppable, shutdown_on_ctrl_c};
 pub use stats::Stats;
 pub use transport::{BindAddr, Tcp, Transport, Udp};

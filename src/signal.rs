@@ -3,6 +3,33 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::ServerHandle;
+use crate::prefork::PreforkHandle;
+
+/// Something [`shutdown_on_ctrl_c`] can stop: a [`ServerHandle`] or a [`PreforkHandle`].
+pub trait Stoppable: Send + Sync + 'static {
+    /// Begin a graceful shutdown (first signal).
+    fn request_shutdown(&self);
+    /// End the grace period now (second signal).
+    fn force_close(&self);
+}
+
+impl Stoppable for ServerHandle {
+    fn request_shutdown(&self) {
+        ServerHandle::request_shutdown(self);
+    }
+    fn force_close(&self) {
+        ServerHandle::force_close(self);
+    }
+}
+
+impl Stoppable for PreforkHandle {
+    fn request_shutdown(&self) {
+        self.shutdown();
+    }
+    fn force_close(&self) {
+        PreforkHandle::force_close(self);
+    }
+}
 
 /// Wires SIGINT, SIGTERM and SIGHUP to a graceful shutdown of `servers`; a second signal
 /// forces the close (feature `ctrlc`).
@@ -29,10 +56,10 @@ use crate::ServerHandle;
 /// It uses the `ctrlc` crate, which runs the closure on its own thread (not in signal
 /// context) and allows one handler per process: a second call returns
 /// `ctrlc::Error::MultipleHandlers`.
-pub fn shutdown_on_ctrl_c(
-    servers: impl IntoIterator<Item = ServerHandle>,
+pub fn shutdown_on_ctrl_c<S: Stoppable>(
+    servers: impl IntoIterator<Item = S>,
 ) -> Result<(), ctrlc::Error> {
-    let servers: Vec<ServerHandle> = servers.into_iter().collect();
+    let servers: Vec<S> = servers.into_iter().collect();
     let count = AtomicUsize::new(0);
     ctrlc::set_handler(move || {
         let n = count.fetch_add(1, Ordering::SeqCst);

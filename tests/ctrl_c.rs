@@ -10,21 +10,17 @@ use std::net::SocketAddr;
 use socketserver::*;
 use util::*;
 
-/// Reads "go", says "started", reads "finish", says "done".
+/// Reads "go", says "started <pid>", reads "finish", says "done".
 fn two_step(req: &mut StreamRequest) -> io::Result<()> {
     let mut line = String::new();
     req.rfile.read_line(&mut line)?;
-    req.wfile.write_all(b"started\n")?;
+    writeln!(req.wfile, "started {}", std::process::id())?;
     line.clear();
     req.rfile.read_line(&mut line)?;
     req.wfile.write_all(b"done\n")
 }
 
-#[test]
-fn ctrl_c_child() {
-    if !is_child() {
-        return;
-    }
+fn init_log() {
     simplelog::TermLogger::init(
         log::LevelFilter::Info,
         simplelog::Config::default(),
@@ -32,7 +28,11 @@ fn ctrl_c_child() {
         simplelog::ColorChoice::Never,
     )
     .unwrap();
-    let server = ThreadingTcpServer::builder()
+}
+
+fn serve_until_signalled<M: Mode>() {
+    init_log();
+    let server = Server::<Tcp, M>::builder()
         .read_timeout(None)
         .bind("127.0.0.1:0", two_step)
         .unwrap();
@@ -43,15 +43,35 @@ fn ctrl_c_child() {
     println!("CLOSED clean={clean} served={}", server.stats().served);
 }
 
+#[test]
+fn ctrl_c_child() {
+    if is_child() {
+        serve_until_signalled::<Threading>();
+    }
+}
+
+#[test]
+fn ctrl_c_forking_child() {
+    if is_child() {
+        serve_until_signalled::<Forking>();
+    }
+}
+
 fn start() -> (ChildProc, std::net::TcpStream) {
-    let child = spawn_self("ctrl_c_child");
+    start_child("ctrl_c_child").0
+}
+
+/// Spawns `test`, starts a request; returns the request's handler pid too.
+fn start_child(test: &str) -> ((ChildProc, std::net::TcpStream), i32) {
+    let child = spawn_self(test);
     let addr = SocketAddr::from(([127, 0, 0, 1], child.port()));
     let mut s = connect(addr);
     s.write_all(b"go\n").unwrap();
     let mut line = String::new();
     BufReader::new(&s).read_line(&mut line).unwrap();
-    assert_eq!(line, "started\n");
-    (child, s)
+    assert!(line.starts_with("started "), "{line}");
+    let pid = line["started ".len()..].trim().parse().unwrap();
+    ((child, s), pid)
 }
 
 #[test]
@@ -81,4 +101,31 @@ fn a_second_sigint_forces_the_close_and_still_exits_0() {
     assert_eq!(child.wait_exit(), Some(0));
     let closed = ChildProc::expect_line(&child.stdout, "CLOSED");
     assert!(closed.starts_with("CLOSED clean=false"), "{closed}");
+}
+
+#[test]
+fn sigint_on_a_forking_server_lets_children_finish_and_leaves_no_zombie() {
+    let ((mut parent, mut s), handler_pid) = start_child("ctrl_c_forking_child");
+    assert_ne!(
+        handler_pid as u32,
+        parent.child.id(),
+        "the handler runs in a child"
+    );
+    // A terminal's Ctrl-C reaches the whole process group: signal both.
+    parent.signal(libc::SIGINT);
+    // SAFETY: kill(2) on the forked handler process.
+    unsafe { libc::kill(handler_pid, libc::SIGINT) };
+    ChildProc::expect_line(&parent.stderr, "shutting down");
+    s.write_all(b"finish\n").unwrap();
+    let mut rest = String::new();
+    s.read_to_string(&mut rest).unwrap();
+    assert_eq!(rest, "done\n", "the forked child must finish its request");
+    assert_eq!(parent.wait_exit(), Some(0));
+    let closed = ChildProc::expect_line(&parent.stdout, "CLOSED");
+    assert_eq!(closed, "CLOSED clean=true served=1");
+    // Reaped by its parent before it exited: no process, no zombie.
+    assert!(
+        std::fs::metadata(format!("/proc/{handler_pid}")).is_err(),
+        "the forked child is still around"
+    );
 }

@@ -5,7 +5,7 @@ use std::any::Any;
 use std::io;
 use std::marker::PhantomData;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
@@ -99,6 +99,46 @@ impl<T: Transport, M: Mode> Builder<T, M> {
     {
         let addr = addr.to_sock_addr()?;
         let socket = self.options.new_socket(&addr, T::socket_type())?;
+        self.make(socket, addr, handler)
+    }
+
+    /// Adopts a socket that is already bound — and listening, for stream transports —
+    /// instead of creating one: systemd socket activation (fd 3), a listener inherited
+    /// from a parent (see [`Prefork`](crate::prefork::Prefork)), or one configured by hand.
+    /// The bind-time options of this builder (backlog, `reuse_address`, `reuse_port`,
+    /// `dual_stack`, buffer sizes) are not applied: set them on the socket. The socket is
+    /// switched to non-blocking mode.
+    pub fn from_socket<H, Marker>(
+        self,
+        socket: socket2::Socket,
+        handler: H,
+    ) -> io::Result<Server<T, M>>
+    where
+        H: IntoHandler<T::Request, Marker>,
+    {
+        let addr = socket.local_addr()?;
+        if socket.r#type()? != T::socket_type() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "from_socket: the socket type does not match the transport",
+            ));
+        }
+        socket.set_nonblocking(true)?;
+        let server = self.make(socket, addr, handler)?;
+        server.core.bound.store(true, Ordering::SeqCst);
+        server.core.activated.store(true, Ordering::SeqCst);
+        Ok(server)
+    }
+
+    fn make<H, Marker>(
+        self,
+        socket: socket2::Socket,
+        addr: socket2::SockAddr,
+        handler: H,
+    ) -> io::Result<Server<T, M>>
+    where
+        H: IntoHandler<T::Request, Marker>,
+    {
         let inet = addr.domain() != Domain::UNIX;
         let core = Core {
             executor: M::executor(&self.options),

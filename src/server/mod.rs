@@ -51,7 +51,7 @@ use crate::transport::{BindAddr, Tcp, Transport, Udp, UnixDatagram, UnixStream};
 /// `std::thread::scope` or an `Arc`; to stop it from a handler or a signal handler, use a
 /// [`ServerHandle`]. Dropping the server closes it ([`server_close`](Self::server_close)).
 pub struct Server<T: Transport, M: Mode> {
-    core: Arc<Core>,
+    pub(crate) core: Arc<Core>,
     factory: Arc<dyn HandlerFactory<T::Request>>,
     _marker: PhantomData<fn() -> (T, M)>,
 }

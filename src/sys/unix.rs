@@ -54,8 +54,8 @@ pub(crate) fn poll_readable(fds: &[RawFd], timeout: Option<Duration>) -> io::Res
 /// blocks, and coalesces: many wakes before a drain cost one readable event.
 #[derive(Debug)]
 pub(crate) struct Waker {
-    rx: UnixStream,
-    tx: UnixStream,
+    rx: Option<UnixStream>,
+    tx: Option<UnixStream>,
 }
 
 impl Waker {
@@ -63,17 +63,31 @@ impl Waker {
         let (rx, tx) = UnixStream::pair()?;
         rx.set_nonblocking(true)?;
         tx.set_nonblocking(true)?;
-        Ok(Waker { rx, tx })
+        Ok(Waker {
+            rx: Some(rx),
+            tx: Some(tx),
+        })
+    }
+
+    /// A waker that could not be created; `is_alive` reports it so that callers that
+    /// cannot return errors at construction can report them later.
+    pub(crate) fn dead() -> Waker {
+        Waker { rx: None, tx: None }
+    }
+
+    pub(crate) fn is_alive(&self) -> bool {
+        self.rx.is_some()
     }
 
     /// The descriptor to poll for readability.
     pub(crate) fn fd(&self) -> RawFd {
-        self.rx.as_raw_fd()
+        self.rx.as_ref().map_or(-1, |r| r.as_raw_fd())
     }
 
     /// Makes [`fd`](Self::fd) readable. A full pipe means a wake is already pending.
     pub(crate) fn wake(&self) {
-        match (&self.tx).write(&[1]) {
+        let Some(tx) = &self.tx else { return };
+        match (&*tx).write(&[1]) {
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             Err(e) => log::warn!("socketserver: waker write failed: {e}"),
@@ -82,8 +96,9 @@ impl Waker {
 
     /// Consumes pending wakes.
     pub(crate) fn drain(&self) {
+        let Some(rx) = &self.rx else { return };
         let mut buf = [0u8; 64];
-        while let Ok(n) = (&self.rx).read(&mut buf) {
+        while let Ok(n) = (&*rx).read(&mut buf) {
             if n < buf.len() {
                 break;
             }
