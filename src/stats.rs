@@ -63,6 +63,10 @@ pub struct Stats {
     pub queued: usize,
     /// Stream requests being handled right now.
     pub active: usize,
+    /// Connections accepted and not yet closed (queued or running).
+    pub open: usize,
+    /// Connections shut down because they outlived the connection deadline.
+    pub deadline_expired: u64,
 }
 
 impl Counters {

@@ -140,13 +140,14 @@ impl<T: Transport, M: Mode> Builder<T, M> {
         H: IntoHandler<T::Request, Marker>,
     {
         let inet = addr.domain() != Domain::UNIX;
+        let tracker = Tracker::new(self.options.connection_deadline);
         let core = Core {
             executor: M::executor(&self.options),
             options: self.options,
             hooks: self.hooks,
             stats: Default::default(),
             control: Control::new()?,
-            tracker: Tracker::default(),
+            tracker,
             socket: RwLock::new(Some(Arc::new(socket))),
             address: Mutex::new(addr),
             bound: AtomicBool::new(false),
@@ -155,6 +156,8 @@ impl<T: Transport, M: Mode> Builder<T, M> {
             forced: AtomicBool::new(false),
             inet,
             in_flight: AtomicUsize::new(0),
+            open: AtomicUsize::new(0),
+            reject_log: Mutex::new(None),
             state: self.state,
             socket_file: Mutex::new(None),
         };
@@ -260,6 +263,32 @@ impl<T: Transport, M: Mode> Builder<T, M> {
     /// bound). Default `true`; Python leaves it behind.
     pub fn unix_unlink_on_close(mut self, on: bool) -> Self {
         self.options.unix_unlink_on_close = on;
+        self
+    }
+
+    // ----- limits (stream transports) ---------------------------------------------------
+
+    /// The most connections open at once: accepted and not yet closed, queued or running.
+    /// At the limit the [`overload`](Self::overload) policy applies: `Block` stops
+    /// accepting until one closes (the kernel backlog holds the rest); `Reject` accepts
+    /// and closes at once, logs (at most once a second) and counts it in
+    /// [`Stats::rejected`](crate::Stats::rejected). Default `None`: bounded only by the
+    /// mode (one in synchronous mode; workers + queue in threading mode; `max_children` in
+    /// forking mode, where this limit does not apply).
+    pub fn max_connections(mut self, n: Option<usize>) -> Self {
+        self.options.max_connections = n.map(|n| n.max(1));
+        self
+    }
+
+    /// A whole-connection deadline: a connection still open this long after it was
+    /// accepted is shut down (`shutdown(2)`), whatever it is doing — the defence against
+    /// clients that trickle a byte at a time to hold a worker forever (slowloris), which a
+    /// read timeout alone does not stop. Enforced by one watchdog thread per server,
+    /// within a quarter of the deadline; counted in
+    /// [`Stats::deadline_expired`](crate::Stats::deadline_expired). Default `None`. Not
+    /// enforced in forking mode (the children own the connections).
+    pub fn connection_deadline(mut self, deadline: Option<Duration>) -> Self {
+        self.options.connection_deadline = deadline;
         self
     }
 

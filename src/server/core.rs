@@ -64,6 +64,10 @@ pub struct Core {
     pub(crate) inet: bool,
     /// Requests between `open` and `shutdown_request`, in every mode.
     pub(crate) in_flight: AtomicUsize,
+    /// Stream connections accepted and not yet closed (queued or running).
+    pub(crate) open: AtomicUsize,
+    /// When the last "connection refused: limit" line was logged.
+    pub(crate) reject_log: Mutex<Option<Instant>>,
     pub(crate) state: Option<Arc<dyn Any + Send + Sync>>,
     /// The Unix socket file to remove on close.
     pub(crate) socket_file: Mutex<Option<crate::transport::SocketFile>>,
@@ -89,6 +93,34 @@ impl Core {
             None => log::error!(
                 "socketserver: exception occurred during processing of request from {addr}: {err}"
             ),
+        }
+    }
+
+    /// Is the `max_connections` limit reached?
+    pub(crate) fn at_connection_limit(&self) -> bool {
+        self.options
+            .max_connections
+            .is_some_and(|max| self.open.load(Ordering::SeqCst) >= max)
+    }
+
+    /// A connection counted in `open` has closed; wakes a loop waiting at the limit.
+    pub(crate) fn release_connection(&self) {
+        let before = self.open.fetch_sub(1, Ordering::SeqCst);
+        if self.options.max_connections == Some(before) {
+            self.control.waker.wake();
+        }
+    }
+
+    /// Logs a refused connection at most once a second.
+    pub(crate) fn log_rejected(&self, addr: &ClientAddr, why: &str) {
+        let mut last = self.reject_log.lock();
+        if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+            *last = Some(Instant::now());
+            log::warn!(
+                "socketserver: closed the connection from {addr} unhandled: {why} \
+                 ({} rejected so far)",
+                self.stats.rejected.get()
+            );
         }
     }
 

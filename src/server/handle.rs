@@ -64,6 +64,8 @@ impl ServerHandle {
         let mut s = self.0.stats.snapshot();
         self.0.executor.fill_stats(&mut s);
         s.active = self.0.in_flight.load(Ordering::Relaxed);
+        s.open = self.0.open.load(Ordering::Relaxed);
+        s.deadline_expired = self.0.tracker.expired();
         s
     }
 

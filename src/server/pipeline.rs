@@ -45,14 +45,16 @@ pub(crate) fn process<R: RequestKind + crate::request::Request>(
 
 /// Closes an accepted request without handling it; never silent.
 pub(crate) fn refuse<R: RequestKind>(core: &Core, inc: R::Incoming, why: Refusal) {
-    if why != Refusal::Overloaded {
+    if why == Refusal::Overloaded {
+        core.log_rejected(R::incoming_addr(&inc), why.reason());
+    } else {
         core.stats.dropped.inc();
+        log::warn!(
+            "socketserver: closed the request from {} unhandled: {}",
+            R::incoming_addr(&inc),
+            why.reason()
+        );
     }
-    log::warn!(
-        "socketserver: closed the request from {} unhandled: {}",
-        R::incoming_addr(&inc),
-        why.reason()
-    );
     R::close_incoming(inc);
 }
 

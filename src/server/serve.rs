@@ -16,7 +16,7 @@ use socket2::Socket;
 
 use super::accept::{Backoff, is_per_connection};
 use super::{Handled, Server, pipeline};
-use crate::mode::{Disposition, Executor, Mode};
+use crate::mode::{Disposition, Executor, Mode, Overload};
 use crate::request::sealed::RequestKind;
 use crate::request::{Polled, RecvBuf};
 use crate::sys;
@@ -58,11 +58,24 @@ impl<T: Transport, M: Mode> Server<T, M> {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
+        let hold_at_limit = core.options.pool.overload == Overload::Block;
         loop {
             if core.control.stop_requested() || !core.executor.wait_for_capacity(core) {
                 break;
             }
-            let ready = sys::poll_readable(&fds, interval)?;
+            // At max_connections under Block: wait for a close (it wakes us), not for
+            // connections.
+            let poll_fds = if hold_at_limit && core.at_connection_limit() {
+                &fds[1..]
+            } else {
+                &fds[..]
+            };
+            let ready = sys::poll_readable(poll_fds, interval)?;
+            let ready = if poll_fds.len() == 1 {
+                ready << 1
+            } else {
+                ready
+            };
             if ready & 0b10 != 0 {
                 core.control.waker.drain();
             }
@@ -152,8 +165,11 @@ impl<T: Transport, M: Mode> Server<T, M> {
                 Ok(Polled::Ready(inc)) => {
                     backoff.reset();
                     self.dispatch(inc, sock.as_raw_fd());
-                    // Block policy: stop taking requests the pool has no room for.
-                    if !core.executor.has_room() {
+                    // Block policy: stop taking requests there is no room for.
+                    if !core.executor.has_room()
+                        || (core.options.pool.overload == Overload::Block
+                            && core.at_connection_limit())
+                    {
                         break;
                     }
                 }
@@ -193,9 +209,27 @@ impl<T: Transport, M: Mode> Server<T, M> {
                 return;
             }
         }
+        // Stream connections are counted while open (forking: the children hold them,
+        // bounded by max_children instead).
+        let counted =
+            <T::Request as RequestKind>::STREAM && !matches!(core.executor, Executor::Fork(_));
+        if counted {
+            if core.at_connection_limit() {
+                // Only reachable under Overload::Reject: Block stops accepting at the limit.
+                core.stats.rejected.inc();
+                let addr = <T::Request as RequestKind>::incoming_addr(&inc);
+                core.log_rejected(addr, "max_connections reached");
+                <T::Request as RequestKind>::close_incoming(inc);
+                return;
+            }
+            core.open.fetch_add(1, Ordering::SeqCst);
+        }
         match &core.executor {
             Executor::Inline => {
                 pipeline::process(core, &*self.factory, inc, Disposition::Run);
+                if counted {
+                    core.release_connection();
+                }
             }
             #[cfg(unix)]
             Executor::Fork(forker) => {
@@ -216,6 +250,9 @@ impl<T: Transport, M: Mode> Server<T, M> {
                     core,
                     Box::new(move |d| {
                         pipeline::process(&core2, &*factory, inc, d);
+                        if counted {
+                            core2.release_connection();
+                        }
                     }),
                 );
             }
