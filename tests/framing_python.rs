@@ -88,15 +88,12 @@ where
     let out = child.wait_with_output().unwrap();
     let server_result = server.join().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        out.status.success(),
-        "python peer failed ({}): {stderr}",
+        out.status.success() && stdout.contains("ok") && server_result.is_ok(),
+        "python peer: {} {stdout}{stderr}\nrust side: {server_result:?}",
         out.status
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("ok"));
-    if let Err(e) = server_result {
-        panic!("rust side failed: {e} (python stderr: {stderr})");
-    }
 }
 
 fn check<T: PartialEq + std::fmt::Debug>(what: &str, got: T, want: T) -> Result<(), String> {
