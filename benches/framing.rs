@@ -1,0 +1,262 @@
+//! Framing benchmarks.
+//!
+//! How to run (the full run takes about two minutes on 2 cores):
+//!
+//! ```text
+//! cargo bench --bench framing                                  # 1 GiB file transfers
+//! FRAMING_BENCH_FILE_SIZE=67108864 cargo bench --bench framing # quick mode: 64 MiB
+//! ```
+//!
+//! Part 1 (criterion): frame encode/decode throughput for 64 B, 4 KiB and 1 MiB payloads.
+//!
+//! Part 2 (a timed harness, printed as a table): file transfers over loopback, each variant
+//! run `FRAMING_BENCH_REPS` times (default 3) interleaved, median reported:
+//! - receive: the crate's `Framing::send_file` + `FileReceiver::receive` (fsync on) against a
+//!   plain `io::copy` socket -> file (+ fsync), and against an `io::copy` into `io::sink`
+//!   (the loopback ceiling). The ratio crate / plain `io::copy` is the figure to watch
+//!   (target >= 0.95).
+//! - send: `io::copy` (sendfile on Linux) against 16 KiB and 64 KiB read/write loops, all
+//!   into a receiver that discards.
+//!
+//! Under `cargo test --benches` (no `--bench` argument) part 2 runs once on 4 MiB.
+
+use std::fs::{self, File};
+use std::hint::black_box;
+use std::io::{self, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkId, Criterion, Throughput};
+use socketserver::framing::{FileReceiver, Framing};
+
+fn frames(c: &mut Criterion) {
+    let framing = Framing::new();
+    let mut group = c.benchmark_group("frame");
+    for size in [64usize, 4096, 1 << 20] {
+        let payload = vec![0xa5u8; size];
+        group.throughput(Throughput::Bytes(size as u64));
+        let mut wire = Vec::with_capacity(size + 8);
+        group.bench_with_input(BenchmarkId::new("encode", size), &payload, |b, p| {
+            b.iter(|| {
+                wire.clear();
+                framing.write_frame(&mut wire, black_box(p)).unwrap();
+                black_box(&wire);
+            })
+        });
+        let mut encoded = Vec::new();
+        framing.write_frame(&mut encoded, &payload).unwrap();
+        let mut buf = Vec::new();
+        group.bench_with_input(BenchmarkId::new("decode", size), &encoded, |b, e| {
+            b.iter(|| {
+                let mut r = black_box(&e[..]);
+                framing.read_frame_into(&mut r, &mut buf).unwrap();
+                black_box(&buf);
+            })
+        });
+    }
+    group.finish();
+}
+
+/// What the receiving thread does with one connection.
+#[derive(Clone, Copy, Debug)]
+enum Sink {
+    /// `Framing::read_header` + `FileReceiver::receive` (fsync on).
+    Crate,
+    /// Read the header, `io::copy` into a new file, `sync_all`.
+    File,
+    /// Read the header, `io::copy` into `io::sink()`.
+    Discard,
+}
+
+/// How the sending side puts the file on the wire.
+#[derive(Clone, Copy, Debug)]
+enum Source {
+    /// `Framing::send_file` (header, then `io::copy`).
+    Crate,
+    /// Header, then a read/write loop with a buffer of this many bytes.
+    Buffer(usize),
+}
+
+fn framing() -> Framing {
+    Framing::new().max_frame_len(u64::MAX)
+}
+
+fn receive(stream: TcpStream, sink: Sink, dir: &Path) -> io::Result<u64> {
+    let mut r = &stream;
+    let len = framing()
+        .read_header(&mut r)?
+        .ok_or(io::ErrorKind::UnexpectedEof)?;
+    let target = dir.join("received.bin");
+    let n = match sink {
+        Sink::Crate => {
+            FileReceiver::new(dir)
+                .max_size(u64::MAX)
+                .receive("received.bin", &mut r, len, None)?
+                .bytes
+        }
+        Sink::File => {
+            let mut f = File::create(&target)?;
+            let n = io::copy(&mut r.take(len), &mut f)?;
+            f.sync_all()?;
+            n
+        }
+        Sink::Discard => io::copy(&mut r.take(len), &mut io::sink())?,
+    };
+    assert_eq!(n, len);
+    Ok(n)
+}
+
+fn send(stream: &TcpStream, source: Source, src: &Path) -> io::Result<u64> {
+    let mut w = stream;
+    match source {
+        Source::Crate => framing().send_file(&mut w, src),
+        Source::Buffer(size) => {
+            let mut f = File::open(src)?;
+            let len = f.metadata()?.len();
+            framing().write_header(&mut w, len)?;
+            let mut buf = vec![0u8; size];
+            let mut total = 0;
+            loop {
+                let n = f.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                w.write_all(&buf[..n])?;
+                total += n as u64;
+            }
+            Ok(total)
+        }
+    }
+}
+
+/// One transfer over a fresh loopback connection; the time from connect to the receiver
+/// having stored (or discarded) the last byte.
+fn transfer(source: Source, sink: Sink, src: &Path, dir: &Path) -> Duration {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let dir_owned = dir.to_path_buf();
+    let rx = thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        receive(stream, sink, &dir_owned).unwrap();
+        Instant::now()
+    });
+    let start = Instant::now();
+    let stream = TcpStream::connect(addr).unwrap();
+    send(&stream, source, src).unwrap();
+    let done = rx.join().unwrap();
+    drop(stream);
+    let _ = fs::remove_file(dir.join("received.bin"));
+    done - start
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn file_transfers(size: u64, reps: usize) {
+    let dir = std::env::temp_dir().join(format!("framing-bench-{}", std::process::id()));
+    fs::create_dir_all(&dir).unwrap();
+    let src: PathBuf = dir.join("source.bin");
+    {
+        let mut f = File::create(&src).unwrap();
+        let block: Vec<u8> = (0..1 << 20).map(|i| (i * 31 % 251) as u8).collect();
+        let mut left = size;
+        while left > 0 {
+            let n = left.min(block.len() as u64) as usize;
+            f.write_all(&block[..n]).unwrap();
+            left -= n as u64;
+        }
+    }
+    let rx_dir = dir.join("rx");
+    fs::create_dir_all(&rx_dir).unwrap();
+
+    let variants: [(&str, Source, Sink); 6] = [
+        (
+            "recv: crate send_file + FileReceiver",
+            Source::Crate,
+            Sink::Crate,
+        ),
+        (
+            "recv: plain io::copy -> file + fsync",
+            Source::Crate,
+            Sink::File,
+        ),
+        (
+            "recv: plain io::copy -> io::sink",
+            Source::Crate,
+            Sink::Discard,
+        ),
+        ("send: io::copy (crate)", Source::Crate, Sink::Discard),
+        (
+            "send: 16 KiB buffer loop",
+            Source::Buffer(16 << 10),
+            Sink::Discard,
+        ),
+        (
+            "send: 64 KiB buffer loop",
+            Source::Buffer(64 << 10),
+            Sink::Discard,
+        ),
+    ];
+    // Warm the page cache and the loopback path once.
+    transfer(Source::Crate, Sink::Discard, &src, &rx_dir);
+    let mut times: Vec<Vec<Duration>> = vec![Vec::new(); variants.len()];
+    for _ in 0..reps {
+        for (i, (_, source, sink)) in variants.iter().enumerate() {
+            times[i].push(transfer(*source, *sink, &src, &rx_dir));
+        }
+    }
+    let mib = size as f64 / (1024.0 * 1024.0);
+    println!("\nfile transfer over loopback: {mib:.0} MiB, median of {reps}");
+    let medians: Vec<Duration> = times.into_iter().map(median).collect();
+    for ((name, _, _), t) in variants.iter().zip(&medians) {
+        println!(
+            "  {name:<40} {:>8.3} s {:>9.1} MiB/s",
+            t.as_secs_f64(),
+            mib / t.as_secs_f64()
+        );
+    }
+    let ratio = |a: usize, b: usize| medians[b].as_secs_f64() / medians[a].as_secs_f64();
+    println!(
+        "  ratio crate receive / plain io::copy -> file: {:.3}x (target >= 0.95)",
+        ratio(0, 1)
+    );
+    println!(
+        "  ratio crate receive / io::copy -> sink:       {:.3}x",
+        ratio(0, 2)
+    );
+    println!(
+        "  ratio send io::copy / 16 KiB loop:            {:.3}x",
+        ratio(3, 4)
+    );
+    println!(
+        "  ratio send io::copy / 64 KiB loop:            {:.3}x",
+        ratio(3, 5)
+    );
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+fn main() {
+    let bench_mode = std::env::args().any(|a| a == "--bench");
+    let mut c = Criterion::default()
+        .sample_size(20)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .configure_from_args();
+    frames(&mut c);
+    c.final_summary();
+
+    let env = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
+    let (size, reps) = if bench_mode {
+        (
+            env("FRAMING_BENCH_FILE_SIZE").unwrap_or(1 << 30),
+            env("FRAMING_BENCH_REPS").unwrap_or(3) as usize,
+        )
+    } else {
+        (4 << 20, 1)
+    };
+    file_transfers(size, reps.max(1));
+}
