@@ -107,12 +107,13 @@ fn chunking() -> impl Strategy<Value = Chunking> {
     ]
 }
 
-/// Mostly small frames, some empty, a few over the 8 KiB coalescing threshold.
+/// Mostly small frames, some empty, a few around or over the coalescing thresholds.
 fn frames() -> impl Strategy<Value = Vec<Vec<u8>>> {
     let frame = prop_oneof![
         4 => prop::collection::vec(any::<u8>(), 0..300),
         1 => Just(Vec::new()),
-        1 => prop::collection::vec(any::<u8>(), 8_000..20_000),
+        1 => prop::collection::vec(any::<u8>(), 2_000..2_100),
+        1 => prop::collection::vec(any::<u8>(), 8_100..20_000),
     ];
     prop::collection::vec(frame, 0..12)
 }

@@ -234,14 +234,13 @@ impl Framing {
         self.check_write_len(len)?;
         let header = self.prefix.encode(len)?;
         let header = &header[..self.prefix.header_len()];
-        if payload.len() <= COALESCE_LEN {
-            let mut buf = [0u8; 8 + COALESCE_LEN];
-            let total = header.len() + payload.len();
-            buf[..header.len()].copy_from_slice(header);
-            buf[header.len()..total].copy_from_slice(payload);
-            return w.write_all(&buf[..total]);
+        // Stack buffers in three sizes, so a 64-byte frame does not pay for zeroing 8 KiB.
+        match payload.len() {
+            0..=248 => write_coalesced::<256, W>(w, header, payload),
+            249..=2040 => write_coalesced::<2048, W>(w, header, payload),
+            2041..=COALESCE_LEN => write_coalesced::<{ COALESCE_LEN + 8 }, W>(w, header, payload),
+            _ => write_all_vectored(w, &mut [IoSlice::new(header), IoSlice::new(payload)]),
         }
-        write_all_vectored(w, &mut [IoSlice::new(header), IoSlice::new(payload)])
     }
 
     /// Reads one frame header and returns the payload length it announces, checked against
@@ -343,6 +342,20 @@ impl Framing {
     }
 }
 
+/// Copies `header` and `payload` (together at most `N` bytes) into one stack buffer and
+/// writes it with one `write_all`.
+fn write_coalesced<const N: usize, W: Write + ?Sized>(
+    w: &mut W,
+    header: &[u8],
+    payload: &[u8],
+) -> io::Result<()> {
+    let mut buf = [0u8; N];
+    let total = header.len() + payload.len();
+    buf[..header.len()].copy_from_slice(header);
+    buf[header.len()..total].copy_from_slice(payload);
+    w.write_all(&buf[..total])
+}
+
 /// Writes every byte of `bufs` with [`Write::write_vectored`], advancing past partial writes
 /// and retrying on [`io::ErrorKind::Interrupted`] (std's `write_all_vectored` is unstable).
 ///
@@ -440,14 +453,8 @@ mod tests {
     #[test]
     fn encode_matches_python_struct_pack() {
         // struct.pack('i', 5) == b'\x05\x00\x00\x00'; struct.pack('!I', 5) == b'\x00\x00\x00\x05'
-        assert_eq!(
-            &LengthPrefix::I32Le.encode(5).ok().unwrap_or_default()[..4],
-            b"\x05\0\0\0"
-        );
-        assert_eq!(
-            &LengthPrefix::U32Be.encode(5).ok().unwrap_or_default()[..4],
-            b"\0\0\0\x05"
-        );
+        assert_eq!(&LengthPrefix::I32Le.encode(5).unwrap()[..4], b"\x05\0\0\0");
+        assert_eq!(&LengthPrefix::U32Be.encode(5).unwrap()[..4], b"\0\0\0\x05");
         assert!(LengthPrefix::U16Be.encode(65_536).is_err());
         assert!(LengthPrefix::I32Le.encode(1 << 31).is_err());
     }
