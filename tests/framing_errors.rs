@@ -583,3 +583,59 @@ fn full_disk_leaves_nothing_behind() {
     );
     assert_dir_empty(dir.path());
 }
+
+// ---------------------------------------------------------------- sending files
+
+#[test]
+fn send_file_refuses_directories_and_files_over_the_limit() {
+    let dir = tempdir();
+    let mut wire = Vec::new();
+    let err = Framing::new().send_file(&mut wire, dir.path()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    let big = dir.path().join("big");
+    fs::write(&big, vec![0u8; 11]).unwrap();
+    let err = Framing::new()
+        .max_frame_len(10)
+        .send_file(&mut wire, &big)
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    assert!(wire.is_empty(), "wrote part of a refused file");
+    let err = Framing::new()
+        .send_file(&mut wire, &dir.path().join("missing"))
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+}
+
+#[test]
+fn empty_and_multi_chunk_files_round_trip() {
+    let src_dir = tempdir();
+    let dst_dir = tempdir();
+    let framing = Framing::python();
+    let rx = FileReceiver::new(dst_dir.path()).fsync(false);
+    for (name, len) in [("empty", 0usize), ("odd", 200_003)] {
+        let data: Vec<u8> = (0..len).map(|i| (i % 253) as u8).collect();
+        let src = src_dir.path().join(name);
+        fs::write(&src, &data).unwrap();
+
+        let mut wire = Vec::new();
+        assert_eq!(framing.send_file(&mut wire, &src).unwrap(), len as u64);
+        assert_eq!(wire.len(), 4 + len);
+        let mut r = &wire[..];
+        let n = framing.read_header(&mut r).unwrap().unwrap();
+        let got = rx
+            .receive(&format!("{name}.1"), &mut r, n, Some(&md5_hex(&data)))
+            .unwrap();
+        assert_eq!(fs::read(&got.path).unwrap(), data);
+
+        let mut wire = Vec::new();
+        framing.send_file_message(&mut wire, &src, name).unwrap();
+        let got = rx
+            .receive_message(&framing, &mut &wire[..])
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (got.bytes, fs::read(&got.path).unwrap()),
+            (len as u64, data)
+        );
+    }
+}

@@ -16,8 +16,9 @@ use super::json::{BodyLen, FileHeader};
 use super::name::{NameError, sanitize_file_name};
 use super::sys;
 
-/// The buffer [`FileReceiver`] copies through: 64 KiB.
-pub const RECEIVE_BUF_LEN: usize = 64 * 1024;
+/// The buffer file transfers copy through, on both sides: 64 KiB (see the benchmark in
+/// `benches/framing.rs`: it beats `io::copy`'s 8 KiB in both directions).
+pub const TRANSFER_BUF_LEN: usize = 64 * 1024;
 
 /// The default [`FileReceiver::max_size`]: 2^31-1 bytes, the largest body a
 /// `struct.pack('i', n)` frame can announce.
@@ -55,24 +56,55 @@ fn open_regular(path: &Path) -> io::Result<(File, u64)> {
     Ok((file, meta.len()))
 }
 
-/// Copies exactly `len` bytes of `file` to `w` with [`io::copy`] (which, from a `File` to a
-/// `TcpStream`, a `File` or a `BufWriter` of those, uses `sendfile`/`copy_file_range` on
-/// Linux: the bytes never enter user space). The benchmark `benches/framing.rs` compares it
-/// with a 64 KiB read/write loop.
-fn copy_exact<W: Write>(file: File, len: u64, w: &mut W) -> io::Result<u64> {
-    let copied = io::copy(&mut file.take(len), w)?;
-    if copied < len {
-        return Err(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            format!("file shrank while being sent ({copied} of {len} bytes)"),
-        ));
+/// Writes `prefix` (a frame header, a JSON header frame) followed by exactly `len` bytes of
+/// `file`, through one buffer of `prefix.len()` + up to [`TRANSFER_BUF_LEN`] bytes, so the
+/// prefix leaves in the same `write` as the first chunk of the file.
+///
+/// Why not [`io::copy`]: std never uses `sendfile` from a `File` to a socket (a later change
+/// to the file could still reach the peer), so for this pair it is a read/write loop through
+/// an 8 KiB stack buffer; `benches/framing.rs` measures the 64 KiB loop faster.
+fn send_with_prefix<W: Write + ?Sized>(
+    w: &mut W,
+    prefix: &[u8],
+    mut file: File,
+    len: u64,
+) -> io::Result<u64> {
+    let chunk = usize::try_from(len).map_or(TRANSFER_BUF_LEN, |l| l.min(TRANSFER_BUF_LEN));
+    let mut buf = vec![0u8; prefix.len() + chunk];
+    buf[..prefix.len()].copy_from_slice(prefix);
+    let mut filled = prefix.len();
+    let mut sent = 0u64;
+    loop {
+        if sent < len {
+            let room = buf.len() - filled;
+            let want = usize::try_from(len - sent).map_or(room, |l| l.min(room));
+            match file.read(&mut buf[filled..filled + want]) {
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("file shrank while being sent ({sent} of {len} bytes)"),
+                    ));
+                }
+                Ok(n) => {
+                    filled += n;
+                    sent += n as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        w.write_all(&buf[..filled])?;
+        filled = 0;
+        if sent == len {
+            return Ok(sent);
+        }
     }
-    Ok(copied)
 }
 
 impl Framing {
     /// Sends the file at `path` as one frame: a header with its size, then its bytes,
-    /// streamed (see [`io::copy`]). Returns the bytes sent. The limit
+    /// streamed through a 64 KiB buffer (the header leaves with the first chunk). Returns
+    /// the file bytes sent. The limit
     /// ([`max_frame_len`](Framing::max_frame_len), 16 MiB by default) applies: raise it on
     /// a copy of the framing for large files.
     ///
@@ -80,10 +112,11 @@ impl Framing {
     /// [`io::ErrorKind::InvalidInput`] if `path` is not a regular file or is over the limit
     /// (nothing is written); [`io::ErrorKind::UnexpectedEof`] if it shrinks while being
     /// sent; any error from reading the file or writing `w`.
-    pub fn send_file<W: Write>(&self, w: &mut W, path: &Path) -> io::Result<u64> {
+    pub fn send_file<W: Write + ?Sized>(&self, w: &mut W, path: &Path) -> io::Result<u64> {
         let (file, len) = open_regular(path)?;
-        self.write_header(w, len)?;
-        copy_exact(file, len, w)
+        let mut prefix = Vec::with_capacity(8);
+        self.write_header(&mut prefix, len)?;
+        send_with_prefix(w, &prefix, file, len)
     }
 
     /// Sends the file at `path` the tutorials' way: a [`FileHeader`]
@@ -93,7 +126,7 @@ impl Framing {
     /// # Errors
     /// As [`send_file`](Self::send_file), except that the size limit does not apply
     /// (the body is not a frame).
-    pub fn send_file_message<W: Write>(
+    pub fn send_file_message<W: Write + ?Sized>(
         &self,
         w: &mut W,
         path: &Path,
@@ -104,8 +137,9 @@ impl Framing {
             file_name: file_name.to_owned(),
             file_size: len,
         };
-        self.write_json(w, &header)?;
-        copy_exact(file, len, w)
+        let mut prefix = Vec::with_capacity(64 + file_name.len());
+        self.write_json(&mut prefix, &header)?;
+        send_with_prefix(w, &prefix, file, len)
     }
 }
 
@@ -362,7 +396,8 @@ impl FileReceiver {
     ) -> Result<u64, ReceiveError> {
         let mut body = BodyReader::new(body, len);
         let mut hasher = md5.map(|_| Md5::new());
-        let buf_len = usize::try_from(len).map_or(RECEIVE_BUF_LEN, |l| l.clamp(1, RECEIVE_BUF_LEN));
+        let buf_len =
+            usize::try_from(len).map_or(TRANSFER_BUF_LEN, |l| l.clamp(1, TRANSFER_BUF_LEN));
         let mut buf = vec![0u8; buf_len];
         let mut written = 0u64;
         loop {

@@ -72,8 +72,9 @@
 //! ([`PythonFormatter`]); escaped non-ASCII (`"\u4f60"`) and raw UTF-8 are both read.
 //!
 //! ## Files
-//! [`Framing::send_file`] streams a file as a frame with [`std::io::copy`] (zero-copy
-//! `sendfile` to a socket on Linux). [`FileReceiver`] stores a received body under a
+//! [`Framing::send_file`] streams a file as a frame through a 64 KiB buffer (measured
+//! faster than [`std::io::copy`], which never uses `sendfile` from a file to a socket and
+//! copies through 8 KiB). [`FileReceiver`] stores a received body under a
 //! checked name: into a temporary file, `fsync`ed, checked against an MD5 if one is given,
 //! and renamed into place only when complete, without ever replacing an existing file
 //! unless asked. A transfer that fails leaves nothing behind.
@@ -104,7 +105,7 @@ mod sys;
 
 pub use body::BodyReader;
 pub use file::{
-    DEFAULT_MAX_FILE_SIZE, FileReceiver, RECEIVE_BUF_LEN, ReceiveError, Received, md5_hex,
+    DEFAULT_MAX_FILE_SIZE, FileReceiver, ReceiveError, Received, TRANSFER_BUF_LEN, md5_hex,
 };
 pub use frame::{DEFAULT_MAX_FRAME_LEN, FrameReader, Framing, LengthPrefix, write_all_vectored};
 pub use json::{
