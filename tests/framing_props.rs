@@ -112,7 +112,9 @@ fn frames() -> impl Strategy<Value = Vec<Vec<u8>>> {
     let frame = prop_oneof![
         4 => prop::collection::vec(any::<u8>(), 0..300),
         1 => Just(Vec::new()),
-        1 => prop::collection::vec(any::<u8>(), 2_000..2_100),
+        // Lengths at the edges of the stack-buffer tiers in `write_frame`.
+        1 => prop::sample::select(vec![248usize, 249, 2040, 2041, 4096, 4097, 8192, 8193])
+            .prop_flat_map(|n| prop::collection::vec(any::<u8>(), n)),
         1 => prop::collection::vec(any::<u8>(), 8_100..20_000),
     ];
     prop::collection::vec(frame, 0..12)
@@ -259,4 +261,14 @@ fn large_frame_uses_one_vectored_call_on_a_vectored_writer() {
     assert_eq!(w.1, 1);
     assert_eq!(&w.0[..4], &100_000u32.to_be_bytes());
     assert_eq!(&w.0[4..], &payload[..]);
+}
+
+#[test]
+fn framing_types_are_send_and_sync() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Framing>();
+    assert_send_sync::<FrameReader<std::net::TcpStream>>();
+    assert_send_sync::<socketserver::framing::FileReceiver>();
+    assert_send_sync::<socketserver::framing::BodyReader<std::net::TcpStream>>();
+    assert_send_sync::<socketserver::framing::ReceiveError>();
 }

@@ -234,11 +234,12 @@ impl Framing {
         self.check_write_len(len)?;
         let header = self.prefix.encode(len)?;
         let header = &header[..self.prefix.header_len()];
-        // Stack buffers in three sizes, so a 64-byte frame does not pay for zeroing 8 KiB.
+        // Stack buffers in four sizes, so a 64-byte frame does not pay for zeroing 8 KiB.
         match payload.len() {
             0..=248 => write_coalesced::<256, W>(w, header, payload),
             249..=2040 => write_coalesced::<2048, W>(w, header, payload),
-            2041..=COALESCE_LEN => write_coalesced::<{ COALESCE_LEN + 8 }, W>(w, header, payload),
+            2041..=4096 => write_coalesced::<4104, W>(w, header, payload),
+            4097..=COALESCE_LEN => write_coalesced::<{ COALESCE_LEN + 8 }, W>(w, header, payload),
             _ => write_all_vectored(w, &mut [IoSlice::new(header), IoSlice::new(payload)]),
         }
     }
