@@ -61,6 +61,12 @@ pub(crate) fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
             _ => return Err(err),
         }
     }
+    link_then_unlink(from, to)
+}
+
+/// The portable half of [`rename_noreplace`]: `link(from, to)`, which fails with `EEXIST`
+/// rather than replace or follow anything at `to`, then `unlink(from)`.
+fn link_then_unlink(from: &Path, to: &Path) -> io::Result<()> {
     fs::hard_link(from, to)?;
     if let Err(e) = fs::remove_file(from) {
         log::warn!(
@@ -82,5 +88,30 @@ pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     {
         let _ = dir;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Both the renameat2 path and the link+unlink fallback refuse to replace a file.
+    #[test]
+    fn noreplace_refuses_existing_targets_on_both_paths() {
+        let dir = std::env::temp_dir().join(format!("framing-sys-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let (a, b, c) = (dir.join("a"), dir.join("b"), dir.join("c"));
+        fs::write(&a, b"a").unwrap();
+        fs::write(&b, b"b").unwrap();
+        for f in [rename_noreplace, link_then_unlink] {
+            let err = f(&a, &b).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+            assert_eq!(fs::read(&b).unwrap(), b"b");
+            f(&a, &c).unwrap();
+            assert!(!a.exists());
+            assert_eq!(fs::read(&c).unwrap(), b"a");
+            fs::rename(&c, &a).unwrap();
+        }
+        fs::remove_dir_all(&dir).unwrap();
     }
 }
