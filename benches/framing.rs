@@ -20,6 +20,20 @@
 //!   all into a receiver that discards.
 //!
 //! Under `cargo test --benches` (no `--bench` argument) part 2 runs once on 4 MiB.
+//!
+//! Recorded (`cargo bench --bench framing`, 2 cores, ext4, Rust 1.95; run time 64 s):
+//!
+//! ```text
+//! frame encode   64 B 12.6 ns (4.7 GiB/s)   4 KiB 108 ns (35 GiB/s)   1 MiB 18.9 us (52 GiB/s)
+//! frame decode   64 B 15.4 ns (3.9 GiB/s)   4 KiB  63 ns (61 GiB/s)   1 MiB 17.6 us (56 GiB/s)
+//! 1 GiB over loopback, median of 3:
+//!   recv: crate send_file + FileReceiver   1.328 s   771 MiB/s
+//!   recv: plain io::copy -> file + fsync   2.452 s   418 MiB/s   crate/plain = 1.85x
+//!   recv: discard (1 MiB reads)            0.635 s  1612 MiB/s
+//!   send: crate send_file (64 KiB loop)    0.422 s  2427 MiB/s
+//!   send: header + io::copy                0.760 s  1347 MiB/s   crate/io::copy = 1.80x
+//!   send: 16 KiB buffer loop               0.478 s  2143 MiB/s
+//! ```
 
 use std::fs::{self, File};
 use std::hint::black_box;
