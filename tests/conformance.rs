@@ -14,7 +14,7 @@
 
 mod util;
 
-use std::io::{self, BufRead, Read, Write};
+use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -24,19 +24,6 @@ use socketserver::*;
 use util::*;
 
 const TEST_STR: &[u8] = b"hello world\n";
-
-/// The suite's handler: echo one line.
-fn echo_line(req: &mut StreamRequest) -> io::Result<()> {
-    let mut line = Vec::new();
-    req.rfile.read_until(b'\n', &mut line)?;
-    req.wfile.write_all(&line)
-}
-
-fn echo_datagram(req: &mut DatagramRequest) -> io::Result<()> {
-    let mut data = Vec::new();
-    req.rfile.read_to_end(&mut data)?;
-    req.wfile.write_all(&data)
-}
 
 fn stream_examine(addr: SocketAddr) {
     let mut s = connect(addr);

@@ -20,18 +20,8 @@ fn two_step(req: &mut StreamRequest) -> io::Result<()> {
     req.wfile.write_all(b"done\n")
 }
 
-fn init_log() {
-    simplelog::TermLogger::init(
-        log::LevelFilter::Info,
-        simplelog::Config::default(),
-        simplelog::TerminalMode::Stderr,
-        simplelog::ColorChoice::Never,
-    )
-    .unwrap();
-}
-
 fn serve_until_signalled<M: Mode>() {
-    init_log();
+    init_stderr_log();
     let server = Server::<Tcp, M>::builder()
         .read_timeout(None)
         .bind("127.0.0.1:0", two_step)

@@ -4,21 +4,12 @@
 
 mod util;
 
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
 use socketserver::*;
 use util::*;
-
-fn echo_lines(req: &mut StreamRequest) -> io::Result<()> {
-    let mut line = Vec::new();
-    while req.rfile.read_until(b'\n', &mut line)? > 0 {
-        req.wfile.write_all(&line)?;
-        line.clear();
-    }
-    Ok(())
-}
 
 #[test]
 fn emfile_child() {

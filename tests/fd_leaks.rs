@@ -4,7 +4,6 @@
 
 mod util;
 
-use std::io::{self, BufRead, Write};
 use std::net::TcpStream;
 
 use parking_lot::Mutex;
@@ -12,12 +11,6 @@ use socketserver::*;
 use util::*;
 
 static SERIAL: Mutex<()> = Mutex::new(());
-
-fn echo_line(req: &mut StreamRequest) -> io::Result<()> {
-    let mut line = Vec::new();
-    req.rfile.read_until(b'\n', &mut line)?;
-    req.wfile.write_all(&line)
-}
 
 #[test]
 fn test_tcpserver_bind_leak() {

@@ -14,18 +14,6 @@ use std::time::{Duration, Instant};
 use socketserver::*;
 use util::*;
 
-fn echo_line(req: &mut StreamRequest) -> io::Result<()> {
-    let mut line = Vec::new();
-    req.rfile.read_until(b'\n', &mut line)?;
-    req.wfile.write_all(&line)
-}
-
-fn echo_datagram(req: &mut DatagramRequest) -> io::Result<()> {
-    let mut data = Vec::new();
-    req.rfile.read_to_end(&mut data)?;
-    req.wfile.write_all(&data)
-}
-
 /// No child of this process is left: `waitpid(-1, WNOHANG)` finds none (ECHILD) — only
 /// meaningful inside a child process that owns all its children.
 fn has_children() -> bool {

@@ -41,7 +41,10 @@ where
 {
     // python3 is on every machine this project targets (and .ci/run checks it): a missing
     // interpreter is a failure, not a skip.
-    assert!(python_available(), "python3 is required for the interop tests");
+    assert!(
+        python_available(),
+        "python3 is required for the interop tests"
+    );
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let server = thread::spawn(move || -> Result<(), String> {

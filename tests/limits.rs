@@ -10,15 +10,6 @@ use std::time::{Duration, Instant};
 use socketserver::*;
 use util::*;
 
-fn echo_lines(req: &mut StreamRequest) -> io::Result<()> {
-    let mut line = Vec::new();
-    while req.rfile.read_until(b'\n', &mut line)? > 0 {
-        req.wfile.write_all(&line)?;
-        line.clear();
-    }
-    Ok(())
-}
-
 fn ask(s: &mut TcpStream, msg: &str) -> String {
     s.write_all(msg.as_bytes()).unwrap();
     let mut line = String::new();

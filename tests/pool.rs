@@ -2,22 +2,13 @@
 
 mod util;
 
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
 use crossbeam_channel::unbounded;
 use socketserver::*;
 use util::*;
-
-fn echo_lines(req: &mut StreamRequest) -> io::Result<()> {
-    let mut line = Vec::new();
-    while req.rfile.read_until(b'\n', &mut line)? > 0 {
-        req.wfile.write_all(&line)?;
-        line.clear();
-    }
-    Ok(())
-}
 
 #[test]
 fn serves_256_concurrent_long_lived_connections_with_defaults() {

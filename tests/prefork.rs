@@ -27,13 +27,7 @@ fn handler(req: &mut StreamRequest) -> io::Result<()> {
 }
 
 fn prefork_parent(reuse_port: bool) {
-    simplelog::TermLogger::init(
-        log::LevelFilter::Info,
-        simplelog::Config::default(),
-        simplelog::TerminalMode::Stderr,
-        simplelog::ColorChoice::Never,
-    )
-    .unwrap();
+    init_stderr_log();
     // Pick a free port first: workers with SO_REUSEPORT each bind it.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

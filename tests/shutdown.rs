@@ -12,12 +12,6 @@ use crossbeam_channel::{bounded, unbounded};
 use socketserver::*;
 use util::*;
 
-fn echo_line(req: &mut StreamRequest) -> io::Result<()> {
-    let mut line = Vec::new();
-    req.rfile.read_until(b'\n', &mut line)?;
-    req.wfile.write_all(&line)
-}
-
 /// Runs `serve_forever` on a thread and reports when it returns.
 fn serve_in_thread<T: Transport, M: Mode>(
     server: &Arc<Server<T, M>>,

@@ -3,19 +3,13 @@
 
 mod util;
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::sync::Arc;
 use std::thread;
 
 use parking_lot::Mutex;
 use socketserver::*;
 use util::*;
-
-fn echo(req: &mut DatagramRequest) -> io::Result<()> {
-    let mut data = Vec::new();
-    req.rfile.read_to_end(&mut data)?;
-    req.wfile.write_all(&data)
-}
 
 #[test]
 fn an_oversized_datagram_is_reported_and_dropped_not_passed_on_cut() {
@@ -24,7 +18,7 @@ fn an_oversized_datagram_is_reported_and_dropped_not_passed_on_cut() {
     let server = UdpServer::builder()
         .max_packet_size(100)
         .handle_error(move |_, err| e.lock().push(err.to_string()))
-        .bind("127.0.0.1:0", echo)
+        .bind("127.0.0.1:0", echo_datagram)
         .unwrap();
     let addr = server.server_address().unwrap();
     let run = Running::start(server);
@@ -94,7 +88,7 @@ fn empty_datagram_reply_restores_pythons_behaviour() {
 
 #[test]
 fn threading_udp_answers_every_request_of_8_concurrent_clients() {
-    let server = ThreadingUdpServer::bind("127.0.0.1:0", echo).unwrap();
+    let server = ThreadingUdpServer::bind("127.0.0.1:0", echo_datagram).unwrap();
     let addr = server.server_address().unwrap();
     let run = Running::start(server);
     let clients: Vec<_> = (0..8)

@@ -3,7 +3,7 @@
 
 mod util;
 
-use std::io::{self, BufRead, Read, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixDatagram as StdUnixDatagram, UnixStream as StdUnixStream};
 use std::path::{Path, PathBuf};
@@ -34,18 +34,6 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
-}
-
-fn echo_line(req: &mut StreamRequest) -> io::Result<()> {
-    let mut line = Vec::new();
-    req.rfile.read_until(b'\n', &mut line)?;
-    req.wfile.write_all(&line)
-}
-
-fn echo_datagram(req: &mut DatagramRequest) -> io::Result<()> {
-    let mut data = Vec::new();
-    req.rfile.read_to_end(&mut data)?;
-    req.wfile.write_all(&data)
 }
 
 fn stream_round_trip(path: &Path) {

@@ -108,6 +108,43 @@ pub fn open_fds() -> usize {
 /// Compile-time check that `T` is `Send + Sync`.
 pub fn assert_send_sync<T: Send + Sync>() {}
 
+/// Handler: echoes one line (CPython's suite handler).
+pub fn echo_line(req: &mut socketserver::StreamRequest) -> io::Result<()> {
+    use std::io::BufRead;
+    let mut line = Vec::new();
+    req.rfile.read_until(b'\n', &mut line)?;
+    req.wfile.write_all(&line)
+}
+
+/// Handler: echoes lines until the client closes.
+pub fn echo_lines(req: &mut socketserver::StreamRequest) -> io::Result<()> {
+    use std::io::BufRead;
+    let mut line = Vec::new();
+    while req.rfile.read_until(b'\n', &mut line)? > 0 {
+        req.wfile.write_all(&line)?;
+        line.clear();
+    }
+    Ok(())
+}
+
+/// Handler: echoes the datagram.
+pub fn echo_datagram(req: &mut socketserver::DatagramRequest) -> io::Result<()> {
+    let mut data = Vec::new();
+    req.rfile.read_to_end(&mut data)?;
+    req.wfile.write_all(&data)
+}
+
+/// Logs to stderr (child processes whose log lines the parent test reads).
+pub fn init_stderr_log() {
+    simplelog::TermLogger::init(
+        log::LevelFilter::Info,
+        simplelog::Config::default(),
+        simplelog::TerminalMode::Stderr,
+        simplelog::ColorChoice::Never,
+    )
+    .unwrap();
+}
+
 /// Environment variable that turns a test function into a child-process body.
 pub const CHILD_ENV: &str = "SOCKETSERVER_TEST_CHILD";
 
