@@ -32,6 +32,7 @@ pub struct DatagramRequest {
     socket: Arc<Socket>,
     server: ServerHandle,
     send_empty: bool,
+    send_timeout: Option<std::time::Duration>,
 }
 
 impl DatagramRequest {
@@ -51,9 +52,10 @@ impl DatagramRequest {
         &self.socket
     }
 
-    /// Sends `buf` to the client now, as one datagram, in addition to `wfile`.
+    /// Sends `buf` to the client now, as one datagram, in addition to `wfile`. When the
+    /// socket's send buffer is full it waits for room, up to the server's write timeout.
     pub fn reply(&self, buf: &[u8]) -> io::Result<()> {
-        self.socket.send_to(buf, &self.reply_to).map(|_| ())
+        crate::sys::send_to_waiting(&self.socket, buf, &self.reply_to, self.send_timeout).map(drop)
     }
 
     /// The server this request arrived on (Python's `self.server`).
@@ -122,12 +124,18 @@ impl RequestKind for DatagramRequest {
             socket: inc.socket,
             server: ServerHandle::from_core(core.clone()),
             send_empty: core.options.empty_datagram_reply,
+            send_timeout: core.options.write_timeout,
         })
     }
 
     fn complete(&mut self) -> io::Result<()> {
         if !self.wfile.is_empty() || self.send_empty {
-            self.socket.send_to(&self.wfile, &self.reply_to)?;
+            crate::sys::send_to_waiting(
+                &self.socket,
+                &self.wfile,
+                &self.reply_to,
+                self.send_timeout,
+            )?;
         }
         Ok(())
     }

@@ -49,6 +49,42 @@ pub(crate) fn poll_readable(fds: &[RawFd], timeout: Option<Duration>) -> io::Res
     Ok(mask)
 }
 
+/// `sendto(2)` on a non-blocking datagram socket, waiting for room (`POLLOUT`) up to
+/// `timeout` when the send buffer is full instead of failing with `EAGAIN`.
+pub(crate) fn send_to_waiting(
+    sock: &socket2::Socket,
+    buf: &[u8],
+    to: &socket2::SockAddr,
+    timeout: Option<Duration>,
+) -> io::Result<usize> {
+    let deadline = timeout.map(|t| std::time::Instant::now() + t);
+    loop {
+        match sock.send_to(buf, to) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let left = deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
+                if left == Some(Duration::ZERO) {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "datagram send timed out",
+                    ));
+                }
+                let mut p = libc::pollfd {
+                    fd: sock.as_raw_fd(),
+                    events: libc::POLLOUT,
+                    revents: 0,
+                };
+                let ms = left.map_or(-1, |d| {
+                    d.as_millis().clamp(1, i32::MAX as u128) as libc::c_int
+                });
+                // SAFETY: one valid pollfd.
+                unsafe { libc::poll(&mut p, 1, ms) };
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            r => return r,
+        }
+    }
+}
+
 /// Wakes a thread blocked in [`poll_readable`]: a non-blocking socketpair whose read end is
 /// polled next to the listener. `wake` is async-signal-safe in effect (one `write`), never
 /// blocks, and coalesces: many wakes before a drain cost one readable event.
