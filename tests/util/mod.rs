@@ -163,38 +163,136 @@ pub struct ChildProc {
 
 /// Re-executes this test binary to run only `test` (which checks [`is_child`]).
 pub fn spawn_self(test: &str) -> ChildProc {
-    use std::process::{Command, Stdio};
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([test, "--exact", "--nocapture", "--test-threads=1"])
-        .env(CHILD_ENV, "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    fn pump(r: impl Read + Send + 'static) -> crossbeam_channel::Receiver<String> {
-        let (tx, rx) = crossbeam_channel::unbounded();
-        thread::spawn(move || {
-            use std::io::BufRead;
-            for line in io::BufReader::new(r).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        rx
-    }
-    let stdout = pump(child.stdout.take().unwrap());
-    let stderr = pump(child.stderr.take().unwrap());
-    ChildProc {
-        child,
-        stdout,
-        stderr,
+    let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+    cmd.args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env(CHILD_ENV, "1");
+    ChildProc::spawn(cmd)
+}
+
+/// The binary of a bundled example. `cargo test` builds the examples beside the test
+/// binaries (`target/<profile>/examples/`); a filtered run (`cargo test --test X`) does not,
+/// hence the hint.
+#[track_caller]
+pub fn example_path(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/<test binary> -> target/<profile>/examples/<name>
+    let path = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .unwrap()
+        .join("examples")
+        .join(name);
+    assert!(
+        path.exists(),
+        "{} is not built: run `cargo test --all-features` (or `cargo build --examples --all-features`) first",
+        path.display()
+    );
+    path
+}
+
+/// Starts the server of example `name` on a free loopback port with `args`, and waits for
+/// its `listening on` line. Killed and reaped on drop.
+#[track_caller]
+pub fn spawn_example_server(name: &str, args: &[&str]) -> (ChildProc, SocketAddr) {
+    let mut cmd = std::process::Command::new(example_path(name));
+    cmd.arg("server").args(["--addr", "127.0.0.1:0"]).args(args);
+    let proc = ChildProc::spawn(cmd);
+    let line = ChildProc::expect_line(&proc.stderr, "listening on ");
+    let addr = line["listening on ".len()..]
+        .split_whitespace()
+        .next()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {line:?}"));
+    (proc, addr)
+}
+
+/// What a finished example client printed.
+#[derive(Debug)]
+pub struct ClientOutput {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs the client of example `name` against `addr` with `stdin` as its input; bounded
+/// by [`LONG`] (then killed).
+#[track_caller]
+pub fn run_example_client(
+    name: &str,
+    addr: SocketAddr,
+    args: &[&str],
+    stdin: &[u8],
+) -> ClientOutput {
+    let mut cmd = std::process::Command::new(example_path(name));
+    cmd.arg("client")
+        .args(["--addr", &addr.to_string()])
+        .args(args);
+    let mut proc = ChildProc::spawn_with_stdin(cmd);
+    let mut input = proc.child.stdin.take().unwrap();
+    let stdin = stdin.to_vec();
+    // A writer thread: the client may read replies before it has read all its input.
+    let writer = thread::spawn(move || {
+        let _ = input.write_all(&stdin);
+    });
+    let code = proc.wait_exit();
+    let _ = writer.join();
+    let drain = |rx: &crossbeam_channel::Receiver<String>| {
+        let mut out = String::new();
+        while let Ok(l) = rx.recv_timeout(Duration::from_secs(2)) {
+            out.push_str(&l);
+            out.push('\n');
+        }
+        out
+    };
+    ClientOutput {
+        code,
+        stdout: drain(&proc.stdout),
+        stderr: drain(&proc.stderr),
     }
 }
 
+fn pump(r: impl Read + Send + 'static) -> crossbeam_channel::Receiver<String> {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    thread::spawn(move || {
+        use std::io::BufRead;
+        for line in io::BufReader::new(r).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
 impl ChildProc {
+    /// Spawns `cmd` with stdin closed and stdout/stderr pumped into channels.
+    pub fn spawn(cmd: std::process::Command) -> ChildProc {
+        Self::spawn_stdin(cmd, std::process::Stdio::null())
+    }
+
+    /// Like [`spawn`](Self::spawn), with a pipe on stdin (`child.stdin`).
+    pub fn spawn_with_stdin(cmd: std::process::Command) -> ChildProc {
+        Self::spawn_stdin(cmd, std::process::Stdio::piped())
+    }
+
+    fn spawn_stdin(mut cmd: std::process::Command, stdin: std::process::Stdio) -> ChildProc {
+        use std::process::Stdio;
+        let mut child = cmd
+            .stdin(stdin)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = pump(child.stdout.take().unwrap());
+        let stderr = pump(child.stderr.take().unwrap());
+        ChildProc {
+            child,
+            stdout,
+            stderr,
+        }
+    }
+
     /// Waits for a line on `rx` containing `needle`; returns it.
     #[track_caller]
     pub fn expect_line(rx: &crossbeam_channel::Receiver<String>, needle: &str) -> String {

@@ -1,0 +1,171 @@
+//! What every example shares: the command line (`server` / `client`, `--addr`, `--mode`,
+//! `--log-level`), logging through simplelog, Ctrl-C through the `ctrlc` feature, and
+//! running one server in the execution mode asked for, with a summary when it stops.
+//!
+//! Not an example itself: each example pulls it in with `mod common;`.
+#![allow(dead_code)] // each example uses a different part
+
+use std::fmt::Display;
+use std::io;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use log::LevelFilter;
+use socketserver::{
+    BindAddr, Forking, IntoHandler, Mode, Server, Stats, Synchronous, Threading, Transport,
+};
+
+/// `--mode`: which execution mode serves the requests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ModeArg {
+    /// One request at a time, on the serving thread (`TCPServer`).
+    Sync,
+    /// A bounded worker pool (`ThreadingTCPServer`).
+    Threading,
+    /// One child process per request (`ForkingTCPServer`).
+    Forking,
+}
+
+/// The options every example server takes.
+#[derive(Args, Debug, Clone)]
+pub struct ServerArgs {
+    /// Address to listen on (port 0: the OS picks one; the log line tells which).
+    #[arg(long)]
+    pub addr: Option<String>,
+    /// Execution mode.
+    #[arg(long, value_enum, default_value_t = ModeArg::Threading)]
+    pub mode: ModeArg,
+}
+
+/// The options every example client takes.
+#[derive(Args, Debug, Clone)]
+pub struct ClientArgs {
+    /// Address of the server.
+    #[arg(long)]
+    pub addr: Option<String>,
+}
+
+/// `--log-level`, global to both subcommands.
+#[derive(Args, Debug, Clone)]
+pub struct LogArgs {
+    /// How much to log: error, warn, info or debug.
+    #[arg(long, global = true, default_value = "info")]
+    pub log_level: LevelFilter,
+}
+
+/// Logs to stderr: `HH:MM:SS [LEVEL] message`.
+pub fn init_logging(args: &LogArgs) {
+    let config = simplelog::ConfigBuilder::new()
+        .set_time_format_rfc3339()
+        .set_target_level(LevelFilter::Off)
+        .set_thread_level(LevelFilter::Off)
+        .build();
+    // Only fails if a logger is already installed, which would be a bug of the example.
+    let _ = simplelog::WriteLogger::init(args.log_level, config, io::stderr());
+}
+
+/// Per-example server settings; the rest of the builder keeps the crate's defaults.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Example name, at the start of the log lines.
+    pub name: &'static str,
+    /// Used when `--addr` is not given.
+    pub default_addr: &'static str,
+    /// Idle timeout: `SO_RCVTIMEO` on each connection.
+    pub read_timeout: Option<Duration>,
+    /// Whole-connection deadline (slowloris defence); `None` for long-lived sessions.
+    pub connection_deadline: Option<Duration>,
+    /// Most connections open at once; beyond, new ones wait in the kernel backlog.
+    pub max_connections: Option<usize>,
+    /// Grace period for in-flight requests after Ctrl-C.
+    pub shutdown_grace: Duration,
+}
+
+impl Settings {
+    /// Defaults for request/response examples: 60 s idle, 10 min per connection.
+    pub fn new(name: &'static str, default_addr: &'static str) -> Settings {
+        Settings {
+            name,
+            default_addr,
+            read_timeout: Some(Duration::from_secs(60)),
+            connection_deadline: Some(Duration::from_secs(600)),
+            max_connections: Some(1024),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Binds, logs `listening on ADDR`, serves until Ctrl-C/SIGTERM, drains, logs a summary.
+/// Exit code 0 after a clean stop, 1 if the server could not start or failed.
+pub fn serve<T, H, Marker>(settings: &Settings, args: &ServerArgs, handler: H) -> ExitCode
+where
+    T: Transport,
+    for<'a> &'a str: BindAddr<T>,
+    H: IntoHandler<T::Request, Marker>,
+{
+    let result = match args.mode {
+        ModeArg::Sync => serve_in::<T, Synchronous, H, Marker>(settings, args, handler),
+        ModeArg::Threading => serve_in::<T, Threading, H, Marker>(settings, args, handler),
+        ModeArg::Forking => serve_in::<T, Forking, H, Marker>(settings, args, handler),
+    };
+    match result {
+        Ok(stats) => {
+            log::info!(
+                "{}: stopped: {} served, {} errors, {} panics, {} refused",
+                settings.name,
+                stats.served,
+                stats.errors,
+                stats.panics,
+                stats.rejected + stats.refused
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            log::error!("{}: {e}", settings.name);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve_in<T, M, H, Marker>(s: &Settings, args: &ServerArgs, handler: H) -> io::Result<Stats>
+where
+    T: Transport,
+    M: Mode,
+    for<'a> &'a str: BindAddr<T>,
+    H: IntoHandler<T::Request, Marker>,
+{
+    let forking = args.mode == ModeArg::Forking;
+    let name = s.name;
+    let addr = args.addr.as_deref().unwrap_or(s.default_addr);
+    let server = Server::<T, M>::builder()
+        .read_timeout(s.read_timeout)
+        .connection_deadline(s.connection_deadline)
+        .max_connections(s.max_connections)
+        .shutdown_grace(s.shutdown_grace)
+        // Forked children do not log (fork safety), so the parent logs each request.
+        .verify_request(move |peer| {
+            if forking {
+                log::info!("{name}: {peer}: forking a child for the request");
+            }
+            true
+        })
+        .bind(addr, handler)
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+    log::info!(
+        "{name}: listening on {} ({:?} mode)",
+        server.server_address()?,
+        args.mode
+    );
+    socketserver::shutdown_on_ctrl_c([server.handle()]).map_err(io::Error::other)?;
+    server.serve_forever()?;
+    log::info!("{name}: shutting down: finishing in-flight requests");
+    server.server_close();
+    Ok(server.stats())
+}
+
+/// The client side's error exit: one line on stderr, exit code 1.
+pub fn client_failed(name: &str, what: impl Display) -> ExitCode {
+    eprintln!("{name} client: {what}");
+    ExitCode::FAILURE
+}

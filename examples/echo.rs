@@ -1,0 +1,141 @@
+//! Echo: whatever bytes arrive are sent back, per read, until the client closes — over TCP,
+//! or one datagram back per datagram with `--udp`. The first server of every tutorial.
+//!
+//! How to run:
+//!     cargo run --release --example echo -- server [--addr 127.0.0.1:9000] [--mode sync|threading|forking] [--udp]
+//! How to poke it:
+//!     printf 'hello\n' | cargo run --release --example echo -- client [--udp]
+//!     nc 127.0.0.1 9000          (TCP; type lines, see them back)
+//!     nc -u 127.0.0.1 9000       (with --udp)
+//! You should see `echo: listening on 127.0.0.1:9000` on the server's stderr, each line
+//! sent back on the client's stdout, and a summary line when the server stops (Ctrl-C).
+
+mod common;
+
+use std::io::{self, BufRead, Read, Write};
+use std::net::{TcpStream, UdpSocket};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use common::{ClientArgs, LogArgs, ServerArgs, Settings};
+use socketserver::{DatagramRequest, StreamRequest, Tcp, Udp};
+
+const ADDR: &str = "127.0.0.1:9000";
+
+#[derive(Parser)]
+#[command(about = "Echo server and client (TCP, or UDP with --udp)")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+    #[command(flatten)]
+    log: LogArgs,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the server.
+    Server {
+        #[command(flatten)]
+        args: ServerArgs,
+        /// Serve UDP instead of TCP.
+        #[arg(long)]
+        udp: bool,
+    },
+    /// Send each line of stdin, print each reply.
+    Client {
+        #[command(flatten)]
+        args: ClientArgs,
+        /// Talk UDP instead of TCP.
+        #[arg(long)]
+        udp: bool,
+    },
+}
+
+/// TCP: copy every read back until EOF. `wfile` never writes partially.
+fn echo_stream(req: &mut StreamRequest) -> io::Result<()> {
+    let peer = req.client_address().clone();
+    let mut buf = [0u8; 16 * 1024];
+    let mut total = 0u64;
+    loop {
+        let n = req.rfile.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        req.wfile.write_all(&buf[..n])?;
+        total += n as u64;
+    }
+    log::info!("echo: {peer}: echoed {total} bytes");
+    Ok(())
+}
+
+/// UDP: the reply is the datagram itself.
+fn echo_datagram(req: &mut DatagramRequest) -> io::Result<()> {
+    log::info!(
+        "echo: {}: {} bytes",
+        req.client_address(),
+        req.packet().len()
+    );
+    req.reply(req.packet())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    common::init_logging(&cli.log);
+    let settings = Settings::new("echo", ADDR);
+    match cli.cmd {
+        Cmd::Server { args, udp: false } => {
+            common::serve::<Tcp, _, _>(&settings, &args, echo_stream)
+        }
+        Cmd::Server { args, udp: true } => {
+            common::serve::<Udp, _, _>(&settings, &args, echo_datagram)
+        }
+        Cmd::Client { args, udp } => {
+            let addr = args.addr.as_deref().unwrap_or(ADDR);
+            let result = if udp {
+                udp_client(addr)
+            } else {
+                tcp_client(addr)
+            };
+            result.map_or_else(|e| common::client_failed("echo", e), |()| ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// One line out, the same number of bytes back, for each line of stdin.
+fn tcp_client(addr: &str) -> io::Result<()> {
+    let mut conn = TcpStream::connect(addr)
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot connect to {addr}: {e}")))?;
+    conn.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut reply = Vec::new();
+    for line in io::stdin().lock().lines() {
+        let line = format!("{}\n", line?);
+        conn.write_all(line.as_bytes())?;
+        reply.resize(line.len(), 0);
+        conn.read_exact(&mut reply)
+            .map_err(|e| io::Error::new(e.kind(), format!("the server went away: {e}")))?;
+        io::stdout().write_all(&reply)?;
+    }
+    Ok(())
+}
+
+/// One datagram per line; a reply must come back within 5 s.
+fn udp_client(addr: &str) -> io::Result<()> {
+    let sock = UdpSocket::bind(if addr.starts_with('[') {
+        "[::]:0"
+    } else {
+        "0.0.0.0:0"
+    })?;
+    sock.connect(addr)?;
+    sock.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut buf = vec![0u8; 65_535];
+    for line in io::stdin().lock().lines() {
+        sock.send(line?.as_bytes())?;
+        let n = sock
+            .recv(&mut buf)
+            .map_err(|e| io::Error::new(e.kind(), format!("no reply from {addr}: {e}")))?;
+        io::stdout().write_all(&buf[..n])?;
+        io::stdout().write_all(b"\n")?;
+    }
+    Ok(())
+}

@@ -1,0 +1,98 @@
+//! The `echo` example, end to end as real processes: TCP and UDP in every mode, Ctrl-C
+//! exits 0 with a summary, and the client fails cleanly when no server is there.
+
+mod util;
+
+use std::io::{Read, Write};
+
+use util::*;
+
+const MODES: [&str; 3] = ["sync", "threading", "forking"];
+
+#[test]
+fn tcp_echo_round_trips_in_every_mode() {
+    for mode in MODES {
+        let (mut server, addr) = spawn_example_server("echo", &["--mode", mode]);
+        let out = run_example_client("echo", addr, &[], "hello\n你好\nthird line\n".as_bytes());
+        assert_eq!(out.code, Some(0), "{mode}: {out:?}");
+        assert_eq!(out.stdout, "hello\n你好\nthird line\n", "{mode}");
+
+        // Many round trips on one raw connection, as `nc` would do.
+        let mut c = connect(addr);
+        let mut buf = [0u8; 5];
+        for i in 0..50 {
+            let msg = format!("{i:04}\n");
+            c.write_all(msg.as_bytes()).unwrap();
+            c.read_exact(&mut buf).unwrap();
+            assert_eq!(&buf, msg.as_bytes(), "{mode}");
+        }
+        drop(c);
+
+        server.signal(libc::SIGINT);
+        assert_eq!(
+            server.wait_exit(),
+            Some(0),
+            "{mode}: exit status after SIGINT"
+        );
+        ChildProc::expect_line(&server.stderr, "stopped:");
+    }
+}
+
+#[test]
+fn udp_echo_round_trips_in_every_mode() {
+    for mode in MODES {
+        let (mut server, addr) = spawn_example_server("echo", &["--udp", "--mode", mode]);
+        let out = run_example_client("echo", addr, &["--udp"], b"ping\npong\n");
+        assert_eq!(out.code, Some(0), "{mode}: {out:?}");
+        assert_eq!(out.stdout, "ping\npong\n", "{mode}");
+        server.signal(libc::SIGTERM);
+        assert_eq!(
+            server.wait_exit(),
+            Some(0),
+            "{mode}: exit status after SIGTERM"
+        );
+    }
+}
+
+#[test]
+fn sigint_lets_an_in_flight_connection_finish() {
+    let (mut server, addr) = spawn_example_server("echo", &[]);
+    let mut c = connect(addr);
+    c.write_all(b"before\n").unwrap();
+    let mut buf = [0u8; 7];
+    c.read_exact(&mut buf).unwrap();
+    server.signal(libc::SIGINT);
+    ChildProc::expect_line(&server.stderr, "shutting down");
+    // The accepted connection is still served during the grace period.
+    c.write_all(b"after!\n").unwrap();
+    c.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"after!\n");
+    drop(c);
+    assert_eq!(server.wait_exit(), Some(0));
+    let summary = ChildProc::expect_line(&server.stderr, "stopped:");
+    assert!(summary.contains("1 served"), "{summary}");
+}
+
+#[test]
+fn client_without_a_server_fails_with_a_message() {
+    // A port that was free a moment ago: bind, read it, close.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let out = run_example_client("echo", addr, &[], b"hello\n");
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(out.stderr.contains("cannot connect"), "{out:?}");
+    assert!(!out.stderr.contains("panicked"), "{out:?}");
+}
+
+#[test]
+fn server_on_a_busy_port_fails_with_a_message() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let mut cmd = std::process::Command::new(example_path("echo"));
+    cmd.args(["server", "--addr", &addr]);
+    let mut server = ChildProc::spawn(cmd);
+    assert_eq!(server.wait_exit(), Some(1));
+    ChildProc::expect_line(&server.stderr, "cannot listen on");
+}
