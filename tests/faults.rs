@@ -51,7 +51,7 @@ fn slowloris_200_tricklers_do_not_starve_normal_clients_and_are_cut_off() {
     let started = Instant::now();
     let mut normal_served = 0;
     let mut worst = Duration::ZERO;
-    let mut cut_off = vec![false; TRICKLERS];
+    let mut cut_off = [false; TRICKLERS];
     // One byte a second from each trickler, for at most 10 s; normal clients in between.
     for _second in 0..10 {
         for (s, cut) in slow.iter_mut().zip(cut_off.iter_mut()) {
@@ -302,7 +302,7 @@ fn a_handler_panicking_on_every_10th_request_under_load_loses_nothing_else() {
             let mut line = String::new();
             req.rfile.read_line(&mut line)?;
             let n: u64 = line.trim().parse().unwrap_or(0);
-            if n % 10 == 0 {
+            if n.is_multiple_of(10) {
                 panic!("request {n}: every 10th panics");
             }
             req.wfile.write_all(line.as_bytes())
@@ -318,7 +318,7 @@ fn a_handler_panicking_on_every_10th_request_under_load_loses_nothing_else() {
                     let n = c * EACH + i + 1;
                     let msg = format!("{n}\n");
                     let out = round_trip(addr, msg.as_bytes());
-                    if n % 10 == 0 {
+                    if n.is_multiple_of(10) {
                         assert!(out.is_empty(), "a panicking request got {out:?}");
                     } else {
                         assert_eq!(out, msg.as_bytes());
