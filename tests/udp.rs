@@ -131,3 +131,38 @@ fn handlers_can_reply_with_several_datagrams() {
     }
     assert_eq!(got, ["one", "two", "three"]);
 }
+
+#[test]
+fn a_reply_beyond_max_packet_size_fails_the_handler_instead_of_growing() {
+    let errors = Arc::new(Mutex::new(Vec::new()));
+    let e = errors.clone();
+    let server = UdpServer::builder()
+        .max_packet_size(1000)
+        .handle_error(move |_, err| e.lock().push(err.to_string()))
+        .bind("127.0.0.1:0", |req: &mut DatagramRequest| {
+            if req.packet() == b"endless" {
+                // A runaway handler: it is stopped at the limit, not by memory exhaustion.
+                for _ in 0..1_000_000 {
+                    req.wfile.write_all(&[b'x'; 100])?;
+                }
+                unreachable!("the reply buffer never filled up");
+            }
+            req.wfile.write_all(&[b'y'; 1000]) // exactly the limit is fine
+        })
+        .unwrap();
+    assert_eq!(server.stats().errors, 0);
+    let addr = server.server_address().unwrap();
+    let run = Running::start(server);
+    let c = udp_client();
+    c.send_to(b"endless", addr).unwrap();
+    c.send_to(b"fits", addr).unwrap();
+    let mut buf = [0u8; 2000];
+    // As in Python, `finish` sends what the failed handler wrote: the part that fitted.
+    let (n, _) = c.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], &[b'x'; 1000][..]);
+    let (n, _) = c.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], &[b'y'; 1000][..], "the next request is served");
+    wait_until("the error is reported", || run.server.stats().errors == 1);
+    let errs = errors.lock();
+    assert!(errs[0].contains("max_packet_size (1000 bytes)"), "{errs:?}");
+}

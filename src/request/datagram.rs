@@ -25,8 +25,9 @@ use crate::server::{Core, ServerHandle};
 pub struct DatagramRequest {
     /// The packet, as a reader.
     pub rfile: Cursor<Vec<u8>>,
-    /// The reply, sent to [`client_address`](Self::client_address) after `finish`.
-    pub wfile: Vec<u8>,
+    /// The reply, sent to [`client_address`](Self::client_address) after `finish`; holds
+    /// at most [`max_packet_size`](crate::Builder::max_packet_size) bytes.
+    pub wfile: ReplyBuffer,
     client_address: ClientAddr,
     reply_to: SockAddr,
     socket: Arc<Socket>,
@@ -61,6 +62,74 @@ impl DatagramRequest {
     /// The server this request arrived on (Python's `self.server`).
     pub fn server(&self) -> &ServerHandle {
         &self.server
+    }
+}
+
+/// The `wfile` of a [`DatagramRequest`]: the reply datagram being built, bounded.
+///
+/// Python's is an unbounded `BytesIO`; this one holds at most the server's
+/// [`max_packet_size`](crate::Builder::max_packet_size) (default 65 535 bytes), so a handler
+/// that writes without end fails with `InvalidInput` instead of growing the server's memory
+/// — a datagram could not carry more anyway.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReplyBuffer {
+    buf: Vec<u8>,
+    limit: usize,
+}
+
+impl ReplyBuffer {
+    /// An empty reply holding at most `limit` bytes.
+    pub fn new(limit: usize) -> ReplyBuffer {
+        ReplyBuffer {
+            buf: Vec::new(),
+            limit,
+        }
+    }
+
+    /// The reply so far.
+    pub fn as_slice(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// Bytes written so far.
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Nothing written yet?
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    /// The most bytes it holds.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Forgets what was written (to start the reply over).
+    pub fn clear(&mut self) {
+        self.buf.clear();
+    }
+}
+
+impl io::Write for ReplyBuffer {
+    /// Appends all of `buf`, or nothing if the reply would exceed the limit.
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.buf.len() + buf.len() > self.limit {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "reply datagram would exceed max_packet_size ({} bytes)",
+                    self.limit
+                ),
+            ));
+        }
+        self.buf.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 
@@ -118,7 +187,7 @@ impl RequestKind for DatagramRequest {
     fn open(inc: Packet, core: &Arc<Core>) -> io::Result<Self> {
         Ok(DatagramRequest {
             rfile: Cursor::new(inc.data),
-            wfile: Vec::new(),
+            wfile: ReplyBuffer::new(core.options.max_packet_size),
             client_address: inc.addr,
             reply_to: inc.from,
             socket: inc.socket,
@@ -132,7 +201,7 @@ impl RequestKind for DatagramRequest {
         if !self.wfile.is_empty() || self.send_empty {
             crate::sys::send_to_waiting(
                 &self.socket,
-                &self.wfile,
+                self.wfile.as_slice(),
                 &self.reply_to,
                 self.send_timeout,
             )?;

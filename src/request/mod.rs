@@ -5,7 +5,7 @@
 mod datagram;
 mod stream;
 
-pub use datagram::DatagramRequest;
+pub use datagram::{DatagramRequest, ReplyBuffer};
 pub use stream::{Connection, SocketWriter, StreamRequest};
 
 use std::io;
