@@ -12,10 +12,8 @@
 
 mod common;
 
-use std::io::{self, BufRead, Read, Write};
-use std::net::{TcpStream, UdpSocket};
+use std::io::{self, Read, Write};
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use common::{ClientArgs, LogArgs, ServerArgs, Settings};
@@ -93,49 +91,11 @@ fn main() -> ExitCode {
         Cmd::Client { args, udp } => {
             let addr = args.addr.as_deref().unwrap_or(ADDR);
             let result = if udp {
-                udp_client(addr)
+                common::udp_line_client(addr)
             } else {
-                tcp_client(addr)
+                common::tcp_line_client(addr)
             };
             result.map_or_else(|e| common::client_failed("echo", e), |()| ExitCode::SUCCESS)
         }
     }
-}
-
-/// One line out, the same number of bytes back, for each line of stdin.
-fn tcp_client(addr: &str) -> io::Result<()> {
-    let mut conn = TcpStream::connect(addr)
-        .map_err(|e| io::Error::new(e.kind(), format!("cannot connect to {addr}: {e}")))?;
-    conn.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut reply = Vec::new();
-    for line in io::stdin().lock().lines() {
-        let line = format!("{}\n", line?);
-        conn.write_all(line.as_bytes())?;
-        reply.resize(line.len(), 0);
-        conn.read_exact(&mut reply)
-            .map_err(|e| io::Error::new(e.kind(), format!("the server went away: {e}")))?;
-        io::stdout().write_all(&reply)?;
-    }
-    Ok(())
-}
-
-/// One datagram per line; a reply must come back within 5 s.
-fn udp_client(addr: &str) -> io::Result<()> {
-    let sock = UdpSocket::bind(if addr.starts_with('[') {
-        "[::]:0"
-    } else {
-        "0.0.0.0:0"
-    })?;
-    sock.connect(addr)?;
-    sock.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let mut buf = vec![0u8; 65_535];
-    for line in io::stdin().lock().lines() {
-        sock.send(line?.as_bytes())?;
-        let n = sock
-            .recv(&mut buf)
-            .map_err(|e| io::Error::new(e.kind(), format!("no reply from {addr}: {e}")))?;
-        io::stdout().write_all(&buf[..n])?;
-        io::stdout().write_all(b"\n")?;
-    }
-    Ok(())
 }

@@ -80,6 +80,10 @@ pub struct Settings {
     pub max_connections: Option<usize>,
     /// Grace period for in-flight requests after Ctrl-C.
     pub shutdown_grace: Duration,
+    /// Forking mode: keep logging on in the children (`Builder::log_in_children`; off by
+    /// default). Safe enough here: besides the serving thread, which forks, only the Ctrl-C
+    /// handler and the deadline watchdog log, and only on a signal or an expired deadline.
+    pub log_in_children: bool,
 }
 
 impl Settings {
@@ -92,6 +96,7 @@ impl Settings {
             connection_deadline: Some(Duration::from_secs(600)),
             max_connections: Some(1024),
             shutdown_grace: Duration::from_secs(10),
+            log_in_children: false,
         }
     }
 }
@@ -143,6 +148,7 @@ where
         .connection_deadline(s.connection_deadline)
         .max_connections(s.max_connections)
         .shutdown_grace(s.shutdown_grace)
+        .log_in_children(s.log_in_children)
         // Forked children do not log (fork safety), so the parent logs each request.
         .verify_request(move |peer| {
             if forking {
@@ -168,4 +174,53 @@ where
 pub fn client_failed(name: &str, what: impl Display) -> ExitCode {
     eprintln!("{name} client: {what}");
     ExitCode::FAILURE
+}
+
+/// The line client of the request/response examples over TCP: each line of stdin goes
+/// out, and as many bytes as were sent are read back and printed (echo and upper-case
+/// replies keep the length).
+pub fn tcp_line_client(addr: &str) -> io::Result<()> {
+    use std::io::{BufRead, Read, Write};
+    let mut conn = std::net::TcpStream::connect(addr)
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot connect to {addr}: {e}")))?;
+    conn.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut reply = Vec::new();
+    for line in io::stdin().lock().lines() {
+        let line = format!("{}\n", line?);
+        conn.write_all(line.as_bytes())?;
+        reply.resize(line.len(), 0);
+        conn.read_exact(&mut reply)
+            .map_err(|e| io::Error::new(e.kind(), format!("the server went away: {e}")))?;
+        io::stdout().write_all(&reply)?;
+    }
+    Ok(())
+}
+
+/// The line client over UDP: one datagram per line of stdin (an empty line is an empty
+/// datagram); each reply, which must come within 5 s, is printed on a line of its own.
+pub fn udp_line_client(addr: &str) -> io::Result<()> {
+    use std::io::{BufRead, Write};
+    let local = if addr.starts_with('[') {
+        "[::]:0"
+    } else {
+        "0.0.0.0:0"
+    };
+    let sock = std::net::UdpSocket::bind(local)?;
+    sock.connect(addr)
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot reach {addr}: {e}")))?;
+    sock.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut buf = vec![0u8; 65_535];
+    for line in io::stdin().lock().lines() {
+        sock.send(line?.as_bytes())?;
+        let n = sock.recv(&mut buf).map_err(|e| match e.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("no reply from {addr} within 5 s"),
+            ),
+            _ => io::Error::new(e.kind(), format!("no reply from {addr}: {e}")),
+        })?;
+        io::stdout().write_all(&buf[..n])?;
+        io::stdout().write_all(b"\n")?;
+    }
+    Ok(())
 }
