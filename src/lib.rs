@@ -128,9 +128,7 @@ pub use options::{
     DEFAULT_BACKLOG, DEFAULT_MAX_PACKET_SIZE, DEFAULT_READ_TIMEOUT, DEFAULT_SHUTDOWN_GRACE,
     DEFAULT_WRITE_TIMEOUT,
 };
-pub use request::{
-    Connection, DatagramRequest, ReplyBuffer, Request, SocketWriter, StreamRequest,
-};
+pub use request::{Connection, DatagramRequest, ReplyBuffer, Request, SocketWriter, StreamRequest};
 pub use server::{
     Builder, ForkingTcpServer, ForkingUdpServer, ForkingUnixDatagramServer,
     ForkingUnixStreamServer, Handled, Server, ServerHandle, TcpServer, ThreadingTcpServer,

@@ -62,7 +62,8 @@ pub fn init_logging(args: &LogArgs) {
         .set_thread_level(LevelFilter::Off)
         .build();
     // Only fails if a logger is already installed, which would be a bug of the example.
-    let _ = simplelog::WriteLogger::init(args.log_level, config, io::stderr());
+    // One write(2) per line, so the lines of forked children and the parent never mix.
+    let _ = simplelog::WriteLogger::init(args.log_level, config, io::LineWriter::new(io::stderr()));
 }
 
 /// Per-example server settings; the rest of the builder keeps the crate's defaults.

@@ -1,0 +1,286 @@
+//! Upload: the tutorials' message-and-file protocol. Every item is two frames with a 4-byte
+//! little-endian `i32` length (`struct.pack('i', n)`): a JSON header, then its payload.
+//!
+//!     frame({"msg_type": "msg"})                      + frame(UTF-8 text)
+//!     frame({"msg_type": "file", "file_name": NAME})  + frame(the file's bytes)
+//!     frame(close)          (the bare word; closing the socket ends the session too)
+//!
+//! The server sends nothing back: it logs each message and stores each file in `--dir`
+//! through `FileReceiver` (checked name, streamed to a temporary file, fsync, atomic rename
+//! that never replaces an existing file unless `--overwrite`, `--max-size` limit). Bad input
+//! closes the connection with one log line and leaves nothing on disk.
+//!
+//! How to run:
+//!     cargo run --release --example upload -- server --dir uploads [--addr 127.0.0.1:9003] [--mode sync|threading|forking] [--max-size BYTES] [--overwrite]
+//! How to poke it:
+//!     printf 'msg|hello\nfile|Cargo.toml\nq\n' | cargo run --release --example upload -- client
+//! You should see `upload: listening on 127.0.0.1:9003` on the server's stderr, then
+//! `message: "hello"` and `stored "Cargo.toml" (N bytes)`, and `uploads/Cargo.toml`; the
+//! client prints what it sent, with progress on stderr for files of 1 MiB or more.
+
+mod common;
+
+use std::fs;
+use std::io::{self, BufRead, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use common::{ClientArgs, LogArgs, ServerArgs, Settings};
+use socketserver::framing::{FileReceiver, Framing, UPLOAD_CLOSE, UploadHeader, from_json_header};
+use socketserver::{StreamRequest, Tcp};
+
+const ADDR: &str = "127.0.0.1:9003";
+/// Headers and messages; a file's body is streamed and limited by `--max-size` instead.
+const FRAMING: Framing = Framing::python().max_frame_len(1024 * 1024);
+/// A file's frame: anything `struct.pack('i', n)` can announce (2^31-1 bytes).
+const FILE_FRAMING: Framing = Framing::python().max_frame_len(i32::MAX as u64);
+/// A message's first characters are logged (escaped: no control characters reach the log).
+const LOGGED_CHARS: usize = 200;
+/// The client shows progress for files at least this large.
+const PROGRESS_MIN: u64 = 1024 * 1024;
+
+#[derive(Parser)]
+#[command(about = "Upload server and client: messages and files over one TCP connection")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+    #[command(flatten)]
+    log: LogArgs,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the server: log messages, store files in --dir.
+    Server {
+        #[command(flatten)]
+        args: ServerArgs,
+        /// Where files are stored (created if missing).
+        #[arg(long, default_value = "uploads")]
+        dir: PathBuf,
+        /// Largest file accepted, in bytes (default 1 GiB; the protocol's limit is 2^31-1).
+        #[arg(long, default_value_t = 1 << 30)]
+        max_size: u64,
+        /// Replace a file that already exists (default: refuse it and log).
+        #[arg(long)]
+        overwrite: bool,
+    },
+    /// Read `msg|TEXT`, `file|PATH` and `q` lines from stdin and send them.
+    Client {
+        #[command(flatten)]
+        args: ClientArgs,
+    },
+}
+
+/// One connection: items until `close` or end of stream. Any error closes the connection
+/// (the stream is out of sync) and is logged with the peer by the server's `handle_error`.
+fn serve_upload(req: &mut StreamRequest, rx: &FileReceiver) -> io::Result<()> {
+    let peer = req.client_address().clone();
+    let (mut buf, mut messages, mut files) = (Vec::new(), 0u32, 0u32);
+    loop {
+        let header = match FRAMING.read_frame_into(&mut req.rfile, &mut buf) {
+            Ok(Some(_)) => buf.as_slice(),
+            Ok(None) => break,
+            Err(e) => return Err(context("bad header frame", e)),
+        };
+        if header == UPLOAD_CLOSE {
+            break;
+        }
+        match from_json_header::<UploadHeader>(header).map_err(|e| context("bad header", e))? {
+            UploadHeader::Msg => {
+                let text = FRAMING.read_frame_into(&mut req.rfile, &mut buf);
+                if text.map_err(|e| context("bad message frame", e))?.is_none() {
+                    let eof = io::Error::new(io::ErrorKind::UnexpectedEof, "stream ended");
+                    return Err(context("no message text", eof));
+                }
+                let text = String::from_utf8_lossy(&buf);
+                let shown: String = text.chars().take(LOGGED_CHARS).collect();
+                let more = if shown.len() < text.len() { "..." } else { "" };
+                log::info!("upload: {peer}: message: {shown:?}{more}");
+                messages += 1;
+            }
+            UploadHeader::File { file_name } => {
+                let what = format!("file {file_name:?} not stored");
+                let len = FILE_FRAMING
+                    .read_header(&mut req.rfile)
+                    .map_err(|e| context(&what, e))?
+                    .ok_or_else(|| context(&what, io::ErrorKind::UnexpectedEof.into()))?;
+                let got = rx
+                    .receive(&file_name, &mut req.rfile, len, None)
+                    .map_err(|e| context(&what, e.into()))?;
+                log::info!(
+                    "upload: {peer}: stored {file_name:?} ({} bytes) as {}",
+                    got.bytes,
+                    got.path.display()
+                );
+                files += 1;
+            }
+        }
+    }
+    log::info!("upload: {peer}: done: {messages} message(s), {files} file(s)");
+    Ok(())
+}
+
+fn context(what: &str, e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), format!("{what}: {e}; closing the connection"))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    common::init_logging(&cli.log);
+    let mut settings = Settings::new("upload", ADDR);
+    // A session may carry many large files: no whole-connection deadline, the idle
+    // timeout (60 s without a byte) still applies.
+    settings.connection_deadline = None;
+    settings.log_in_children = true;
+    match cli.cmd {
+        Cmd::Server {
+            args,
+            dir,
+            max_size,
+            overwrite,
+        } => {
+            if let Err(e) = fs::create_dir_all(&dir) {
+                log::error!("upload: cannot create {}: {e}", dir.display());
+                return ExitCode::FAILURE;
+            }
+            log::info!(
+                "upload: storing files in {} (at most {max_size} bytes each{})",
+                dir.display(),
+                if overwrite {
+                    ", replacing existing files"
+                } else {
+                    ""
+                }
+            );
+            let rx = FileReceiver::new(dir)
+                .max_size(max_size)
+                .overwrite(overwrite);
+            common::serve::<Tcp, _, _>(&settings, &args, move |req: &mut StreamRequest| {
+                serve_upload(req, &rx)
+            })
+        }
+        Cmd::Client { args } => client(args.addr.as_deref().unwrap_or(ADDR)).map_or_else(
+            |e| common::client_failed("upload", e),
+            |()| ExitCode::SUCCESS,
+        ),
+    }
+}
+
+/// Sends each stdin line's item; `q` or end of input sends `close`. Then waits for the
+/// server to close the connection, i.e. to have stored everything.
+fn client(addr: &str) -> io::Result<()> {
+    let mut conn = TcpStream::connect(addr)
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot connect to {addr}: {e}")))?;
+    let gone = |e: io::Error| io::Error::new(e.kind(), format!("the server went away: {e}"));
+    for line in io::stdin().lock().lines() {
+        let line = line?;
+        match line.split_once('|') {
+            _ if line == "q" => break,
+            _ if line.is_empty() => {}
+            Some(("msg", text)) => {
+                FRAMING
+                    .write_json(&mut conn, &UploadHeader::Msg)
+                    .map_err(gone)?;
+                FRAMING
+                    .write_frame(&mut conn, text.as_bytes())
+                    .map_err(gone)?;
+                println!("sent message ({} bytes)", text.len());
+            }
+            Some(("file", path)) => match checked_file(Path::new(path)) {
+                Ok((file_name, len)) => {
+                    let header = UploadHeader::File {
+                        file_name: file_name.clone(),
+                    };
+                    FRAMING.write_json(&mut conn, &header).map_err(gone)?;
+                    let mut w = Progress::new(&mut conn, file_name.clone(), len);
+                    FILE_FRAMING
+                        .send_file(&mut w, Path::new(path))
+                        .map_err(gone)?;
+                    println!("sent file {file_name:?} ({len} bytes)");
+                }
+                Err(e) => eprintln!("upload client: skipping {path:?}: {e}"),
+            },
+            _ => eprintln!("upload client: ignoring {line:?}: expected msg|TEXT, file|PATH or q"),
+        }
+    }
+    FRAMING.write_frame(&mut conn, UPLOAD_CLOSE).map_err(gone)?;
+    conn.shutdown(Shutdown::Write)?;
+    // The server sends nothing: end of stream means it has finished with our items.
+    conn.set_read_timeout(Some(Duration::from_secs(120)))?;
+    conn.read(&mut [0u8; 1]).map_err(gone)?;
+    println!("done");
+    Ok(())
+}
+
+/// The name to send (the path's last component) and the size, checked before the header
+/// goes out, so a bad path never leaves the stream half-written.
+fn checked_file(path: &Path) -> io::Result<(String, u64)> {
+    let meta = fs::metadata(path)?;
+    let name = path.file_name().and_then(|n| n.to_str());
+    match name {
+        _ if !meta.is_file() => Err(io::Error::other("not a regular file")),
+        _ if meta.len() > FILE_FRAMING.get_max_frame_len() => {
+            Err(io::Error::other("over the protocol's 2^31-1 byte limit"))
+        }
+        Some(n) => Ok((n.to_owned(), meta.len())),
+        None => Err(io::Error::other("no UTF-8 file name")),
+    }
+}
+
+/// A writer that reports every 10% of a large file on stderr.
+struct Progress<W> {
+    inner: W,
+    name: String,
+    total: u64,
+    sent: u64,
+    next: u64,
+}
+
+impl<W: Write> Progress<W> {
+    fn new(inner: W, name: String, total: u64) -> Self {
+        let next = if total >= PROGRESS_MIN {
+            total / 10
+        } else {
+            u64::MAX
+        };
+        Progress {
+            inner,
+            name,
+            total,
+            sent: 0,
+            next,
+        }
+    }
+}
+
+impl<W: Write> Write for Progress<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        // The frame header (4 bytes) is counted too: negligible.
+        self.sent = (self.sent + n as u64).min(self.total);
+        if self.sent >= self.next {
+            let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+            eprintln!(
+                "{}: {}% ({:.1} of {:.1} MiB)",
+                self.name,
+                self.sent * 100 / self.total,
+                mib(self.sent),
+                mib(self.total)
+            );
+            let step = self.total / 10;
+            self.next = if self.sent == self.total {
+                u64::MAX
+            } else {
+                ((self.sent / step + 1) * step).min(self.total)
+            };
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}

@@ -1,0 +1,358 @@
+//! The `upload` example, end to end as real processes: messages and files in every mode,
+//! a 200 MiB upload while another client talks, hostile names, over-limit files, bad frames
+//! and a client dying mid-upload (nothing is ever left on disk), no silent overwrite,
+//! Ctrl-C, and the tutorials' Python client.
+
+mod util;
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::path::Path;
+use std::process::Command;
+
+use socketserver::framing::{Framing, UPLOAD_CLOSE, UploadHeader, to_python_json};
+use util::*;
+
+const MODES: [&str; 3] = ["sync", "threading", "forking"];
+const MIB: usize = 1024 * 1024;
+const PY_CLIENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/upload_client.py");
+
+fn upload_server(dir: &Path, args: &[&str]) -> (ChildProc, SocketAddr) {
+    let dir = dir.to_str().unwrap();
+    spawn_example_server("upload", &[&["--dir", dir], args].concat())
+}
+
+/// Every entry of `dir`, hidden ones (temporary `.part` files) included, sorted.
+fn entries(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+fn frame(payload: &[u8]) -> Vec<u8> {
+    let mut w = Vec::new();
+    Framing::python().write_frame(&mut w, payload).unwrap();
+    w
+}
+
+fn file_header(name: &str) -> Vec<u8> {
+    let h = UploadHeader::File {
+        file_name: name.into(),
+    };
+    frame(&to_python_json(&h).unwrap())
+}
+
+fn message(text: &str) -> Vec<u8> {
+    [frame(br#"{"msg_type": "msg"}"#), frame(text.as_bytes())].concat()
+}
+
+/// Stops the server with SIGINT: exit 0 and a summary line.
+#[track_caller]
+fn stop(mut server: ChildProc) -> String {
+    server.signal(libc::SIGINT);
+    assert_eq!(server.wait_exit(), Some(0), "exit status after SIGINT");
+    ChildProc::expect_line(&server.stderr, "stopped:")
+}
+
+#[test]
+fn messages_and_files_round_trip_in_every_mode() {
+    let src = tempfile::tempdir().unwrap();
+    let small = src.path().join("hello.txt");
+    fs::write(&small, "hello, file\n").unwrap();
+    let big = src.path().join("big.bin");
+    let big_bytes: Vec<u8> = (0..3 * MIB).map(|i| (i % 251) as u8).collect();
+    fs::write(&big, &big_bytes).unwrap();
+    for mode in MODES {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("uploads"); // missing: the server creates it
+        let (server, addr) = upload_server(&dir, &["--mode", mode]);
+        let input = format!(
+            "msg|hello\nfile|{}\nmsg|你好 \"quoted\"\nfile|{}\nbogus line\nq\nmsg|after q\n",
+            small.display(),
+            big.display()
+        );
+        let out = run_example_client("upload", addr, &[], input.as_bytes());
+        assert_eq!(out.code, Some(0), "{mode}: {out:?}");
+        assert!(
+            out.stdout.contains("sent file \"big.bin\""),
+            "{mode}: {out:?}"
+        );
+        assert!(out.stdout.ends_with("done\n"), "{mode}: {out:?}");
+        assert!(out.stderr.contains("big.bin: 50%"), "{mode}: {out:?}");
+        assert!(out.stderr.contains("big.bin: 100%"), "{mode}: {out:?}");
+        assert!(
+            out.stderr.contains("ignoring \"bogus line\""),
+            "{mode}: {out:?}"
+        );
+        for needle in [
+            "message: \"hello\"",
+            "stored \"hello.txt\" (12 bytes)",
+            "message: \"你好 \\\"quoted\\\"\"",
+            "stored \"big.bin\" (3145728 bytes)",
+            "done: 2 message(s), 2 file(s)",
+        ] {
+            ChildProc::expect_line(&server.stderr, needle);
+        }
+        assert_eq!(entries(&dir), ["big.bin", "hello.txt"], "{mode}");
+        assert_eq!(fs::read(dir.join("hello.txt")).unwrap(), b"hello, file\n");
+        assert!(
+            fs::read(dir.join("big.bin")).unwrap() == big_bytes,
+            "{mode}"
+        );
+
+        // The session may also end by just closing the socket, without `close`.
+        let mut c = connect(addr);
+        c.write_all(&message("no close frame")).unwrap();
+        drop(c);
+        ChildProc::expect_line(&server.stderr, "message: \"no close frame\"");
+        ChildProc::expect_line(&server.stderr, "done: 1 message(s), 0 file(s)");
+
+        let summary = stop(server);
+        assert!(summary.contains("2 served, 0 errors"), "{mode}: {summary}");
+    }
+}
+
+/// A 200 MiB body sent in 1 MiB chunks (each one tagged with its index, so a misplaced
+/// chunk shows), half of it before another client's message, half after.
+#[test]
+fn a_200_mib_upload_arrives_intact_while_another_client_sends_messages() {
+    const CHUNKS: usize = 200;
+    let base: Vec<u8> = (0..MIB).map(|i| (i * 7 % 253) as u8).collect();
+    let chunk = |i: usize| {
+        let mut c = base.clone();
+        c[..8].copy_from_slice(&(i as u64).to_le_bytes());
+        c
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let (server, addr) = upload_server(tmp.path(), &["--mode", "threading"]);
+    let mut up = connect(addr);
+    up.write_all(&file_header("big.bin")).unwrap();
+    up.write_all(&((CHUNKS * MIB) as i32).to_le_bytes())
+        .unwrap();
+    for i in 0..CHUNKS / 2 {
+        up.write_all(&chunk(i)).unwrap();
+    }
+    // The upload is half way: another client's messages are served and logged meanwhile.
+    let out = run_example_client("upload", addr, &[], b"msg|during the upload\nq\n");
+    assert_eq!(out.code, Some(0), "{out:?}");
+    ChildProc::expect_line(&server.stderr, "message: \"during the upload\"");
+    ChildProc::expect_line(&server.stderr, "done: 1 message(s), 0 file(s)");
+    for i in CHUNKS / 2..CHUNKS {
+        up.write_all(&chunk(i)).unwrap();
+    }
+    up.write_all(&frame(UPLOAD_CLOSE)).unwrap();
+    up.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(
+        up.read(&mut [0u8; 1]).unwrap(),
+        0,
+        "the server closes after `close`"
+    );
+    ChildProc::expect_line(&server.stderr, "stored \"big.bin\" (209715200 bytes)");
+
+    assert_eq!(entries(tmp.path()), ["big.bin"]);
+    let mut stored = fs::File::open(tmp.path().join("big.bin")).unwrap();
+    let mut got = vec![0u8; MIB];
+    for i in 0..CHUNKS {
+        stored.read_exact(&mut got).unwrap();
+        assert!(got == chunk(i), "chunk {i} differs");
+    }
+    assert_eq!(stored.read(&mut got).unwrap(), 0, "stored file is too long");
+    stop(server);
+}
+
+#[test]
+fn hostile_names_are_refused_and_nothing_is_written_in_every_mode() {
+    let names = [
+        "../x",
+        "a/b",
+        "/etc/passwd",
+        "a\0b",
+        "",
+        "..",
+        "x\\y",
+        "C:evil",
+    ];
+    for mode in MODES {
+        let tmp = tempfile::tempdir().unwrap();
+        let (server, addr) = upload_server(tmp.path(), &["--mode", mode]);
+        for name in names {
+            let reply = round_trip(addr, &[file_header(name), frame(b"evil")].concat());
+            assert!(
+                reply.is_empty(),
+                "{mode} {name:?}: the server sends nothing"
+            );
+            let needle = format!("file {name:?} not stored: refused file name");
+            ChildProc::expect_line(&server.stderr, &needle);
+            assert!(entries(tmp.path()).is_empty(), "{mode} {name:?}");
+        }
+        // Still serving.
+        round_trip(addr, &message("still here"));
+        ChildProc::expect_line(&server.stderr, "message: \"still here\"");
+        let summary = stop(server);
+        assert!(
+            summary.contains(&format!("{} errors", names.len())),
+            "{summary}"
+        );
+    }
+}
+
+#[test]
+fn bad_input_closes_the_connection_leaves_nothing_and_the_server_keeps_serving() {
+    let over_limit = [file_header("big.bin"), frame(&[7u8; 2000])].concat();
+    let cases: [(&str, Vec<u8>, &str); 8] = [
+        (
+            "negative length",
+            (-1i32).to_le_bytes().to_vec(),
+            "negative frame length -1",
+        ),
+        (
+            "huge header",
+            (1i32 << 30).to_le_bytes().to_vec(),
+            "exceeds the limit",
+        ),
+        ("garbage JSON", frame(b"{not json"), "invalid JSON header"),
+        (
+            "unknown type",
+            frame(br#"{"msg_type": "nope"}"#),
+            "invalid JSON header",
+        ),
+        (
+            "truncated frame",
+            [&100i32.to_le_bytes()[..], b"short"].concat(),
+            "ended inside a frame payload",
+        ),
+        (
+            "message without text",
+            frame(br#"{"msg_type": "msg"}"#),
+            "no message text: stream ended",
+        ),
+        (
+            "over --max-size",
+            over_limit,
+            "exceeds the limit of 1000 bytes",
+        ),
+        (
+            "negative file length",
+            [file_header("f"), (-5i32).to_le_bytes().to_vec()].concat(),
+            "negative frame length -5",
+        ),
+    ];
+    for mode in MODES {
+        let tmp = tempfile::tempdir().unwrap();
+        let (server, addr) = upload_server(tmp.path(), &["--mode", mode, "--max-size", "1000"]);
+        for (what, bytes, needle) in &cases {
+            assert!(round_trip(addr, bytes).is_empty(), "{mode} {what}");
+            let line = ChildProc::expect_line(&server.stderr, needle);
+            assert!(
+                line.contains("closing the connection"),
+                "{mode} {what}: {line}"
+            );
+            assert!(entries(tmp.path()).is_empty(), "{mode} {what}");
+        }
+        // A file at the limit is fine.
+        round_trip(addr, &[file_header("ok.bin"), frame(&[1u8; 1000])].concat());
+        ChildProc::expect_line(&server.stderr, "stored \"ok.bin\" (1000 bytes)");
+        assert_eq!(entries(tmp.path()), ["ok.bin"]);
+        stop(server);
+    }
+}
+
+#[test]
+fn a_client_gone_mid_upload_leaves_no_partial_file_in_every_mode() {
+    for mode in MODES {
+        let tmp = tempfile::tempdir().unwrap();
+        let (server, addr) = upload_server(tmp.path(), &["--mode", mode]);
+        for reset in [false, true] {
+            let mut c = connect(addr);
+            c.write_all(&file_header("partial.bin")).unwrap();
+            c.write_all(&((10 * MIB) as i32).to_le_bytes()).unwrap();
+            c.write_all(&vec![9u8; MIB]).unwrap();
+            // The transfer has started: its temporary file exists.
+            wait_until("a temporary file", || !entries(tmp.path()).is_empty());
+            assert!(entries(tmp.path())[0].ends_with(".part"), "{mode}");
+            if reset {
+                socket2::SockRef::from(&c)
+                    .set_linger(Some(std::time::Duration::ZERO))
+                    .unwrap();
+            }
+            drop(c); // FIN, or RST with a zero linger
+            let line = ChildProc::expect_line(&server.stderr, "\"partial.bin\" not stored");
+            let why = if reset {
+                "reset"
+            } else {
+                "ended inside a body"
+            };
+            assert!(line.contains(why), "{mode}: {line}");
+            assert!(entries(tmp.path()).is_empty(), "{mode} reset={reset}");
+        }
+        stop(server);
+    }
+}
+
+#[test]
+fn an_existing_file_is_not_overwritten_unless_asked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let target = tmp.path().join("a.txt");
+    fs::write(&target, "original").unwrap();
+    let upload = [
+        file_header("a.txt"),
+        frame(b"replacement"),
+        frame(UPLOAD_CLOSE),
+    ]
+    .concat();
+
+    let (server, addr) = upload_server(tmp.path(), &[]);
+    round_trip(addr, &upload);
+    ChildProc::expect_line(&server.stderr, "already exists");
+    assert_eq!(fs::read_to_string(&target).unwrap(), "original");
+    assert_eq!(entries(tmp.path()), ["a.txt"]);
+    stop(server);
+
+    let (server, addr) = upload_server(tmp.path(), &["--overwrite"]);
+    round_trip(addr, &upload);
+    ChildProc::expect_line(&server.stderr, "stored \"a.txt\" (11 bytes)");
+    assert_eq!(fs::read_to_string(&target).unwrap(), "replacement");
+    assert_eq!(entries(tmp.path()), ["a.txt"]);
+    stop(server);
+}
+
+#[test]
+fn the_tutorials_python_client_works_unchanged() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("up");
+    let src = tmp.path().join("上传.bin");
+    let body: Vec<u8> = (0..300_000).map(|i| (i * 7 % 251) as u8).collect();
+    fs::write(&src, &body).unwrap();
+    for mode in MODES {
+        let _ = fs::remove_dir_all(&dir);
+        let (server, addr) = upload_server(&dir, &["--mode", mode]);
+        let mut cmd = Command::new("python3");
+        cmd.args([PY_CLIENT, &addr.port().to_string(), src.to_str().unwrap()]);
+        let mut py = ChildProc::spawn(cmd);
+        assert_eq!(
+            py.wait_exit(),
+            Some(0),
+            "python3 is required for the interop tests"
+        );
+        ChildProc::expect_line(&server.stderr, "message: \"你好 from Python\"");
+        ChildProc::expect_line(&server.stderr, "stored \"上传.bin\" (300000 bytes)");
+        ChildProc::expect_line(&server.stderr, "done: 1 message(s), 1 file(s)");
+        assert!(fs::read(dir.join("上传.bin")).unwrap() == body, "{mode}");
+        stop(server);
+    }
+}
+
+#[test]
+fn client_without_a_server_fails_with_a_message() {
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let out = run_example_client("upload", addr, &[], b"msg|hi\n");
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(out.stderr.contains("cannot connect"), "{out:?}");
+}
