@@ -63,6 +63,10 @@ enum Cmd {
         /// Largest file accepted, in bytes (default 1 GiB; the protocol's limit is 2^31-1).
         #[arg(long, default_value_t = 1 << 30)]
         max_size: u64,
+        /// Most bytes the directory may hold in all (default 10 GiB): a file that would
+        /// pass it is refused before a byte is written.
+        #[arg(long, default_value_t = 10 << 30)]
+        quota: u64,
         /// Replace a file that already exists (default: refuse it and log).
         #[arg(long)]
         overwrite: bool,
@@ -76,7 +80,7 @@ enum Cmd {
 
 /// One connection: items until `close` or end of stream. Any error closes the connection
 /// (the stream is out of sync) and is logged with the peer by the server's `handle_error`.
-fn serve_upload(req: &mut StreamRequest, rx: &FileReceiver) -> io::Result<()> {
+fn serve_upload(req: &mut StreamRequest, rx: &FileReceiver, quota: &Quota) -> io::Result<()> {
     let peer = req.client_address().clone();
     let (mut buf, mut messages, mut files) = (Vec::new(), 0u32, 0u32);
     loop {
@@ -107,9 +111,13 @@ fn serve_upload(req: &mut StreamRequest, rx: &FileReceiver) -> io::Result<()> {
                     .read_header(&mut req.rfile)
                     .map_err(|e| context(&what, e))?
                     .ok_or_else(|| context(&what, io::ErrorKind::UnexpectedEof.into()))?;
+                quota.reserve(len).map_err(|e| context(&what, e))?;
                 let got = rx
                     .receive(&file_name, &mut req.rfile, len, None)
-                    .map_err(|e| context(&what, e.into()))?;
+                    .map_err(|e| {
+                        quota.release(len);
+                        context(&what, e.into())
+                    })?;
                 log::info!(
                     "upload: {peer}: stored {file_name:?} ({} bytes) as {}",
                     got.bytes,
@@ -121,6 +129,61 @@ fn serve_upload(req: &mut StreamRequest, rx: &FileReceiver) -> io::Result<()> {
     }
     log::info!("upload: {peer}: done: {messages} message(s), {files} file(s)");
     Ok(())
+}
+
+/// `--quota`: the bytes the upload directory may hold in all. A file's announced length is
+/// reserved before it is received, and given back if the transfer fails.
+struct Quota {
+    dir: PathBuf,
+    limit: u64,
+    used: parking_lot::Mutex<u64>,
+    server_pid: u32,
+}
+
+impl Quota {
+    fn new(dir: &Path, limit: u64) -> io::Result<Quota> {
+        Ok(Quota {
+            dir: dir.to_path_buf(),
+            limit,
+            used: parking_lot::Mutex::new(dir_usage(dir)?),
+            server_pid: std::process::id(),
+        })
+    }
+
+    fn reserve(&self, len: u64) -> io::Result<()> {
+        let mut used = self.used.lock();
+        if std::process::id() != self.server_pid {
+            // A forked child: its copy of the count is stale, the directory is the truth
+            // (concurrent children may then overshoot by what is in flight).
+            *used = dir_usage(&self.dir)?;
+        }
+        if *used + len > self.limit {
+            let msg = format!(
+                "quota: {} of {} bytes used, {len} more refused",
+                *used, self.limit
+            );
+            return Err(io::Error::new(io::ErrorKind::StorageFull, msg));
+        }
+        *used += len;
+        Ok(())
+    }
+
+    fn release(&self, len: u64) {
+        let mut used = self.used.lock();
+        *used = used.saturating_sub(len);
+    }
+}
+
+/// Bytes in the directory's files (partial uploads included).
+fn dir_usage(dir: &Path) -> io::Result<u64> {
+    let mut total = 0;
+    for entry in fs::read_dir(dir)? {
+        let meta = entry?.metadata()?;
+        if meta.is_file() {
+            total += meta.len();
+        }
+    }
+    Ok(total)
 }
 
 fn context(what: &str, e: io::Error) -> io::Error {
@@ -140,15 +203,20 @@ fn main() -> ExitCode {
             args,
             dir,
             max_size,
+            quota,
             overwrite,
         } => {
-            if let Err(e) = fs::create_dir_all(&dir) {
-                log::error!("upload: cannot create {}: {e}", dir.display());
-                return ExitCode::FAILURE;
-            }
+            let quota = match fs::create_dir_all(&dir).and_then(|()| Quota::new(&dir, quota)) {
+                Ok(q) => q,
+                Err(e) => {
+                    log::error!("upload: cannot use {}: {e}", dir.display());
+                    return ExitCode::FAILURE;
+                }
+            };
             log::info!(
-                "upload: storing files in {} (at most {max_size} bytes each{})",
+                "upload: storing files in {} (at most {max_size} bytes each, {} in all{})",
                 dir.display(),
+                quota.limit,
                 if overwrite {
                     ", replacing existing files"
                 } else {
@@ -159,7 +227,7 @@ fn main() -> ExitCode {
                 .max_size(max_size)
                 .overwrite(overwrite);
             common::serve::<Tcp, _, _>(&settings, &args, move |req: &mut StreamRequest| {
-                serve_upload(req, &rx)
+                serve_upload(req, &rx, &quota)
             })
         }
         Cmd::Client { args } => client(args.addr.as_deref().unwrap_or(ADDR)).map_or_else(

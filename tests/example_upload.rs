@@ -356,3 +356,36 @@ fn client_without_a_server_fails_with_a_message() {
     assert_eq!(out.code, Some(1), "{out:?}");
     assert!(out.stderr.contains("cannot connect"), "{out:?}");
 }
+
+#[test]
+fn the_directory_quota_refuses_a_file_that_would_pass_it_in_every_mode() {
+    for mode in MODES {
+        let tmp = tempfile::tempdir().unwrap();
+        fs::write(tmp.path().join("already.bin"), [0u8; 400]).unwrap();
+        let (server, addr) = upload_server(tmp.path(), &["--mode", mode, "--quota", "1000"]);
+        // 400 on disk + 500 = 900: fits.
+        round_trip(addr, &[file_header("a.bin"), frame(&[1u8; 500])].concat());
+        ChildProc::expect_line(&server.stderr, "stored \"a.bin\" (500 bytes)");
+        // 900 + 101 > 1000: refused before a byte is written, nothing left behind.
+        round_trip(addr, &[file_header("b.bin"), frame(&[2u8; 101])].concat());
+        let line = ChildProc::expect_line(&server.stderr, "\"b.bin\" not stored");
+        assert!(
+            line.contains("quota: 900 of 1000 bytes used, 101 more refused"),
+            "{mode}: {line}"
+        );
+        // A failed transfer gives its reservation back: 100 more still fit exactly.
+        let mut c = connect(addr);
+        c.write_all(&file_header("cut.bin")).unwrap();
+        c.write_all(&100i32.to_le_bytes()).unwrap();
+        drop(c);
+        ChildProc::expect_line(&server.stderr, "\"cut.bin\" not stored");
+        round_trip(addr, &[file_header("c.bin"), frame(&[3u8; 100])].concat());
+        ChildProc::expect_line(&server.stderr, "stored \"c.bin\" (100 bytes)");
+        assert_eq!(
+            entries(tmp.path()),
+            ["a.bin", "already.bin", "c.bin"],
+            "{mode}"
+        );
+        stop(server);
+    }
+}
