@@ -49,8 +49,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use clap::{CommandFactory, Parser, Subcommand, error::ErrorKind};
-use common::{ClientArgs, LogArgs, ModeArg, ServerArgs, Settings};
+use clap::Args;
+use common::{Cmd, ModeArg, Settings};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use parking_lot::Mutex;
 use socketserver::{ClientAddr, Connection, DatagramRequest, StreamRequest, Tcp, Udp};
@@ -65,39 +65,23 @@ const PEER_IDLE: Duration = Duration::from_secs(600);
 const HELP: &str =
     "* commands: /nick NAME, /who, /quit, /help; other lines go to everyone (//x sends /x)";
 
-#[derive(Parser)]
-#[command(
-    name = "chat",
-    about = "Chat room server and client (TCP, or a UDP relay with --udp)"
-)]
-struct Cli {
-    #[command(subcommand)]
-    cmd: Cmd,
-    #[command(flatten)]
-    log: LogArgs,
+/// The server's own option.
+#[derive(Args)]
+struct ServerOptions {
+    /// Relay UDP datagrams instead of running a TCP room.
+    #[arg(long)]
+    udp: bool,
 }
 
-#[derive(Subcommand)]
-enum Cmd {
-    /// Run the server (TCP: threading mode only; UDP: threading or sync).
-    Server {
-        #[command(flatten)]
-        args: ServerArgs,
-        /// Relay UDP datagrams instead of running a TCP room.
-        #[arg(long)]
-        udp: bool,
-    },
-    /// Send each line of stdin, print what arrives meanwhile; `/quit` at the end of stdin.
-    Client {
-        #[command(flatten)]
-        args: ClientArgs,
-        /// Talk to a UDP relay instead.
-        #[arg(long)]
-        udp: bool,
-        /// Nickname to take on connecting (UDP: prefix every line with `<NAME> `).
-        #[arg(long)]
-        nick: Option<String>,
-    },
+/// The client's own options.
+#[derive(Args)]
+struct ClientOptions {
+    /// Talk to a UDP relay instead.
+    #[arg(long)]
+    udp: bool,
+    /// Nickname to take on connecting (UDP: prefix every line with `<NAME> `).
+    #[arg(long)]
+    nick: Option<String>,
 }
 
 /// A member of the room: its nickname, where to queue lines for it, and its socket (to
@@ -463,15 +447,22 @@ fn relay_datagram(relay: &Relay, req: &mut DatagramRequest) -> io::Result<()> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    common::init_logging(&cli.log);
+    let cli = common::parse::<ServerOptions, ClientOptions>(
+        "chat",
+        "Chat room server and client (TCP, or a UDP relay with --udp)",
+        "Run the server (TCP: threading mode only; UDP: threading or sync).",
+        "Send each line of stdin, print what arrives meanwhile; `/quit` at the end of stdin.",
+    );
     let mut settings = Settings::new("chat", ADDR);
     settings.read_timeout = Some(Duration::from_secs(3600));
     settings.connection_deadline = None;
     settings.max_connections = Some(MAX_MEMBERS);
     settings.shutdown_grace = Duration::from_secs(1);
     match cli.cmd {
-        Cmd::Server { args, udp: false } => {
+        Cmd::Server {
+            args,
+            opts: ServerOptions { udp: false },
+        } => {
             let why = match args.mode {
                 ModeArg::Threading => None,
                 ModeArg::Sync => Some("sync mode serves one connection at a time: a room of one"),
@@ -479,28 +470,30 @@ fn main() -> ExitCode {
             };
             if let Some(why) = why {
                 let msg = format!("chat needs --mode threading (the default): {why}");
-                Cli::command()
-                    .error(ErrorKind::ArgumentConflict, msg)
-                    .exit();
+                common::usage_error(msg);
             }
             let room = Arc::new(Room::default());
             common::serve::<Tcp, _, _>(&settings, &args, move |req: &mut StreamRequest| {
                 chat_stream(&room, req)
             })
         }
-        Cmd::Server { args, udp: true } => {
+        Cmd::Server {
+            args,
+            opts: ServerOptions { udp: true },
+        } => {
             if args.mode == ModeArg::Forking {
                 let msg = "the UDP relay needs --mode threading or sync: forked children cannot share the peer table";
-                Cli::command()
-                    .error(ErrorKind::ArgumentConflict, msg)
-                    .exit();
+                common::usage_error(msg);
             }
             let relay = Arc::new(Relay::default());
             common::serve::<Udp, _, _>(&settings, &args, move |req: &mut DatagramRequest| {
                 relay_datagram(&relay, req)
             })
         }
-        Cmd::Client { args, udp, nick } => {
+        Cmd::Client {
+            args,
+            opts: ClientOptions { udp, nick },
+        } => {
             let addr = args.addr.as_deref().unwrap_or(ADDR);
             let result = if udp {
                 udp_client(addr, nick.as_deref())

@@ -29,8 +29,8 @@ use std::process::{Command, ExitCode, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use clap::{Parser, Subcommand};
-use common::{ClientArgs, LogArgs, ServerArgs, Settings};
+use clap::Args;
+use common::{Cmd, NoOptions, Settings};
 use md5::{Digest, Md5};
 use socketserver::framing::{Framing, TransferHeader};
 use socketserver::{StreamRequest, Tcp};
@@ -39,38 +39,18 @@ const ADDR: &str = "127.0.0.1:9004";
 /// The tutorials' `conn.recv(1024)`: one command per read.
 const MAX_COMMAND: usize = 1024;
 
-#[derive(Parser)]
-#[command(
-    about = "Remote command server and client (runs shell commands: loopback only by default)"
-)]
-struct Cli {
-    #[command(subcommand)]
-    cmd: Cmd,
-    #[command(flatten)]
-    log: LogArgs,
-}
-
-#[derive(Subcommand)]
-enum Cmd {
-    /// Run the server.
-    Server {
-        #[command(flatten)]
-        args: ServerArgs,
-        /// Seconds a command may run before its process group is killed.
-        #[arg(long, default_value_t = 10.0)]
-        timeout: f64,
-        /// Most bytes of output (stdout + stderr) returned; beyond, cut and the command killed.
-        #[arg(long, default_value_t = 16 << 20)]
-        max_output: usize,
-        /// Accept a non-loopback --addr: anyone who can connect runs commands as you.
-        #[arg(long)]
-        allow_remote: bool,
-    },
-    /// Send each line of stdin as a command, print each output.
-    Client {
-        #[command(flatten)]
-        args: ClientArgs,
-    },
+/// The server's own options.
+#[derive(Args)]
+struct ServerOptions {
+    /// Seconds a command may run before its process group is killed.
+    #[arg(long, default_value_t = 10.0)]
+    timeout: f64,
+    /// Most bytes of output (stdout + stderr) returned; beyond, cut and the command killed.
+    #[arg(long, default_value_t = 16 << 20)]
+    max_output: usize,
+    /// Accept a non-loopback --addr: anyone who can connect runs commands as you.
+    #[arg(long)]
+    allow_remote: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -214,8 +194,12 @@ fn check_addr(addr: &str, allow_remote: bool) -> Result<(), String> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    common::init_logging(&cli.log);
+    let cli = common::parse::<ServerOptions, NoOptions>(
+        "remote_cmd",
+        "Remote command server and client (runs shell commands: loopback only by default)",
+        "Run the server.",
+        "Send each line of stdin as a command, print each output.",
+    );
     let mut settings = Settings::new("remote_cmd", ADDR);
     // An interactive session: 5 min idle allowed, no whole-connection deadline.
     settings.read_timeout = Some(Duration::from_secs(300));
@@ -224,9 +208,12 @@ fn main() -> ExitCode {
     match cli.cmd {
         Cmd::Server {
             args,
-            timeout,
-            max_output,
-            allow_remote,
+            opts:
+                ServerOptions {
+                    timeout,
+                    max_output,
+                    allow_remote,
+                },
         } => {
             let Ok(timeout) = Duration::try_from_secs_f64(timeout) else {
                 log::error!("remote_cmd: --timeout {timeout}: not a number of seconds");
@@ -244,7 +231,7 @@ fn main() -> ExitCode {
                 serve_commands(req, limits)
             })
         }
-        Cmd::Client { args } => client(args.addr.as_deref().unwrap_or(ADDR)).map_or_else(
+        Cmd::Client { args, .. } => client(args.addr.as_deref().unwrap_or(ADDR)).map_or_else(
             |e| common::client_failed("remote_cmd", e),
             |()| ExitCode::SUCCESS,
         ),

@@ -18,8 +18,7 @@ use std::ffi::CString;
 use std::io;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
-use common::{ClientArgs, LogArgs, ServerArgs, Settings};
+use common::{Cmd, NoOptions, Settings};
 use socketserver::{DatagramRequest, Udp};
 
 const ADDR: &str = "127.0.0.1:9005";
@@ -33,29 +32,6 @@ const MAX_OUTPUT: usize = 1024;
 unsafe extern "C" {
     /// POSIX `tzset(3)`: reads `TZ` and the zone files (the `libc` crate lacks it).
     fn tzset();
-}
-
-#[derive(Parser)]
-#[command(about = "UDP time server: send a strftime format, get the server's local time in it")]
-struct Cli {
-    #[command(subcommand)]
-    cmd: Cmd,
-    #[command(flatten)]
-    log: LogArgs,
-}
-
-#[derive(Subcommand)]
-enum Cmd {
-    /// Run the server.
-    Server {
-        #[command(flatten)]
-        args: ServerArgs,
-    },
-    /// Send each line of stdin as a format (an empty line: the default), print each reply.
-    Client {
-        #[command(flatten)]
-        args: ClientArgs,
-    },
 }
 
 /// One datagram in, one back: the time, or `error: ...` for a format it cannot serve.
@@ -117,17 +93,21 @@ fn local_time(format: &[u8]) -> Result<Vec<u8>, String> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    common::init_logging(&cli.log);
+    let cli = common::parse::<NoOptions, NoOptions>(
+        "timeserver",
+        "UDP time server: send a strftime format, get the server's local time in it",
+        "Run the time server.",
+        "Send each line of stdin as a format (an empty line: the default), print each reply.",
+    );
     match cli.cmd {
-        Cmd::Server { args } => {
+        Cmd::Server { args, .. } => {
             // Read the time zone once, before any worker thread or child exists.
             // SAFETY: no other thread is running yet that could read the zone data.
             unsafe { tzset() };
             let settings = Settings::new("timeserver", ADDR);
             common::serve::<Udp, _, _>(&settings, &args, time_datagram)
         }
-        Cmd::Client { args } => {
+        Cmd::Client { args, .. } => {
             let addr = args.addr.as_deref().unwrap_or(ADDR);
             common::udp_line_client(addr).map_or_else(
                 |e| common::client_failed("timeserver", e),

@@ -27,8 +27,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
-use common::{ClientArgs, LogArgs, ServerArgs, Settings};
+use clap::Args;
+use common::{Cmd, NoOptions, Settings};
 use socketserver::framing::{FileReceiver, Framing, UPLOAD_CLOSE, UploadHeader, from_json_header};
 use socketserver::{StreamRequest, Tcp};
 
@@ -42,40 +42,22 @@ const LOGGED_CHARS: usize = 200;
 /// The client shows progress for files at least this large.
 const PROGRESS_MIN: u64 = 1024 * 1024;
 
-#[derive(Parser)]
-#[command(about = "Upload server and client: messages and files over one TCP connection")]
-struct Cli {
-    #[command(subcommand)]
-    cmd: Cmd,
-    #[command(flatten)]
-    log: LogArgs,
-}
-
-#[derive(Subcommand)]
-enum Cmd {
-    /// Run the server: log messages, store files in --dir.
-    Server {
-        #[command(flatten)]
-        args: ServerArgs,
-        /// Where files are stored (created if missing).
-        #[arg(long, default_value = "uploads")]
-        dir: PathBuf,
-        /// Largest file accepted, in bytes (default 1 GiB; the protocol's limit is 2^31-1).
-        #[arg(long, default_value_t = 1 << 30)]
-        max_size: u64,
-        /// Most bytes the directory may hold in all (default 10 GiB): a file that would
-        /// pass it is refused before a byte is written.
-        #[arg(long, default_value_t = 10 << 30)]
-        quota: u64,
-        /// Replace a file that already exists (default: refuse it and log).
-        #[arg(long)]
-        overwrite: bool,
-    },
-    /// Read `msg|TEXT`, `file|PATH` and `q` lines from stdin and send them.
-    Client {
-        #[command(flatten)]
-        args: ClientArgs,
-    },
+/// The server's own options.
+#[derive(Args)]
+struct Storage {
+    /// Where files are stored (created if missing).
+    #[arg(long, default_value = "uploads")]
+    dir: PathBuf,
+    /// Largest file accepted, in bytes (default 1 GiB; the protocol's limit is 2^31-1).
+    #[arg(long, default_value_t = 1 << 30)]
+    max_size: u64,
+    /// Most bytes the directory may hold in all (default 10 GiB): a file that would
+    /// pass it is refused before a byte is written.
+    #[arg(long, default_value_t = 10 << 30)]
+    quota: u64,
+    /// Replace a file that already exists (default: refuse it and log).
+    #[arg(long)]
+    overwrite: bool,
 }
 
 /// One connection: items until `close` or end of stream. Any error closes the connection
@@ -191,8 +173,12 @@ fn context(what: &str, e: io::Error) -> io::Error {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    common::init_logging(&cli.log);
+    let cli = common::parse::<Storage, NoOptions>(
+        "upload",
+        "Upload server and client: messages and files over one TCP connection",
+        "Run the server: log messages, store files in --dir.",
+        "Read `msg|TEXT`, `file|PATH` and `q` lines from stdin and send them.",
+    );
     let mut settings = Settings::new("upload", ADDR);
     // A session may carry many large files: no whole-connection deadline, the idle
     // timeout (60 s without a byte) still applies.
@@ -201,10 +187,13 @@ fn main() -> ExitCode {
     match cli.cmd {
         Cmd::Server {
             args,
-            dir,
-            max_size,
-            quota,
-            overwrite,
+            opts:
+                Storage {
+                    dir,
+                    max_size,
+                    quota,
+                    overwrite,
+                },
         } => {
             let quota = match fs::create_dir_all(&dir).and_then(|()| Quota::new(&dir, quota)) {
                 Ok(q) => q,
@@ -230,7 +219,7 @@ fn main() -> ExitCode {
                 serve_upload(req, &rx, &quota)
             })
         }
-        Cmd::Client { args } => client(args.addr.as_deref().unwrap_or(ADDR)).map_or_else(
+        Cmd::Client { args, .. } => client(args.addr.as_deref().unwrap_or(ADDR)).map_or_else(
             |e| common::client_failed("upload", e),
             |()| ExitCode::SUCCESS,
         ),

@@ -17,39 +17,18 @@ mod common;
 use std::io::{self, Read, Write};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
-use common::{ClientArgs, LogArgs, ServerArgs, Settings};
+use clap::Args;
+use common::{Cmd, Settings};
 use socketserver::{DatagramRequest, StreamRequest, Tcp, Udp};
 
 const ADDR: &str = "127.0.0.1:9001";
 
-#[derive(Parser)]
-#[command(about = "Upper-case server and client (TCP, or UDP with --udp)")]
-struct Cli {
-    #[command(subcommand)]
-    cmd: Cmd,
-    #[command(flatten)]
-    log: LogArgs,
-}
-
-#[derive(Subcommand)]
-enum Cmd {
-    /// Run the server.
-    Server {
-        #[command(flatten)]
-        args: ServerArgs,
-        /// Serve UDP instead of TCP.
-        #[arg(long)]
-        udp: bool,
-    },
-    /// Send each line of stdin, print each reply.
-    Client {
-        #[command(flatten)]
-        args: ClientArgs,
-        /// Talk UDP instead of TCP.
-        #[arg(long)]
-        udp: bool,
-    },
+/// `--udp`, on either side.
+#[derive(Args)]
+struct UdpFlag {
+    /// UDP instead of TCP.
+    #[arg(long)]
+    udp: bool,
 }
 
 /// TCP: upper-case every read and send it back, until EOF. Python's
@@ -81,17 +60,26 @@ fn upper_datagram(req: &mut DatagramRequest) -> io::Result<()> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    common::init_logging(&cli.log);
+    let cli = common::parse::<UdpFlag, UdpFlag>(
+        "upper",
+        "Upper-case server and client (TCP, or UDP with --udp)",
+        "Run the upper-case server.",
+        "Send each line of stdin, print each reply.",
+    );
     let settings = Settings::new("upper", ADDR);
     match cli.cmd {
-        Cmd::Server { args, udp: false } => {
-            common::serve::<Tcp, _, _>(&settings, &args, upper_stream)
-        }
-        Cmd::Server { args, udp: true } => {
-            common::serve::<Udp, _, _>(&settings, &args, upper_datagram)
-        }
-        Cmd::Client { args, udp } => {
+        Cmd::Server {
+            args,
+            opts: UdpFlag { udp: false },
+        } => common::serve::<Tcp, _, _>(&settings, &args, upper_stream),
+        Cmd::Server {
+            args,
+            opts: UdpFlag { udp: true },
+        } => common::serve::<Udp, _, _>(&settings, &args, upper_datagram),
+        Cmd::Client {
+            args,
+            opts: UdpFlag { udp },
+        } => {
             let addr = args.addr.as_deref().unwrap_or(ADDR);
             let result = if udp {
                 common::udp_line_client(addr)

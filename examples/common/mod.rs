@@ -10,11 +10,75 @@ use std::io;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, ValueEnum};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use log::LevelFilter;
 use socketserver::{
     BindAddr, Forking, IntoHandler, Mode, Server, Stats, Synchronous, Threading, Transport,
 };
+
+/// The command line of every example: `server` or `client`, each with the shared options
+/// and the example's own (`S`, `C`; [`NoOptions`] for none), plus `--log-level`.
+#[derive(Parser, Debug)]
+pub struct Cli<S: Args, C: Args> {
+    /// Which side to run.
+    #[command(subcommand)]
+    pub cmd: Cmd<S, C>,
+    /// Logging.
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+/// `server` or `client`.
+#[derive(Subcommand, Debug)]
+pub enum Cmd<S: Args, C: Args> {
+    /// Run the server.
+    Server {
+        /// `--addr`, `--mode`.
+        #[command(flatten)]
+        args: ServerArgs,
+        /// The example's own server options.
+        #[command(flatten)]
+        opts: S,
+    },
+    /// Run the client.
+    Client {
+        /// `--addr`.
+        #[command(flatten)]
+        args: ClientArgs,
+        /// The example's own client options.
+        #[command(flatten)]
+        opts: C,
+    },
+}
+
+/// For a side without options of its own.
+#[derive(Args, Debug, Clone, Copy)]
+pub struct NoOptions {}
+
+/// Parses the command line (`--help` and usage errors exit here, status 2) and starts
+/// logging. `about`: the example in one line; `server`, `client`: each side in one line.
+pub fn parse<S: Args, C: Args>(
+    name: &'static str,
+    about: &'static str,
+    server: &'static str,
+    client: &'static str,
+) -> Cli<S, C> {
+    let matches = Cli::<S, C>::command()
+        .name(name)
+        .about(about)
+        .mut_subcommand("server", |c| c.about(server))
+        .mut_subcommand("client", |c| c.about(client))
+        .get_matches();
+    let cli = Cli::<S, C>::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    init_logging(&cli.log);
+    cli
+}
+
+/// Options that cannot go together: `error: MSG` on stderr, exit status 2 (clap's usage
+/// error).
+pub fn usage_error(msg: impl Display) -> ! {
+    clap::Error::raw(clap::error::ErrorKind::ArgumentConflict, format!("{msg}\n")).exit()
+}
 
 /// `--mode`: which execution mode serves the requests.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
