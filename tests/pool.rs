@@ -144,6 +144,42 @@ fn pool_grows_when_all_workers_are_busy_and_shrinks_after_keep_alive() {
 }
 
 #[test]
+fn after_a_burst_the_pool_shrinks_back_even_under_a_steady_trickle_of_work() {
+    // Keep-alive far beyond the test: only the spare-worker limit can shrink the pool.
+    let (server, started, go) = gated(
+        ThreadingTcpServer::builder()
+            .workers(1, 16)
+            .keep_alive(Duration::from_secs(3600))
+            .max_spare_workers(2),
+    );
+    let addr = server.server_address().unwrap();
+    let run = Running::start(server);
+    let mut burst: Vec<TcpStream> = (0..16).map(|_| connect(addr)).collect();
+    for _ in 0..16 {
+        started.recv_timeout(LONG).unwrap();
+    }
+    assert_eq!(
+        run.server.stats().workers,
+        16,
+        "a burst of 16 needs 16 workers"
+    );
+    for _ in 0..16 {
+        go.send(()).unwrap();
+    }
+    for s in burst.iter_mut() {
+        s.read_to_end(&mut Vec::new()).unwrap();
+    }
+    // A trickle of one request at a time, which touches the workers now and then.
+    for _ in 0..20 {
+        go.send(()).unwrap();
+        assert_eq!(round_trip(addr, b""), b"ok");
+    }
+    wait_until("the pool back to 1 busy + 2 spare at most", || {
+        run.server.stats().workers <= 3
+    });
+}
+
+#[test]
 fn a_panic_on_every_other_request_leaves_the_others_answered() {
     let server = ThreadingTcpServer::builder()
         .workers(2, 2)

@@ -4,7 +4,10 @@
 //! - The serving thread is the only producer. Workers are the consumers.
 //! - After each submit, if more jobs are queued than workers are idle and the pool is below
 //!   its maximum, one worker is started (so the pool grows exactly when all are busy).
-//! - A worker above the minimum that waits `keep_alive` without work exits.
+//! - A worker above the minimum that waits `keep_alive` without work exits; so does one that
+//!   finishes a job while `max_spare` others already wait and nothing is queued. (Under a
+//!   steady load every worker gets work now and then and none would ever wait out its
+//!   keep-alive: without the spare limit a pool would keep the size of its largest burst.)
 //! - With [`Overload::Block`] the serving thread stops accepting while the queue is full
 //!   (crossbeam `Select::ready` on "queue has room" or "stop requested"), so the kernel's
 //!   listen backlog absorbs the excess; with [`Overload::Reject`] it accepts and closes.
@@ -36,7 +39,8 @@ pub enum Overload {
 }
 
 /// Sizing of a threading server's worker pool. Defaults: 4 to 256 workers, a queue of 1024,
-/// 60 s keep-alive, [`Overload::Block`].
+/// 60 s keep-alive, at most 8 spare (idle) workers kept above the minimum,
+/// [`Overload::Block`].
 ///
 /// With the defaults 256 long-lived connections are served at once (one worker each);
 /// further connections wait in the queue until a worker frees.
@@ -46,6 +50,7 @@ pub struct PoolConfig {
     pub(crate) max_workers: usize,
     pub(crate) queue_capacity: usize,
     pub(crate) keep_alive: Duration,
+    pub(crate) max_spare: usize,
     pub(crate) overload: Overload,
     pub(crate) stack_size: Option<usize>,
 }
@@ -57,6 +62,7 @@ impl Default for PoolConfig {
             max_workers: 256,
             queue_capacity: 1024,
             keep_alive: Duration::from_secs(60),
+            max_spare: 8,
             overload: Overload::Block,
             stack_size: None,
         }
@@ -270,6 +276,10 @@ fn worker(s: Arc<Shared>) {
                 if catch_unwind(AssertUnwindSafe(|| job(d))).is_err() {
                     log::error!("socketserver: a request job panicked outside its handler");
                 }
+                if s.retire_spare() {
+                    notify_exit(&s);
+                    return;
+                }
             }
             Err(RecvTimeoutError::Timeout) => {
                 // Retire only if still above the minimum (another worker may have retired).
@@ -288,6 +298,21 @@ fn worker(s: Arc<Shared>) {
     }
     s.total.fetch_sub(1, Ordering::SeqCst);
     notify_exit(&s);
+}
+
+impl Shared {
+    /// A worker that just finished a job leaves if the pool is above its minimum, nothing
+    /// is queued, and `max_spare` workers already wait.
+    fn retire_spare(&self) -> bool {
+        let total = self.total.load(Ordering::SeqCst);
+        total > self.config.min_workers
+            && self.idle.load(Ordering::SeqCst) >= self.config.max_spare
+            && self.rx.is_empty()
+            && self
+                .total
+                .compare_exchange(total, total - 1, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+    }
 }
 
 fn notify_exit(s: &Shared) {

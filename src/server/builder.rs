@@ -365,6 +365,15 @@ impl<T: Transport, M: Mode> Builder<T, M> {
         self
     }
 
+    /// The most idle workers kept above the minimum: a worker that finishes a job while
+    /// this many others wait (and nothing is queued) exits at once, so after a burst the
+    /// pool shrinks back even under a steady trickle of work, which would otherwise keep
+    /// every worker's keep-alive fresh. Default 8; at least 1.
+    pub fn max_spare_workers(mut self, n: usize) -> Self {
+        self.options.pool.max_spare = n.max(1);
+        self
+    }
+
     /// Stack size of worker threads. Default: std's (2 MiB, of which only touched pages
     /// use memory).
     pub fn worker_stack_size(mut self, bytes: usize) -> Self {
