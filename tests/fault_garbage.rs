@@ -26,6 +26,9 @@ fn noise(seed: u64, n: usize, high: bool) -> Vec<u8> {
         .collect()
 }
 
+/// (example, extra server args, a well-formed request afterwards, its reply's start)
+type Case<'a> = (&'a str, Vec<&'a str>, &'a [u8], &'a [u8]);
+
 #[track_caller]
 fn stop_cleanly(mut server: ChildProc, name: &str) {
     server.signal(libc::SIGINT);
@@ -38,8 +41,7 @@ fn stop_cleanly(mut server: ChildProc, name: &str) {
 fn random_bytes_on_every_tcp_example_are_survived() {
     let dir = tempfile::tempdir().unwrap();
     let dir_arg = dir.path().to_str().unwrap();
-    // (example, extra server args, a well-formed exchange afterwards: request, reply prefix)
-    let cases: [(&str, Vec<&str>, &[u8], &[u8]); 5] = [
+    let cases: [Case<'_>; 5] = [
         ("echo", vec![], b"fine\n", b"fine\n"),
         ("upper", vec![], b"fine\n", b"FINE\n"),
         ("chat", vec![], b"nick\n", b"* welcome"),
@@ -104,7 +106,7 @@ fn random_bytes_on_every_tcp_example_are_survived() {
 
 #[test]
 fn random_datagrams_on_every_udp_example_are_survived() {
-    let cases: [(&str, Vec<&str>, &[u8], &[u8]); 4] = [
+    let cases: [Case<'_>; 4] = [
         ("echo", vec!["--udp"], b"fine", b"fine"),
         ("upper", vec!["--udp"], b"fine", b"FINE"),
         ("timeserver", vec![], b"%%", b"%"),
