@@ -1,0 +1,191 @@
+//! The Rust peer servers, each run as its own process (`loadgen serve ...`) so that its CPU
+//! time and peak RSS can be read from `/proc/PID/stat` and `/proc/PID/status`.
+//!
+//! Every server binds `127.0.0.1:0` with a backlog of 1024 and `SO_REUSEADDR`, sets
+//! `TCP_NODELAY` on accepted sockets (the crate's default), prints `READY ip:port` on stdout
+//! and serves until it is killed. Services:
+//!
+//! - `tcp-echo`: every read is written back, until EOF;
+//! - `tcp-sink`: reads until EOF and discards, then sends the byte count (8 bytes, LE);
+//! - `udp-echo`: each datagram is sent back to its sender.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::thread;
+
+use socket2::{Domain, Socket, Type};
+use socketserver::{
+    DatagramRequest, StreamRequest, ThreadingTcpServer, ThreadingUdpServer, UdpServer,
+};
+
+fn ready(addr: SocketAddr) {
+    let mut out = io::stdout().lock();
+    let _ = writeln!(out, "READY {addr}");
+    let _ = out.flush();
+}
+
+fn any_port() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+/// A std listener with the same bind-time options as the crate's default.
+fn std_listener() -> io::Result<TcpListener> {
+    let s = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+    s.set_reuse_address(true)?;
+    s.bind(&any_port().into())?;
+    s.listen(1024)?;
+    Ok(s.into())
+}
+
+/// The echo servers' read buffer (crate, std and tokio alike): 4 KiB, as the tutorials'
+/// `recv(1024)`…`recv(4096)`. It is on the heap, as tokio's is: a zeroed stack array would
+/// touch its pages of every thread's stack and show in the RSS.
+const ECHO_BUF: usize = 4 * 1024;
+
+/// The echo of the crate and std peers.
+fn echo_loop(mut r: impl Read, mut w: impl Write) -> io::Result<u64> {
+    let mut buf = vec![0u8; ECHO_BUF];
+    let mut total = 0;
+    loop {
+        let n = r.read(&mut buf)?;
+        if n == 0 {
+            return Ok(total);
+        }
+        w.write_all(&buf[..n])?;
+        total += n as u64;
+    }
+}
+
+/// Runs one server until the process is killed.
+pub fn serve(server: &str, service: &str, max_workers: Option<usize>) -> io::Result<()> {
+    match (server, service) {
+        ("crate", "tcp-echo" | "tcp-sink") => {
+            let mut b = ThreadingTcpServer::builder();
+            if let Some(max) = max_workers {
+                b = b.workers(4, max);
+            }
+            let s = if service == "tcp-echo" {
+                b.bind(any_port(), |req: &mut StreamRequest| {
+                    echo_loop(&mut req.rfile, &mut req.wfile).map(drop)
+                })?
+            } else {
+                b.bind(any_port(), |req: &mut StreamRequest| {
+                    let n = io::copy(&mut req.rfile, &mut io::sink())?;
+                    req.wfile.write_all(&n.to_le_bytes())
+                })?
+            };
+            ready(s.server_address()?);
+            s.serve_forever()
+        }
+        ("crate", "udp-echo") => {
+            let s = ThreadingUdpServer::bind(any_port(), |req: &mut DatagramRequest| {
+                req.reply(req.packet())
+            })?;
+            ready(s.server_address()?);
+            s.serve_forever()
+        }
+        ("crate-sync", "udp-echo") => {
+            let s = UdpServer::bind(any_port(), |req: &mut DatagramRequest| {
+                req.reply(req.packet())
+            })?;
+            ready(s.server_address()?);
+            s.serve_forever()
+        }
+        ("std", "tcp-echo" | "tcp-sink") => {
+            let l = std_listener()?;
+            ready(l.local_addr()?);
+            let sink = service == "tcp-sink";
+            for conn in l.incoming() {
+                let Ok(conn) = conn else { continue };
+                thread::spawn(move || std_conn(conn, sink));
+            }
+            Ok(())
+        }
+        ("std", "udp-echo") => {
+            // The single-thread `recv_from` loop.
+            let sock = UdpSocket::bind(any_port())?;
+            ready(sock.local_addr()?);
+            let mut buf = vec![0u8; 65_535];
+            loop {
+                let (n, from) = sock.recv_from(&mut buf)?;
+                sock.send_to(&buf[..n], from)?;
+            }
+        }
+        ("tokio", _) => tokio_serve(service),
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("no server {server:?} for service {service:?}"),
+        )),
+    }
+}
+
+fn std_conn(mut conn: TcpStream, sink: bool) -> io::Result<()> {
+    conn.set_nodelay(true)?;
+    if sink {
+        let n = io::copy(&mut conn, &mut io::sink())?;
+        conn.write_all(&n.to_le_bytes())
+    } else {
+        let r = conn.try_clone()?;
+        echo_loop(r, conn).map(drop)
+    }
+}
+
+/// tokio's multi-thread runtime (one worker per core), a task per connection, as in tokio's
+/// `examples/echo-tcp.rs`; for UDP one task with `recv_from`/`send_to`.
+fn tokio_serve(service: &str) -> io::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // One worker per CPU this process may run on (tokio's default); on one CPU (the harness
+    // pins servers) tokio's current-thread runtime, which is what one worker amounts to.
+    let rt = if std::env::var_os("LOADGEN_TOKIO_MT").is_some()
+        || thread::available_parallelism().is_ok_and(|n| n.get() > 1)
+    {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_io()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()?
+    };
+    let service = service.to_string();
+    rt.block_on(async move {
+        if service == "udp-echo" {
+            let sock = tokio::net::UdpSocket::bind(any_port()).await?;
+            ready(sock.local_addr()?);
+            let mut buf = vec![0u8; 65_535];
+            loop {
+                let (n, from) = sock.recv_from(&mut buf).await?;
+                sock.send_to(&buf[..n], from).await?;
+            }
+        }
+        let std_l = std_listener()?;
+        std_l.set_nonblocking(true)?;
+        let l = tokio::net::TcpListener::from_std(std_l)?;
+        ready(l.local_addr()?);
+        let sink = service == "tcp-sink";
+        loop {
+            let Ok((mut conn, _)) = l.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let _ = conn.set_nodelay(true);
+                // 8 KiB reads for the sink, as `io::copy` does in the std and crate sinks.
+                let mut buf = vec![0u8; if sink { 8 * 1024 } else { ECHO_BUF }];
+                let mut total = 0u64;
+                loop {
+                    let n = match conn.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    total += n as u64;
+                    if !sink && conn.write_all(&buf[..n]).await.is_err() {
+                        return;
+                    }
+                }
+                if sink {
+                    let _ = conn.write_all(&total.to_le_bytes()).await;
+                }
+            });
+        }
+    })
+}
