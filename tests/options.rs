@@ -159,3 +159,23 @@ fn public_types_are_send_and_sync() {
     send::<StreamRequest>();
     send::<DatagramRequest>();
 }
+
+#[test]
+fn rbufsize_sets_the_rfile_buffer_capacity() {
+    for (builder, want) in [
+        (TcpServer::builder(), 8 * 1024),
+        (TcpServer::builder().rbufsize(64 * 1024), 64 * 1024),
+    ] {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let server = builder
+            .bind("127.0.0.1:0", move |req: &mut StreamRequest| {
+                let _ = tx.send(req.rfile.capacity());
+                Ok(())
+            })
+            .unwrap();
+        let addr = server.server_address().unwrap();
+        let _run = Running::start(server);
+        round_trip(addr, b"");
+        assert_eq!(rx.recv_timeout(LONG).unwrap(), want);
+    }
+}

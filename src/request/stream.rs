@@ -134,7 +134,8 @@ impl Write for SocketWriter {
 /// The server's read/write timeouts and `TCP_NODELAY` are already applied to the socket.
 #[derive(Debug)]
 pub struct StreamRequest {
-    /// Buffered reader over the connection (8 KiB buffer).
+    /// Buffered reader over the connection
+    /// ([`rbufsize`](crate::Builder::rbufsize), default 8 KiB).
     pub rfile: BufReader<Connection>,
     /// Unbuffered, never-partial writer to the connection.
     pub wfile: SocketWriter,
@@ -193,7 +194,7 @@ impl RequestKind for StreamRequest {
         #[cfg(not(unix))]
         let registration = Some(core.tracker.register(conn.as_raw_fd()));
         Ok(StreamRequest {
-            rfile: BufReader::with_capacity(8 * 1024, conn.clone()),
+            rfile: BufReader::with_capacity(core.options.rbufsize, conn.clone()),
             wfile: SocketWriter(conn.clone()),
             conn,
             client_address,

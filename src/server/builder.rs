@@ -292,6 +292,16 @@ impl<T: Transport, M: Mode> Builder<T, M> {
         self
     }
 
+    /// Stream transports: the capacity of each request's `rfile` buffer (Python's
+    /// `StreamRequestHandler.rbufsize`). Default 8 KiB, allocated per connection. Reads of
+    /// at least this size bypass it, so bulk transfers that read 64 KiB at a time are not
+    /// slowed by it; raise it for handlers that `io::copy` from `rfile` (which reads
+    /// through the buffer). At least 1.
+    pub fn rbufsize(mut self, bytes: usize) -> Self {
+        self.options.rbufsize = bytes.max(1);
+        self
+    }
+
     // ----- datagram options -------------------------------------------------------------
 
     /// The largest datagram received whole: the `recvmsg(2)` buffer. A larger datagram is
