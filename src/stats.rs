@@ -27,6 +27,7 @@ pub(crate) struct Counters {
     pub(crate) panics: Counter,
     pub(crate) truncated: Counter,
     pub(crate) accept_errors: Counter,
+    pub(crate) saturated: Counter,
 }
 
 /// A snapshot of a server's activity, from [`ServerHandle::stats`](crate::ServerHandle::stats).
@@ -67,6 +68,11 @@ pub struct Stats {
     pub open: usize,
     /// Connections shut down because they outlived the connection deadline.
     pub deadline_expired: u64,
+    /// Requests queued while every worker, at the pool's maximum, was busy: they waited
+    /// for one to free up (threading mode). Long-lived connections beyond
+    /// [`workers`](crate::Builder::workers)' maximum wait until another closes; this counts
+    /// them, and a warning is logged (at most every 10 s).
+    pub saturated: u64,
 }
 
 impl Counters {
@@ -81,6 +87,7 @@ impl Counters {
             panics: self.panics.get(),
             truncated: self.truncated.get(),
             accept_errors: self.accept_errors.get(),
+            saturated: self.saturated.get(),
             ..Stats::default()
         }
     }

@@ -180,6 +180,38 @@ fn after_a_burst_the_pool_shrinks_back_even_under_a_steady_trickle_of_work() {
 }
 
 #[test]
+fn requests_waiting_on_a_pool_busy_at_its_maximum_are_counted() {
+    let (server, started, go) = gated(ThreadingTcpServer::builder().workers(1, 2));
+    let addr = server.server_address().unwrap();
+    let run = Running::start(server);
+    let mut busy: Vec<TcpStream> = (0..2).map(|_| connect(addr)).collect();
+    for _ in 0..2 {
+        started.recv_timeout(LONG).unwrap();
+    }
+    assert_eq!(
+        run.server.stats().saturated,
+        0,
+        "not saturated below the maximum"
+    );
+    busy.push(connect(addr)); // both workers busy: this one waits in the queue
+    wait_until("the third request queued", || {
+        run.server.stats().queued == 1
+    });
+    assert_eq!(run.server.stats().saturated, 1);
+    for _ in 0..3 {
+        go.send(()).unwrap();
+    }
+    for s in busy.iter_mut() {
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).unwrap();
+        assert_eq!(
+            out, b"ok",
+            "the waiting request is served once a worker frees"
+        );
+    }
+}
+
+#[test]
 fn a_panic_on_every_other_request_leaves_the_others_answered() {
     let server = ThreadingTcpServer::builder()
         .workers(2, 2)

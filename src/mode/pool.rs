@@ -81,6 +81,8 @@ struct Shared {
     forced: AtomicBool,
     exited: Mutex<()>,
     exited_cv: Condvar,
+    /// When the pool-saturated warning was last logged.
+    saturated_log: Mutex<Option<Instant>>,
     handles: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -104,6 +106,7 @@ impl Pool {
                 forced: AtomicBool::new(false),
                 exited: Mutex::new(()),
                 exited_cv: Condvar::new(),
+                saturated_log: Mutex::new(None),
                 handles: Mutex::new(Vec::new()),
             }),
         }
@@ -140,7 +143,11 @@ impl Pool {
             return;
         };
         match tx.try_send(job) {
-            Ok(()) => self.maybe_grow(tx),
+            Ok(()) => {
+                if !self.maybe_grow(tx) {
+                    self.note_saturation(core, tx);
+                }
+            }
             Err(TrySendError::Full(job)) => match self.shared.config.overload {
                 Overload::Reject => {
                     core.stats.rejected.inc();
@@ -150,7 +157,9 @@ impl Pool {
                     // Only reachable from `handle_request` (the serving loop waits for room
                     // before accepting): wait for a worker to take a job.
                     match tx.send(job) {
-                        Ok(()) => self.maybe_grow(tx),
+                        Ok(()) => {
+                            self.maybe_grow(tx);
+                        }
                         Err(e) => (e.into_inner())(Disposition::Refuse(Refusal::Closed)),
                     }
                 }
@@ -159,16 +168,42 @@ impl Pool {
         }
     }
 
-    fn maybe_grow(&self, tx: &Sender<Job>) {
+    /// A job was queued with every worker busy at the maximum: count it, and warn (at most
+    /// every 10 s) — connections that wait here get no service until a worker frees.
+    fn note_saturation(&self, core: &Core, tx: &Sender<Job>) {
+        let s = &self.shared;
+        if s.total.load(Ordering::SeqCst) < s.config.max_workers
+            || s.idle.load(Ordering::SeqCst) > 0
+            || tx.is_empty()
+        {
+            return;
+        }
+        core.stats.saturated.inc();
+        let mut last = s.saturated_log.lock();
+        if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+            *last = Some(Instant::now());
+            log::warn!(
+                "socketserver: all {} workers busy, {} request(s) waiting for one: raise \
+                 the pool's maximum (Builder::workers) or bound connections \
+                 (Builder::max_connections)",
+                s.config.max_workers,
+                tx.len()
+            );
+        }
+    }
+
+    /// Starts a worker if every one is busy and the pool is below its maximum; `true` if
+    /// it did.
+    fn maybe_grow(&self, tx: &Sender<Job>) -> bool {
         let s = &self.shared;
         let queued = tx.len();
         if queued == 0 || s.idle.load(Ordering::SeqCst) >= queued {
-            return;
+            return false;
         }
         let mut total = s.total.load(Ordering::SeqCst);
         loop {
             if total >= s.config.max_workers {
-                return;
+                return false;
             }
             match s
                 .total
@@ -188,10 +223,12 @@ impl Pool {
                 let mut hs = s.handles.lock();
                 hs.retain(|h| !h.is_finished());
                 hs.push(h);
+                true
             }
             Err(e) => {
                 s.total.fetch_sub(1, Ordering::SeqCst);
                 log::error!("socketserver: cannot start a worker thread: {e}");
+                false
             }
         }
     }
