@@ -60,9 +60,16 @@ pub struct Server<T: Transport, M: Mode> {
 pub type TcpServer = Server<Tcp, Synchronous>;
 /// Python's `ThreadingTCPServer`: TCP, requests on a bounded worker pool.
 pub type ThreadingTcpServer = Server<Tcp, Threading>;
-/// Python's `UDPServer`: UDP, one datagram at a time.
+/// Python's `UDPServer`: UDP, one datagram at a time, handled on the serving thread — the
+/// fastest choice for handlers that do not block (it matches a plain `recv_from` loop).
 pub type UdpServer = Server<Udp, Synchronous>;
 /// Python's `ThreadingUDPServer`: UDP, datagrams handled on a bounded worker pool.
+///
+/// The serving thread receives each datagram and hands it to a worker through the pool's
+/// queue: a handler that blocks (a database call, a file) does not hold up the others, but
+/// each datagram costs a thread hand-off — about twice the CPU of [`UdpServer`] for a cheap
+/// handler (see the README's Performance section). Prefer [`UdpServer`] when handlers
+/// never block.
 pub type ThreadingUdpServer = Server<Udp, Threading>;
 /// Python's `UnixStreamServer`.
 pub type UnixStreamServer = Server<UnixStream, Synchronous>;
