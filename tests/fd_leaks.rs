@@ -59,3 +59,30 @@ fn test_server_close_releases_every_descriptor_after_serving() {
     }
     assert_eq!(open_fds(), before, "descriptors leaked");
 }
+
+#[test]
+fn threading_udp_server_close_joins_its_receivers_and_releases_every_descriptor() {
+    let _serial = SERIAL.lock();
+    let before = open_fds();
+    {
+        let server = ThreadingUdpServer::bind("127.0.0.1:0", echo_datagram).unwrap();
+        let addr = server.server_address().unwrap();
+        let run = Running::start(server);
+        let c = udp_client();
+        let mut buf = [0u8; 16];
+        for i in 0..20u8 {
+            c.send_to(&[i], addr).unwrap();
+            assert_eq!(c.recv_from(&mut buf).unwrap().0, 1);
+        }
+        drop(c);
+        // The receiver threads hold the socket: serve_forever's return tells them to go,
+        // server_close (on drop) joins them.
+        let server = run.server.clone();
+        run.stop().unwrap();
+        assert!(
+            server.server_close(),
+            "receivers not joined within the grace period"
+        );
+    }
+    assert_eq!(open_fds(), before, "descriptors leaked");
+}

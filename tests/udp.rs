@@ -166,3 +166,64 @@ fn a_reply_beyond_max_packet_size_fails_the_handler_instead_of_growing() {
     let errs = errors.lock();
     assert!(errs[0].contains("max_packet_size (1000 bytes)"), "{errs:?}");
 }
+
+#[test]
+fn threading_udp_runs_cheap_handlers_on_its_receivers_without_a_pool_hand_off() {
+    // Sequential datagrams: a receiver is always free, so no request reaches the pool and
+    // the pool never starts a worker (the hand-off cost twice the CPU of a recv loop).
+    let server = ThreadingUdpServer::bind("127.0.0.1:0", echo_datagram).unwrap();
+    let addr = server.server_address().unwrap();
+    let run = Running::start(server);
+    let c = udp_client();
+    let mut buf = [0u8; 64];
+    for i in 0..200u32 {
+        c.send_to(&i.to_le_bytes(), addr).unwrap();
+        let (n, _) = c.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..n], &i.to_le_bytes());
+    }
+    let st = run.server.stats();
+    assert_eq!(st.served, 200);
+    assert_eq!(st.workers, 0, "a datagram went through the pool: {st:?}");
+}
+
+#[test]
+fn threading_udp_keeps_receiving_while_every_receiver_is_blocked_in_a_handler() {
+    // 4 receivers (the pool's minimum); 8 handlers block. The receivers hand what they
+    // cannot run themselves to the pool, so a ninth datagram is still answered at once.
+    let (gate_tx, gate_rx) = crossbeam_channel::unbounded::<()>();
+    let (started_tx, started_rx) = crossbeam_channel::unbounded::<()>();
+    let server = ThreadingUdpServer::builder()
+        .workers(4, 16)
+        .bind("127.0.0.1:0", move |req: &mut DatagramRequest| {
+            if req.packet() == b"block" {
+                let _ = started_tx.send(());
+                let _ = gate_rx.recv_timeout(LONG);
+            }
+            let packet = req.packet().to_vec();
+            req.wfile.write_all(&packet)
+        })
+        .unwrap();
+    let addr = server.server_address().unwrap();
+    let _run = Running::start(server);
+    let blocked = udp_client();
+    for _ in 0..8 {
+        blocked.send_to(b"block", addr).unwrap();
+    }
+    for _ in 0..8 {
+        started_rx
+            .recv_timeout(LONG)
+            .expect("8 handlers running at once");
+    }
+    let c = udp_client();
+    c.send_to(b"fast", addr).unwrap();
+    let mut buf = [0u8; 16];
+    let (n, _) = c.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"fast", "answered while 8 handlers block");
+    for _ in 0..8 {
+        gate_tx.send(()).unwrap();
+    }
+    for _ in 0..8 {
+        let (n, _) = blocked.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"block");
+    }
+}

@@ -130,6 +130,11 @@ impl Pool {
         sel.ready() == send
     }
 
+    /// Is the queue full (whatever the overload policy)?
+    pub(crate) fn queue_full(&self) -> bool {
+        self.tx.read().as_ref().is_none_or(|tx| tx.is_full())
+    }
+
     pub(crate) fn has_room(&self) -> bool {
         self.shared.config.overload != Overload::Block
             || self.tx.read().as_ref().is_none_or(|tx| !tx.is_full())

@@ -160,6 +160,7 @@ impl<T: Transport, M: Mode> Builder<T, M> {
             reject_log: Mutex::new(None),
             state: self.state,
             socket_file: Mutex::new(None),
+            receivers: Mutex::new(Vec::new()),
         };
         Ok(Server::from_parts(Arc::new(core), handler.into_factory()))
     }
@@ -419,6 +420,7 @@ impl<T: Transport, M: Mode> Builder<T, M> {
     // ----- hooks (Python's overridable methods) ---------------------------------------
 
     /// Python's `verify_request(request, client_address)`: called on the serving thread
+    /// (in threading mode on a datagram socket: on whichever receiver got the datagram)
     /// for every request; `false` closes it at once (exactly one `shutdown_request`) and
     /// counts it in [`Stats::refused`](crate::Stats::refused). Default: accept all.
     pub fn verify_request(

@@ -71,6 +71,8 @@ pub struct Core {
     pub(crate) state: Option<Arc<dyn Any + Send + Sync>>,
     /// The Unix socket file to remove on close.
     pub(crate) socket_file: Mutex<Option<crate::transport::SocketFile>>,
+    /// Datagram receiver threads (threading mode), joined by `server_close`.
+    pub(crate) receivers: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
 impl Core {

@@ -21,6 +21,7 @@ mod control;
 mod core;
 mod handle;
 pub(crate) mod pipeline;
+mod receivers;
 mod serve;
 mod tracker;
 
@@ -63,13 +64,14 @@ pub type ThreadingTcpServer = Server<Tcp, Threading>;
 /// Python's `UDPServer`: UDP, one datagram at a time, handled on the serving thread — the
 /// fastest choice for handlers that do not block (it matches a plain `recv_from` loop).
 pub type UdpServer = Server<Udp, Synchronous>;
-/// Python's `ThreadingUDPServer`: UDP, datagrams handled on a bounded worker pool.
+/// Python's `ThreadingUDPServer`: UDP, datagrams handled concurrently.
 ///
-/// The serving thread receives each datagram and hands it to a worker through the pool's
-/// queue: a handler that blocks (a database call, a file) does not hold up the others, but
-/// each datagram costs a thread hand-off — about twice the CPU of [`UdpServer`] for a cheap
-/// handler (see the README's Performance section). Prefer [`UdpServer`] when handlers
-/// never block.
+/// A datagram is a whole request, so it needs no hand-off: the serving thread and
+/// `min - 1` helper threads (the pool's minimum, default 4 receivers in all) all receive
+/// on the socket and run handlers themselves while another receiver stays free. When every
+/// other receiver is busy in a handler, datagrams go to the worker pool, so handlers that
+/// block never stop the server from receiving. See the README's Performance section for
+/// the figures; [`UdpServer`] is still the leanest for handlers that never block.
 pub type ThreadingUdpServer = Server<Udp, Threading>;
 /// Python's `UnixStreamServer`.
 pub type UnixStreamServer = Server<UnixStream, Synchronous>;
@@ -220,7 +222,8 @@ impl<T: Transport, M: Mode> Server<T, M> {
         if let Some(file) = self.core.socket_file.lock().take() {
             file.remove();
         }
-        self.core.executor.close(&self.core, deadline)
+        let receivers_done = receivers::join_all(&self.core, deadline);
+        self.core.executor.close(&self.core, deadline) && receivers_done
     }
 
     fn live_socket(&self) -> io::Result<Arc<Socket>> {

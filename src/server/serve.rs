@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 use socket2::Socket;
 
 use super::accept::{Backoff, is_per_connection};
-use super::{Handled, Server, pipeline};
+use super::receivers::{Receivers, RecvShared};
+use super::{Core, Handled, Server, pipeline};
+use crate::handler::HandlerFactory;
 use crate::mode::{Disposition, Executor, Mode, Overload};
 use crate::request::sealed::RequestKind;
 use crate::request::{Polled, RecvBuf};
@@ -59,8 +61,21 @@ impl<T: Transport, M: Mode> Server<T, M> {
             (a, b) => a.or(b),
         };
         let hold_at_limit = core.options.pool.overload == Overload::Block;
+        // Threading mode on a datagram socket: several receivers, no hand-off per datagram
+        // while one stays free (see `receivers.rs`). Dropped at the end: helpers stop.
+        let receivers = match &core.executor {
+            Executor::Pool(_) if !<T::Request as RequestKind>::STREAM => {
+                let pool = &core.options.pool;
+                let count = pool.min_workers.clamp(1, pool.max_workers.max(1));
+                Receivers::start(core, &self.factory, &sock, count)
+            }
+            _ => None,
+        };
+        let shared = receivers.as_ref().map(Receivers::shared);
         loop {
-            if core.control.stop_requested() || !core.executor.wait_for_capacity(core) {
+            if core.control.stop_requested()
+                || (shared.is_none() && !core.executor.wait_for_capacity(core))
+            {
                 break;
             }
             // At max_connections under Block: wait for a close (it wakes us), not for
@@ -83,7 +98,7 @@ impl<T: Transport, M: Mode> Server<T, M> {
                 break;
             }
             if ready & 0b01 != 0 {
-                self.serve_ready(&sock, &mut buf, &mut backoff)?;
+                self.serve_ready(&sock, &mut buf, &mut backoff, shared)?;
             }
             self.service_actions();
         }
@@ -155,108 +170,24 @@ impl<T: Transport, M: Mode> Server<T, M> {
         sock: &Arc<Socket>,
         buf: &mut RecvBuf,
         backoff: &mut Backoff,
+        receivers: Option<&RecvShared>,
     ) -> io::Result<()> {
         let core = &self.core;
-        for _ in 0..BATCH {
-            if core.control.stop_requested() {
-                break;
-            }
-            match <T::Request as RequestKind>::get_request(core, sock, buf) {
-                Ok(Polled::Ready(inc)) => {
-                    backoff.reset();
-                    self.dispatch(inc, sock.as_raw_fd());
-                    // Block policy: stop taking requests there is no room for.
-                    if !core.executor.has_room()
-                        || (core.options.pool.overload == Overload::Block
-                            && core.at_connection_limit())
-                    {
-                        break;
-                    }
-                }
-                Ok(Polled::Skipped) => {}
-                Ok(Polled::WouldBlock) => break,
-                Err(e) if is_per_connection(&e) => {
-                    core.stats.accept_errors.inc();
-                    if e.kind() == io::ErrorKind::WouldBlock {
-                        break;
-                    }
-                }
-                Err(e) => {
-                    core.stats.accept_errors.inc();
-                    let pause = backoff.on_error(&e);
-                    sys::sleep_or_wake(&core.control.waker, pause)?;
-                    break;
-                }
-            }
-        }
-        Ok(())
+        take_batch(
+            core,
+            &self.factory,
+            sock,
+            buf,
+            backoff,
+            &core.control.waker,
+            receivers,
+            &|| core.control.stop_requested(),
+        )
     }
 
     /// `verify_request`, then `process_request` in the server's mode.
     fn dispatch(&self, inc: <T::Request as RequestKind>::Incoming, listener: RawFd) {
-        let core = &self.core;
-        core.stats.accepted.inc();
-        if let Some(verify) = &core.hooks.verify_request {
-            let addr = <T::Request as RequestKind>::incoming_addr(&inc);
-            let ok = catch_unwind(AssertUnwindSafe(|| verify(addr))).unwrap_or_else(|_| {
-                log::error!("socketserver: the verify_request hook panicked; refusing {addr}");
-                false
-            });
-            if !ok {
-                core.stats.refused.inc();
-                // Python's shutdown_request on refusal, exactly once (bpo-26309).
-                <T::Request as RequestKind>::close_incoming(inc);
-                return;
-            }
-        }
-        // Stream connections are counted while open (forking: the children hold them,
-        // bounded by max_children instead).
-        let counted =
-            <T::Request as RequestKind>::STREAM && !matches!(core.executor, Executor::Fork(_));
-        if counted {
-            if core.at_connection_limit() {
-                // Only reachable under Overload::Reject: Block stops accepting at the limit.
-                core.stats.rejected.inc();
-                let addr = <T::Request as RequestKind>::incoming_addr(&inc);
-                core.log_rejected(addr, "max_connections reached");
-                <T::Request as RequestKind>::close_incoming(inc);
-                return;
-            }
-            core.open.fetch_add(1, Ordering::SeqCst);
-        }
-        match &core.executor {
-            Executor::Inline => {
-                pipeline::process(core, &*self.factory, inc, Disposition::Run);
-                if counted {
-                    core.release_connection();
-                }
-            }
-            #[cfg(unix)]
-            Executor::Fork(forker) => {
-                // The child closes the descriptors it must not use: the waker, and a stream
-                // server's listener (a datagram server's socket is the reply socket).
-                let waker = core.control.waker.fd();
-                let close: &[RawFd] = if <T::Request as RequestKind>::STREAM {
-                    &[listener, waker]
-                } else {
-                    &[waker]
-                };
-                forker.spawn(core, &*self.factory, inc, close);
-            }
-            Executor::Pool(pool) => {
-                let core2 = core.clone();
-                let factory = self.factory.clone();
-                pool.submit(
-                    core,
-                    Box::new(move |d| {
-                        pipeline::process(&core2, &*factory, inc, d);
-                        if counted {
-                            core2.release_connection();
-                        }
-                    }),
-                );
-            }
-        }
+        dispatch(&self.core, &self.factory, inc, listener, None);
     }
 
     fn service_actions(&self) {
@@ -266,4 +197,133 @@ impl<T: Transport, M: Mode> Server<T, M> {
             log::error!("socketserver: the service_actions hook panicked");
         }
     }
+}
+
+/// `verify_request`, then `process_request` in the server's mode — or, on a datagram
+/// receiver (see `receivers.rs`), inline when another receiver stays free to receive or
+/// the pool's queue is full.
+pub(super) fn dispatch<R: RequestKind + crate::request::Request>(
+    core: &Arc<Core>,
+    factory: &Arc<dyn HandlerFactory<R>>,
+    inc: R::Incoming,
+    listener: RawFd,
+    receivers: Option<&RecvShared>,
+) {
+    core.stats.accepted.inc();
+    if let Some(verify) = &core.hooks.verify_request {
+        let addr = R::incoming_addr(&inc);
+        let ok = catch_unwind(AssertUnwindSafe(|| verify(addr))).unwrap_or_else(|_| {
+            log::error!("socketserver: the verify_request hook panicked; refusing {addr}");
+            false
+        });
+        if !ok {
+            core.stats.refused.inc();
+            // Python's shutdown_request on refusal, exactly once (bpo-26309).
+            R::close_incoming(inc);
+            return;
+        }
+    }
+    // Stream connections are counted while open (forking: the children hold them,
+    // bounded by max_children instead).
+    let counted = R::STREAM && !matches!(core.executor, Executor::Fork(_));
+    if counted {
+        if core.at_connection_limit() {
+            // Only reachable under Overload::Reject: Block stops accepting at the limit.
+            core.stats.rejected.inc();
+            let addr = R::incoming_addr(&inc);
+            core.log_rejected(addr, "max_connections reached");
+            R::close_incoming(inc);
+            return;
+        }
+        core.open.fetch_add(1, Ordering::SeqCst);
+    }
+    if let Some(rx) = receivers
+        && rx.claim_inline(core)
+    {
+        pipeline::process(core, &**factory, inc, Disposition::Run);
+        rx.release();
+        return;
+    }
+    match &core.executor {
+        Executor::Inline => {
+            pipeline::process(core, &**factory, inc, Disposition::Run);
+            if counted {
+                core.release_connection();
+            }
+        }
+        #[cfg(unix)]
+        Executor::Fork(forker) => {
+            // The child closes the descriptors it must not use: the waker, and a stream
+            // server's listener (a datagram server's socket is the reply socket).
+            let waker = core.control.waker.fd();
+            let close: &[RawFd] = if R::STREAM {
+                &[listener, waker]
+            } else {
+                &[waker]
+            };
+            forker.spawn(core, &**factory, inc, close);
+        }
+        Executor::Pool(pool) => {
+            let core2 = core.clone();
+            let factory = factory.clone();
+            pool.submit(
+                core,
+                Box::new(move |d| {
+                    pipeline::process(&core2, &*factory, inc, d);
+                    if counted {
+                        core2.release_connection();
+                    }
+                }),
+            );
+        }
+    }
+}
+
+/// Takes up to `BATCH` pending requests from `sock` and dispatches them; stops early when
+/// `stop()` holds, the socket is drained, or (Block policy) there is no room for more.
+/// Resource errors back off on `waker` (so a shutdown still takes effect at once).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn take_batch<R: RequestKind + crate::request::Request>(
+    core: &Arc<Core>,
+    factory: &Arc<dyn HandlerFactory<R>>,
+    sock: &Arc<Socket>,
+    buf: &mut RecvBuf,
+    backoff: &mut Backoff,
+    waker: &sys::Waker,
+    receivers: Option<&RecvShared>,
+    stop: &dyn Fn() -> bool,
+) -> io::Result<()> {
+    for _ in 0..BATCH {
+        if stop() {
+            break;
+        }
+        match R::get_request(core, sock, buf) {
+            Ok(Polled::Ready(inc)) => {
+                backoff.reset();
+                dispatch(core, factory, inc, sock.as_raw_fd(), receivers);
+                // Block policy: stop taking requests there is no room for (receivers run
+                // them inline instead).
+                if (receivers.is_none() && !core.executor.has_room())
+                    || (core.options.pool.overload == Overload::Block && core.at_connection_limit())
+                {
+                    break;
+                }
+            }
+            Ok(Polled::Skipped) => {}
+            Ok(Polled::WouldBlock) => break,
+            Err(e) if is_per_connection(&e) => {
+                core.stats.accept_errors.inc();
+                if e.kind() == io::ErrorKind::WouldBlock {
+                    break;
+                }
+            }
+            Err(e) => {
+                core.stats.accept_errors.inc();
+                let pause = backoff.on_error(&e);
+                sys::sleep_or_wake(waker, pause)?;
+                break;
+            }
+        }
+    }
+    Ok(())
 }
