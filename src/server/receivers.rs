@@ -14,8 +14,9 @@
 //! Measured (README, Performance): the hand-off cost about twice the CPU per datagram of a
 //! plain `recv_from` loop.
 //!
-//! Helpers wait on the socket and on a waker of their own run, which fires once when the
-//! run ends (never drained), so every helper sees it. A helper finishes the handler it is
+//! Helpers wait on the socket — on Linux through `EPOLLEXCLUSIVE`, so that a datagram wakes
+//! one idle helper, not all of them — and on a waker of their own run, which fires once
+//! when the run ends (never drained), so every helper sees it. A helper finishes the handler it is
 //! running, then exits; `server_close` joins them within the grace period.
 
 use std::os::fd::AsRawFd;
@@ -141,10 +142,10 @@ fn helper<R: RequestKind + crate::request::Request>(
 ) {
     let mut buf = vec![std::mem::MaybeUninit::uninit(); core.options.max_packet_size];
     let mut backoff = Backoff::default();
-    let fds = [sock.as_raw_fd(), sh.waker.fd()];
+    let wait = sys::SharedWait::new(sock.as_raw_fd(), sh.waker.fd());
     let over = || sh.over.load(Ordering::SeqCst);
     while !over() {
-        match sys::poll_readable(&fds, None) {
+        match wait.wait() {
             Ok(ready) if ready & 1 != 0 && !over() => {
                 let r = take_batch(
                     core,

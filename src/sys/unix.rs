@@ -156,3 +156,76 @@ pub(crate) fn shutdown_fd(fd: RawFd) {
 pub(crate) fn sleep_or_wake(waker: &Waker, d: Duration) -> io::Result<()> {
     poll_readable(&[waker.fd()], Some(d)).map(|_| ())
 }
+
+/// Waits for a shared socket or a waker, waking **one** of the threads that wait on the
+/// same socket per event: several datagram receivers share one socket, and `poll(2)` would
+/// wake them all for each datagram (a thundering herd). Linux: an epoll instance per
+/// waiter with `EPOLLEXCLUSIVE` on the socket (Linux 4.5+) and the waker registered
+/// normally, so that every waiter sees the waker. Elsewhere, or if epoll is refused:
+/// `poll(2)`.
+#[derive(Debug)]
+pub(crate) struct SharedWait {
+    fds: [RawFd; 2],
+    #[cfg(target_os = "linux")]
+    epoll: Option<std::os::fd::OwnedFd>,
+}
+
+impl SharedWait {
+    pub(crate) fn new(sock: RawFd, waker: RawFd) -> SharedWait {
+        SharedWait {
+            fds: [sock, waker],
+            #[cfg(target_os = "linux")]
+            epoll: exclusive_epoll(sock, waker).ok(),
+        }
+    }
+
+    /// Blocks until the socket (bit 0) or the waker (bit 1) is readable; an interrupted
+    /// wait returns an empty mask.
+    pub(crate) fn wait(&self) -> io::Result<u32> {
+        #[cfg(target_os = "linux")]
+        if let Some(ep) = &self.epoll {
+            let mut events = [libc::epoll_event { events: 0, u64: 0 }; 2];
+            // SAFETY: a valid epoll fd and a buffer of 2 events.
+            let n = unsafe { libc::epoll_wait(ep.as_raw_fd(), events.as_mut_ptr(), 2, -1) };
+            if n < 0 {
+                let err = io::Error::last_os_error();
+                return if err.kind() == io::ErrorKind::Interrupted {
+                    Ok(0)
+                } else {
+                    Err(err)
+                };
+            }
+            return Ok(events
+                .iter()
+                .take(n as usize)
+                .fold(0, |mask, e| mask | e.u64 as u32));
+        }
+        poll_readable(&self.fds, None)
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn exclusive_epoll(sock: RawFd, waker: RawFd) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: epoll_create1 returns a new descriptor or -1.
+    let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh descriptor we own.
+    let ep = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    for (target, flags, bit) in [
+        (sock, libc::EPOLLIN | libc::EPOLLEXCLUSIVE, 1u64),
+        (waker, libc::EPOLLIN, 2u64),
+    ] {
+        let mut ev = libc::epoll_event {
+            events: flags as u32,
+            u64: bit,
+        };
+        // SAFETY: valid descriptors and a valid event struct.
+        if unsafe { libc::epoll_ctl(fd, libc::EPOLL_CTL_ADD, target, &mut ev) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(ep)
+}
