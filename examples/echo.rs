@@ -15,19 +15,9 @@ mod common;
 use std::io::{self, Read, Write};
 use std::process::ExitCode;
 
-use clap::Args;
-use common::{Cmd, Settings};
-use socketserver::{DatagramRequest, StreamRequest, Tcp, Udp};
+use socketserver::{DatagramRequest, StreamRequest};
 
 const ADDR: &str = "127.0.0.1:9000";
-
-/// `--udp`, on either side.
-#[derive(Args)]
-struct UdpFlag {
-    /// UDP instead of TCP.
-    #[arg(long)]
-    udp: bool,
-}
 
 /// TCP: copy every read back until EOF. `wfile` never writes partially.
 fn echo_stream(req: &mut StreamRequest) -> io::Result<()> {
@@ -57,33 +47,11 @@ fn echo_datagram(req: &mut DatagramRequest) -> io::Result<()> {
 }
 
 fn main() -> ExitCode {
-    let cli = common::parse::<UdpFlag, UdpFlag>(
+    common::run_line_example(
         "echo",
         "Echo server and client (TCP, or UDP with --udp)",
-        "Run the echo server.",
-        "Send each line of stdin, print each reply.",
-    );
-    let settings = Settings::new("echo", ADDR);
-    match cli.cmd {
-        Cmd::Server {
-            args,
-            opts: UdpFlag { udp: false },
-        } => common::serve::<Tcp, _, _>(&settings, &args, echo_stream),
-        Cmd::Server {
-            args,
-            opts: UdpFlag { udp: true },
-        } => common::serve::<Udp, _, _>(&settings, &args, echo_datagram),
-        Cmd::Client {
-            args,
-            opts: UdpFlag { udp },
-        } => {
-            let addr = args.addr.as_deref().unwrap_or(ADDR);
-            let result = if udp {
-                common::udp_line_client(addr)
-            } else {
-                common::tcp_line_client(addr)
-            };
-            result.map_or_else(|e| common::client_failed("echo", e), |()| ExitCode::SUCCESS)
-        }
-    }
+        ADDR,
+        echo_stream,
+        echo_datagram,
+    )
 }

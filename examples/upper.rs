@@ -17,19 +17,9 @@ mod common;
 use std::io::{self, Read, Write};
 use std::process::ExitCode;
 
-use clap::Args;
-use common::{Cmd, Settings};
-use socketserver::{DatagramRequest, StreamRequest, Tcp, Udp};
+use socketserver::{DatagramRequest, StreamRequest};
 
 const ADDR: &str = "127.0.0.1:9001";
-
-/// `--udp`, on either side.
-#[derive(Args)]
-struct UdpFlag {
-    /// UDP instead of TCP.
-    #[arg(long)]
-    udp: bool,
-}
 
 /// TCP: upper-case every read and send it back, until EOF. Python's
 /// `self.request.sendall(self.data.upper())`, without its `recv(1024)` truncation.
@@ -60,36 +50,11 @@ fn upper_datagram(req: &mut DatagramRequest) -> io::Result<()> {
 }
 
 fn main() -> ExitCode {
-    let cli = common::parse::<UdpFlag, UdpFlag>(
+    common::run_line_example(
         "upper",
         "Upper-case server and client (TCP, or UDP with --udp)",
-        "Run the upper-case server.",
-        "Send each line of stdin, print each reply.",
-    );
-    let settings = Settings::new("upper", ADDR);
-    match cli.cmd {
-        Cmd::Server {
-            args,
-            opts: UdpFlag { udp: false },
-        } => common::serve::<Tcp, _, _>(&settings, &args, upper_stream),
-        Cmd::Server {
-            args,
-            opts: UdpFlag { udp: true },
-        } => common::serve::<Udp, _, _>(&settings, &args, upper_datagram),
-        Cmd::Client {
-            args,
-            opts: UdpFlag { udp },
-        } => {
-            let addr = args.addr.as_deref().unwrap_or(ADDR);
-            let result = if udp {
-                common::udp_line_client(addr)
-            } else {
-                common::tcp_line_client(addr)
-            };
-            result.map_or_else(
-                |e| common::client_failed("upper", e),
-                |()| ExitCode::SUCCESS,
-            )
-        }
-    }
+        ADDR,
+        upper_stream,
+        upper_datagram,
+    )
 }

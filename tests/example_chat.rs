@@ -329,13 +329,7 @@ fn client_exits_non_zero_when_the_server_is_killed() {
 
 #[test]
 fn client_without_a_server_fails_with_a_message() {
-    let addr = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let out = run_example_client("chat", addr, &[], b"hello\n");
-    assert_eq!(out.code, Some(1), "{out:?}");
-    assert!(out.stderr.contains("cannot connect"), "{out:?}");
+    assert_client_fails_cleanly("chat", free_tcp_addr(), &[], b"hello\n", "cannot connect");
 }
 
 #[test]

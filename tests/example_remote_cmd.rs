@@ -180,11 +180,11 @@ fn the_tutorials_python_client_works_unchanged() {
 
 #[test]
 fn client_without_a_server_fails_with_a_message() {
-    let addr = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let out = run_example_client("remote_cmd", addr, &[], b"echo hi\n");
-    assert_eq!(out.code, Some(1), "{out:?}");
-    assert!(out.stderr.contains("cannot connect"), "{out:?}");
+    assert_client_fails_cleanly(
+        "remote_cmd",
+        free_tcp_addr(),
+        &[],
+        b"echo hi\n",
+        "cannot connect",
+    );
 }

@@ -348,13 +348,13 @@ fn the_tutorials_python_client_works_unchanged() {
 
 #[test]
 fn client_without_a_server_fails_with_a_message() {
-    let addr = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let out = run_example_client("upload", addr, &[], b"msg|hi\n");
-    assert_eq!(out.code, Some(1), "{out:?}");
-    assert!(out.stderr.contains("cannot connect"), "{out:?}");
+    assert_client_fails_cleanly(
+        "upload",
+        free_tcp_addr(),
+        &[],
+        b"msg|hi\n",
+        "cannot connect",
+    );
 }
 
 #[test]

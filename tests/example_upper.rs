@@ -151,22 +151,10 @@ fn python_tutorial_client_talks_to_upper_in_every_mode() {
 
 #[test]
 fn client_without_a_server_fails_with_a_message() {
-    // Ports that were free a moment ago: bind, read, close.
-    let tcp = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let out = run_example_client("upper", tcp, &[], b"hello\n");
-    assert_eq!(out.code, Some(1), "{out:?}");
-    assert!(out.stderr.contains("cannot connect"), "{out:?}");
-    assert!(!out.stderr.contains("panicked"), "{out:?}");
-
+    assert_client_fails_cleanly("upper", free_tcp_addr(), &[], b"hello\n", "cannot connect");
     // UDP on loopback: the ICMP "port unreachable" arrives as ECONNREFUSED at once.
     let udp = udp_client().local_addr().unwrap();
-    let out = run_example_client("upper", udp, &["--udp"], b"hello\n");
-    assert_eq!(out.code, Some(1), "{out:?}");
-    assert!(out.stderr.contains("no reply from"), "{out:?}");
-    assert!(!out.stderr.contains("panicked"), "{out:?}");
+    assert_client_fails_cleanly("upper", udp, &["--udp"], b"hello\n", "no reply from");
 }
 
 #[test]

@@ -289,3 +289,48 @@ pub fn udp_line_client(addr: &str) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// `--udp`, on either side of the request/response examples.
+#[derive(Args, Debug, Clone, Copy)]
+pub struct UdpFlag {
+    /// UDP instead of TCP.
+    #[arg(long)]
+    pub udp: bool,
+}
+
+/// The whole `main` of a request/response example (echo, upper): the server runs
+/// `stream` over TCP or `datagram` over UDP (`--udp`); the client is the line client.
+pub fn run_line_example<S, SM, D, DM>(
+    name: &'static str,
+    about: &'static str,
+    default_addr: &'static str,
+    stream: S,
+    datagram: D,
+) -> ExitCode
+where
+    S: IntoHandler<socketserver::StreamRequest, SM>,
+    D: IntoHandler<socketserver::DatagramRequest, DM>,
+{
+    let cli = parse::<UdpFlag, UdpFlag>(
+        name,
+        about,
+        "Run the server.",
+        "Send each line of stdin, print each reply.",
+    );
+    let settings = Settings::new(name, default_addr);
+    match cli.cmd {
+        Cmd::Server { args, opts } if opts.udp => {
+            serve::<socketserver::Udp, _, _>(&settings, &args, datagram)
+        }
+        Cmd::Server { args, .. } => serve::<socketserver::Tcp, _, _>(&settings, &args, stream),
+        Cmd::Client { args, opts } => {
+            let addr = args.addr.as_deref().unwrap_or(default_addr);
+            let result = if opts.udp {
+                udp_line_client(addr)
+            } else {
+                tcp_line_client(addr)
+            };
+            result.map_or_else(|e| client_failed(name, e), |()| ExitCode::SUCCESS)
+        }
+    }
+}

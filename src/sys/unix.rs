@@ -33,12 +33,7 @@ pub(crate) fn poll_readable(fds: &[RawFd], timeout: Option<Duration>) -> io::Res
     // SAFETY: `pfds` is a valid array of `fds.len()` initialised pollfd structs.
     let n = unsafe { libc::poll(pfds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
     if n < 0 {
-        let err = io::Error::last_os_error();
-        return if err.kind() == io::ErrorKind::Interrupted {
-            Ok(0)
-        } else {
-            Err(err)
-        };
+        return interrupted_as_empty();
     }
     let mut mask = 0;
     for (i, p) in pfds.iter().take(fds.len()).enumerate() {
@@ -47,6 +42,17 @@ pub(crate) fn poll_readable(fds: &[RawFd], timeout: Option<Duration>) -> io::Res
         }
     }
     Ok(mask)
+}
+
+/// After a failed wait: `EINTR` is an empty mask (callers re-check their state), anything
+/// else the error.
+fn interrupted_as_empty() -> io::Result<u32> {
+    let err = io::Error::last_os_error();
+    if err.kind() == io::ErrorKind::Interrupted {
+        Ok(0)
+    } else {
+        Err(err)
+    }
 }
 
 /// `sendto(2)` on a non-blocking datagram socket, waiting for room (`POLLOUT`) up to
@@ -188,12 +194,7 @@ impl SharedWait {
             // SAFETY: a valid epoll fd and a buffer of 2 events.
             let n = unsafe { libc::epoll_wait(ep.as_raw_fd(), events.as_mut_ptr(), 2, -1) };
             if n < 0 {
-                let err = io::Error::last_os_error();
-                return if err.kind() == io::ErrorKind::Interrupted {
-                    Ok(0)
-                } else {
-                    Err(err)
-                };
+                return interrupted_as_empty();
             }
             return Ok(events
                 .iter()

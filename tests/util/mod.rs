@@ -358,3 +358,28 @@ impl Drop for ChildProc {
         let _ = self.child.wait();
     }
 }
+
+/// A loopback TCP address that was free a moment ago (bound, read, closed): nothing
+/// listens there.
+pub fn free_tcp_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// Runs the client of `example` against `addr`, where no server is, and checks that it
+/// fails the way the examples promise: exit status 1, `needle` on stderr, no panic.
+#[track_caller]
+pub fn assert_client_fails_cleanly(
+    example: &str,
+    addr: SocketAddr,
+    args: &[&str],
+    stdin: &[u8],
+    needle: &str,
+) {
+    let out = run_example_client(example, addr, args, stdin);
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(out.stderr.contains(needle), "{out:?}");
+    assert!(!out.stderr.contains("panicked"), "{out:?}");
+}
