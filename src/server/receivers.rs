@@ -178,7 +178,8 @@ pub(crate) fn join_all(core: &Core, deadline: Instant) -> bool {
     let handles: Vec<JoinHandle<()>> = core.receivers.lock().drain(..).collect();
     let mut left = Vec::new();
     for h in handles {
-        while !h.is_finished() && Instant::now() < deadline {
+        // A forced close (second Ctrl-C) ends the wait at once, as it does for the pool.
+        while !h.is_finished() && Instant::now() < deadline && !core.forced.load(Ordering::SeqCst) {
             thread::sleep(Duration::from_millis(1));
         }
         if h.is_finished() {
