@@ -6,6 +6,7 @@ mod util;
 use std::io::{self, Write};
 use std::sync::Arc;
 use std::thread;
+use std::time::Duration;
 
 use parking_lot::Mutex;
 use socketserver::*;
@@ -169,9 +170,18 @@ fn a_reply_beyond_max_packet_size_fails_the_handler_instead_of_growing() {
 
 #[test]
 fn threading_udp_runs_cheap_handlers_on_its_receivers_without_a_pool_hand_off() {
-    // Sequential datagrams: a receiver is always free, so no request reaches the pool and
-    // the pool never starts a worker (the hand-off cost twice the CPU of a recv loop).
-    let server = ThreadingUdpServer::bind("127.0.0.1:0", echo_datagram).unwrap();
+    // Sequential datagrams: a receiver is always free, so requests run on the receivers
+    // themselves, not on pool workers (the hand-off cost twice the CPU of a recv loop).
+    // At most a couple may reach the pool when receivers are preempted on a busy machine.
+    let on_workers = Arc::new(Mutex::new(0u32));
+    let w = on_workers.clone();
+    let server = ThreadingUdpServer::bind("127.0.0.1:0", move |req: &mut DatagramRequest| {
+        if thread::current().name() == Some("socketserver-worker") {
+            *w.lock() += 1;
+        }
+        echo_datagram(req)
+    })
+    .unwrap();
     let addr = server.server_address().unwrap();
     let run = Running::start(server);
     let c = udp_client();
@@ -181,9 +191,13 @@ fn threading_udp_runs_cheap_handlers_on_its_receivers_without_a_pool_hand_off() 
         let (n, _) = c.recv_from(&mut buf).unwrap();
         assert_eq!(&buf[..n], &i.to_le_bytes());
     }
-    let st = run.server.stats();
-    assert_eq!(st.served, 200);
-    assert_eq!(st.workers, 0, "a datagram went through the pool: {st:?}");
+    // `served` is counted just after the reply leaves.
+    wait_until("all 200 counted", || run.server.stats().served == 200);
+    let handed_off = *on_workers.lock();
+    assert!(
+        handed_off <= 2,
+        "{handed_off} of 200 datagrams went through the pool"
+    );
 }
 
 #[test]
@@ -226,4 +240,107 @@ fn threading_udp_keeps_receiving_while_every_receiver_is_blocked_in_a_handler() 
         let (n, _) = blocked.recv_from(&mut buf).unwrap();
         assert_eq!(&buf[..n], b"block");
     }
+}
+
+#[test]
+fn threading_udp_shutdown_and_close_are_prompt_while_a_handler_blocks_and_nothing_later_is_served()
+{
+    // Review findings: the serving thread must not run handlers (shutdown would wait for
+    // them, and the grace period would not bound server_close), and receivers must take
+    // nothing once shutdown() is asked.
+    let (gate_tx, gate_rx) = crossbeam_channel::unbounded::<()>();
+    let (started_tx, started_rx) = crossbeam_channel::unbounded::<()>();
+    let served_after = Arc::new(Mutex::new(0u32));
+    let s = served_after.clone();
+    let server = Arc::new(
+        ThreadingUdpServer::builder()
+            .workers(2, 4)
+            .bind("127.0.0.1:0", move |req: &mut DatagramRequest| {
+                match req.packet() {
+                    b"block" => {
+                        let _ = started_tx.send(());
+                        let _ = gate_rx.recv_timeout(LONG);
+                    }
+                    b"after" => *s.lock() += 1,
+                    _ => {}
+                }
+                Ok(())
+            })
+            .unwrap(),
+    );
+    let addr = server.server_address().unwrap();
+    let serving = {
+        let s = server.clone();
+        thread::spawn(move || s.serve_forever())
+    };
+    let c = udp_client();
+    for _ in 0..4 {
+        c.send_to(b"block", addr).unwrap();
+    }
+    for _ in 0..4 {
+        started_rx
+            .recv_timeout(LONG)
+            .expect("four handlers blocked");
+    }
+    let t = std::time::Instant::now();
+    server.shutdown(); // waits for serve_forever: not for the blocked handlers
+    serving.join().unwrap().unwrap();
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "shutdown took {:?}",
+        t.elapsed()
+    );
+    c.send_to(b"after", addr).unwrap();
+    let t = std::time::Instant::now();
+    assert!(
+        !server.server_close_timeout(Duration::from_millis(100)),
+        "handlers were still blocked"
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "server_close took {:?}",
+        t.elapsed()
+    );
+    for _ in 0..4 {
+        let _ = gate_tx.send(());
+    }
+    assert_eq!(
+        *served_after.lock(),
+        0,
+        "a datagram sent after shutdown() was served"
+    );
+}
+
+/// A handler whose drop panics: outside the pipeline's handler stages.
+struct PanicsOnDrop;
+
+impl DatagramRequestHandler for PanicsOnDrop {
+    fn handle(&mut self, req: &mut DatagramRequest) -> io::Result<()> {
+        let packet = req.packet().to_vec();
+        req.wfile.write_all(&packet)
+    }
+}
+
+impl Drop for PanicsOnDrop {
+    fn drop(&mut self) {
+        panic!("drop panics");
+    }
+}
+
+#[test]
+fn threading_udp_receivers_survive_a_panic_outside_the_handler() {
+    let server = ThreadingUdpServer::bind("127.0.0.1:0", || PanicsOnDrop).unwrap();
+    let addr = server.server_address().unwrap();
+    let run = Running::start(server);
+    let c = udp_client();
+    let mut buf = [0u8; 16];
+    for i in 0..20u8 {
+        c.send_to(&[i], addr).unwrap();
+        let (n, _) = c.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..n], &[i]);
+    }
+    wait_until("every request counted out", || {
+        run.server.stats().active == 0
+    });
+    run.stop().unwrap();
 }

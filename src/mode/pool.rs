@@ -1,7 +1,8 @@
 //! The worker pool behind [`Threading`](super::Threading) servers: crossbeam channels, a
 //! bounded queue, elastic between a minimum and a maximum number of workers.
 //!
-//! - The serving thread is the only producer. Workers are the consumers.
+//! - The serving thread is the producer (for datagram servers: the receivers, through the
+//!   never-blocking `try_submit`). Workers are the consumers.
 //! - After each submit, if more jobs are queued than workers are idle and the pool is below
 //!   its maximum, one worker is started (so the pool grows exactly when all are busy).
 //! - A worker above the minimum that waits `keep_alive` without work exits; so does one that
@@ -24,7 +25,9 @@ use parking_lot::{Condvar, Mutex, RwLock};
 use super::{Disposition, Job, Refusal};
 use crate::server::Core;
 
-/// What the serving loop does when the pool's queue is full.
+/// What the serving loop does when the pool's queue is full. For stream servers;
+/// threading datagram servers have no connection to hold back or refuse: their receivers
+/// run the request themselves (see [`ThreadingUdpServer`](crate::ThreadingUdpServer)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum Overload {
@@ -130,14 +133,28 @@ impl Pool {
         sel.ready() == send
     }
 
-    /// Is the queue full (whatever the overload policy)?
-    pub(crate) fn queue_full(&self) -> bool {
-        self.tx.read().as_ref().is_none_or(|tx| tx.is_full())
-    }
-
     pub(crate) fn has_room(&self) -> bool {
         self.shared.config.overload != Overload::Block
             || self.tx.read().as_ref().is_none_or(|tx| !tx.is_full())
+    }
+
+    /// Queues a job if the queue has room (growing the pool as `submit` does); gives it back
+    /// if the queue is full or closed. Never blocks, whatever the overload policy: for
+    /// datagram receivers, which then run the job themselves.
+    pub(crate) fn try_submit(&self, core: &Core, job: Job) -> Result<(), Job> {
+        let guard = self.tx.read();
+        let Some(tx) = guard.as_ref() else {
+            return Err(job);
+        };
+        match tx.try_send(job) {
+            Ok(()) => {
+                if !self.maybe_grow(tx) {
+                    self.note_saturation(core, tx);
+                }
+                Ok(())
+            }
+            Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) => Err(job),
+        }
     }
 
     /// Queues a job, or disposes of it per the overload policy.

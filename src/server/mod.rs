@@ -66,12 +66,16 @@ pub type ThreadingTcpServer = Server<Tcp, Threading>;
 pub type UdpServer = Server<Udp, Synchronous>;
 /// Python's `ThreadingUDPServer`: UDP, datagrams handled concurrently.
 ///
-/// A datagram is a whole request, so it needs no hand-off: the serving thread and
-/// `min - 1` helper threads (the pool's minimum, default 4 receivers in all) all receive
-/// on the socket and run handlers themselves while another receiver stays free. When every
-/// other receiver is busy in a handler, datagrams go to the worker pool, so handlers that
-/// block never stop the server from receiving. See the README's Performance section for
-/// the figures; [`UdpServer`] is still the leanest for handlers that never block.
+/// A datagram is a whole request, so it needs no hand-off: receiver threads (as many as
+/// the pool's minimum, default 4) all receive on the socket and run handlers themselves
+/// while another receiver stays free; the serving thread only waits for `shutdown()`. When
+/// every other receiver is busy in a handler, datagrams go to the worker pool, so handlers
+/// that block never stop the server from receiving; when the pool's queue is full too,
+/// receivers run them anyway and the kernel's receive buffer absorbs the excess (the
+/// [`Overload`](crate::Overload) policy applies to connections, not datagrams). So up to
+/// the pool's maximum plus the receivers run at once, and
+/// [`Stats::workers`](crate::Stats::workers) counts pool workers only. See the README's
+/// Performance section; [`UdpServer`] is still the leanest for handlers that never block.
 pub type ThreadingUdpServer = Server<Udp, Threading>;
 /// Python's `UnixStreamServer`.
 pub type UnixStreamServer = Server<UnixStream, Synchronous>;

@@ -26,8 +26,16 @@ pub(crate) fn process<R: RequestKind + crate::request::Request>(
         return false;
     }
     core.in_flight.fetch_add(1, Ordering::SeqCst);
+    // Decremented on every way out, a panic outside the handler stages included.
+    struct InFlight<'a>(&'a Core);
+    impl Drop for InFlight<'_> {
+        fn drop(&mut self) {
+            self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+    let _in_flight = InFlight(core);
     let addr = R::incoming_addr(&inc).clone();
-    let ok = match R::open(inc, core) {
+    match R::open(inc, core) {
         Ok(mut req) => {
             let ok = run_handler(core, factory, &addr, &mut req);
             R::shutdown_request(req);
@@ -38,9 +46,7 @@ pub(crate) fn process<R: RequestKind + crate::request::Request>(
             core.report_error(&addr, &HandlerError::Io(e));
             false
         }
-    };
-    core.in_flight.fetch_sub(1, Ordering::SeqCst);
-    ok
+    }
 }
 
 /// Closes an accepted request without handling it; never silent.

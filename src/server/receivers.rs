@@ -3,21 +3,25 @@
 //!
 //! A datagram is a whole request, so there is no connection to hand over: any thread can
 //! receive one and run its handler. A threading datagram server therefore runs `R`
-//! receivers — the serving thread and `R - 1` helper threads, `R` being the pool's
-//! minimum — that all wait on the socket. A receiver runs the handler itself (inline, no
-//! hand-off, no wake-up of another thread) as long as another receiver stays free to
-//! receive; otherwise, or while the pool's queue has room and every other receiver is busy,
-//! it hands the datagram to the pool as before, so that handlers that block do not stop the
-//! server from receiving. When the pool's queue is full, receivers run handlers inline:
-//! the kernel's receive buffer then absorbs the excess, as it does for a synchronous server.
+//! receiver threads (`R` = the pool's minimum, default 4) that all wait on the socket,
+//! while the serving thread only waits for `shutdown()` and runs `service_actions`. A
+//! receiver runs the handler itself (no hand-off, no wake-up of another thread) as long as
+//! another receiver stays free to receive; otherwise it hands the datagram to the pool, so
+//! that handlers that block do not stop the server from receiving. When the pool's queue is
+//! full, the receiver runs the handler anyway: the kernel's receive buffer then absorbs the
+//! excess, as it does for a synchronous server (the overload policy does not apply to
+//! datagrams: there is no connection to refuse).
 //!
 //! Measured (README, Performance): the hand-off cost about twice the CPU per datagram of a
 //! plain `recv_from` loop.
 //!
-//! Helpers wait on the socket — on Linux through `EPOLLEXCLUSIVE`, so that a datagram wakes
-//! one idle helper, not all of them — and on a waker of their own run, which fires once
-//! when the run ends (never drained), so every helper sees it. A helper finishes the handler it is
-//! running, then exits; `server_close` joins them within the grace period.
+//! Receivers wait on the socket — on Linux through `EPOLLEXCLUSIVE`, so that a datagram
+//! wakes one idle receiver, not all of them — and on a waker of their own run, which fires
+//! once when the run ends (never drained), so every receiver sees it. They check for
+//! `shutdown()` before each datagram (a datagram taken in the instant `shutdown()` is
+//! called may still be served). A receiver finishes the request it is running, then
+//! exits; `server_close` joins them within the grace period (a stuck datagram handler
+//! cannot be forced: it is detached, as a pool worker would be).
 
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
@@ -31,15 +35,16 @@ use super::Core;
 use super::accept::Backoff;
 use super::serve::take_batch;
 use crate::handler::HandlerFactory;
-use crate::mode::Executor;
 use crate::request::sealed::RequestKind;
 use crate::sys;
 
 /// What the receivers of one `serve_forever` run share.
 #[derive(Debug)]
 pub(crate) struct RecvShared {
-    /// Receivers not running a handler.
-    free: AtomicUsize,
+    /// Receivers alive.
+    alive: AtomicUsize,
+    /// Receivers running a request.
+    busy: AtomicUsize,
     /// The run is over: helpers exit.
     over: AtomicBool,
     /// Fires (once, never drained) when the run is over.
@@ -47,26 +52,31 @@ pub(crate) struct RecvShared {
 }
 
 impl RecvShared {
-    /// May this receiver run the request inline? Yes if another receiver stays free to
-    /// receive, or if the pool's queue is full (inline is then the back-pressure). A `true`
-    /// must be followed by [`release`](Self::release).
-    pub(crate) fn claim_inline(&self, core: &Core) -> bool {
-        if self.free.fetch_sub(1, Ordering::SeqCst) > 1 {
-            return true;
-        }
-        let full = match &core.executor {
-            Executor::Pool(pool) => pool.queue_full(),
-            _ => false,
-        };
-        if !full {
-            self.free.fetch_add(1, Ordering::SeqCst);
-        }
-        full
+    /// May this receiver run the request itself? Yes if another receiver stays free to
+    /// receive meanwhile. A `true` counts it busy: hold [`busy_guard`](Self::busy_guard).
+    pub(crate) fn claim_inline(&self) -> bool {
+        let alive = self.alive.load(Ordering::SeqCst);
+        self.busy
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |b| {
+                (b + 1 < alive).then_some(b + 1)
+            })
+            .is_ok()
     }
 
-    /// The inline request is done: this receiver is free again.
-    pub(crate) fn release(&self) {
-        self.free.fetch_add(1, Ordering::SeqCst);
+    /// Counts this receiver busy whatever the others do (the pool's queue is full).
+    pub(crate) fn claim_anyway(&self) {
+        self.busy.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Counts the receiver free again when dropped, even if the request panicked.
+    pub(crate) fn busy_guard(&self) -> impl Drop + '_ {
+        struct Busy<'a>(&'a AtomicUsize);
+        impl Drop for Busy<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        Busy(&self.busy)
     }
 }
 
@@ -77,18 +87,15 @@ pub(crate) struct Receivers {
 }
 
 impl Receivers {
-    /// Starts `count - 1` helpers (the serving thread is the first receiver). `None` when
-    /// there is nothing to start (`count` ≤ 1) or the run waker cannot be made; the server
-    /// then hands every datagram to the pool, as with one receiver.
+    /// Starts `count` receiver threads. `None` when the run waker cannot be made or no
+    /// thread starts; the server then hands every datagram to the pool from the serving
+    /// thread, as before receivers existed.
     pub(crate) fn start<R: RequestKind + crate::request::Request>(
         core: &Arc<Core>,
         factory: &Arc<dyn HandlerFactory<R>>,
         sock: &Arc<Socket>,
         count: usize,
     ) -> Option<Receivers> {
-        if count <= 1 {
-            return None;
-        }
         let waker = match sys::Waker::new() {
             Ok(w) => w,
             Err(e) => {
@@ -97,32 +104,35 @@ impl Receivers {
             }
         };
         let shared = Arc::new(RecvShared {
-            free: AtomicUsize::new(count),
+            alive: AtomicUsize::new(count),
+            busy: AtomicUsize::new(0),
             over: AtomicBool::new(false),
             waker,
         });
         let mut handles = core.receivers.lock();
         handles.retain(|h| !h.is_finished());
-        for _ in 1..count {
+        for _ in 0..count {
             let (core2, factory, sock, sh) =
                 (core.clone(), factory.clone(), sock.clone(), shared.clone());
             let spawned = thread::Builder::new()
                 .name("socketserver-receiver".into())
-                .spawn(move || helper(&core2, &factory, &sock, &sh));
+                .spawn(move || {
+                    receive(&core2, &factory, &sock, &sh);
+                    sh.alive.fetch_sub(1, Ordering::SeqCst);
+                });
             match spawned {
                 Ok(h) => handles.push(h),
                 Err(e) => {
-                    // One receiver fewer: the others (and the pool) carry on.
-                    shared.free.fetch_sub(1, Ordering::SeqCst);
+                    shared.alive.fetch_sub(1, Ordering::SeqCst);
                     log::error!("socketserver: cannot start a datagram receiver: {e}");
                 }
             }
         }
+        if shared.alive.load(Ordering::SeqCst) == 0 {
+            shared.over.store(true, Ordering::SeqCst);
+            return None;
+        }
         Some(Receivers { shared })
-    }
-
-    pub(crate) fn shared(&self) -> &RecvShared {
-        &self.shared
     }
 }
 
@@ -133,8 +143,9 @@ impl Drop for Receivers {
     }
 }
 
-/// A helper receiver: waits on the socket and the run's waker until the run is over.
-fn helper<R: RequestKind + crate::request::Request>(
+/// A receiver: waits on the socket and the run's waker until `shutdown()` is asked or the
+/// run is over; takes no request after that.
+fn receive<R: RequestKind + crate::request::Request>(
     core: &Arc<Core>,
     factory: &Arc<dyn HandlerFactory<R>>,
     sock: &Arc<Socket>,
@@ -143,7 +154,7 @@ fn helper<R: RequestKind + crate::request::Request>(
     let mut buf = vec![std::mem::MaybeUninit::uninit(); core.options.max_packet_size];
     let mut backoff = Backoff::default();
     let wait = sys::SharedWait::new(sock.as_raw_fd(), sh.waker.fd());
-    let over = || sh.over.load(Ordering::SeqCst);
+    let over = || sh.over.load(Ordering::SeqCst) || core.control.stop_requested();
     while !over() {
         match wait.wait() {
             Ok(ready) if ready & 1 != 0 && !over() => {
@@ -181,6 +192,10 @@ pub(crate) fn join_all(core: &Core, deadline: Instant) -> bool {
         // A forced close (second Ctrl-C) ends the wait at once, as it does for the pool.
         while !h.is_finished() && Instant::now() < deadline && !core.forced.load(Ordering::SeqCst) {
             thread::sleep(Duration::from_millis(1));
+        }
+        if h.thread().id() == thread::current().id() {
+            // `server_close` from a handler on a receiver: it ends once the handler returns.
+            continue;
         }
         if h.is_finished() {
             let _ = h.join();

@@ -18,7 +18,7 @@ use super::accept::{Backoff, is_per_connection};
 use super::receivers::{Receivers, RecvShared};
 use super::{Core, Handled, Server, pipeline};
 use crate::handler::HandlerFactory;
-use crate::mode::{Disposition, Executor, Mode, Overload};
+use crate::mode::{Disposition, Executor, Job, Mode, Overload};
 use crate::request::sealed::RequestKind;
 use crate::request::{Polled, RecvBuf};
 use crate::sys;
@@ -63,6 +63,7 @@ impl<T: Transport, M: Mode> Server<T, M> {
         let hold_at_limit = core.options.pool.overload == Overload::Block;
         // Threading mode on a datagram socket: several receivers, no hand-off per datagram
         // while one stays free (see `receivers.rs`). Dropped at the end: helpers stop.
+        // The serving thread then only waits for shutdown and runs `service_actions`.
         let receivers = match &core.executor {
             Executor::Pool(_) if !<T::Request as RequestKind>::STREAM => {
                 let pool = &core.options.pool;
@@ -71,16 +72,15 @@ impl<T: Transport, M: Mode> Server<T, M> {
             }
             _ => None,
         };
-        let shared = receivers.as_ref().map(Receivers::shared);
         loop {
             if core.control.stop_requested()
-                || (shared.is_none() && !core.executor.wait_for_capacity(core))
+                || (receivers.is_none() && !core.executor.wait_for_capacity(core))
             {
                 break;
             }
             // At max_connections under Block: wait for a close (it wakes us), not for
-            // connections.
-            let poll_fds = if hold_at_limit && core.at_connection_limit() {
+            // connections. With datagram receivers, they wait on the socket.
+            let poll_fds = if receivers.is_some() || (hold_at_limit && core.at_connection_limit()) {
                 &fds[1..]
             } else {
                 &fds[..]
@@ -98,7 +98,7 @@ impl<T: Transport, M: Mode> Server<T, M> {
                 break;
             }
             if ready & 0b01 != 0 {
-                self.serve_ready(&sock, &mut buf, &mut backoff, shared)?;
+                self.serve_ready(&sock, &mut buf, &mut backoff)?;
             }
             self.service_actions();
         }
@@ -170,7 +170,6 @@ impl<T: Transport, M: Mode> Server<T, M> {
         sock: &Arc<Socket>,
         buf: &mut RecvBuf,
         backoff: &mut Backoff,
-        receivers: Option<&RecvShared>,
     ) -> io::Result<()> {
         let core = &self.core;
         take_batch(
@@ -180,7 +179,7 @@ impl<T: Transport, M: Mode> Server<T, M> {
             buf,
             backoff,
             &core.control.waker,
-            receivers,
+            None,
             &|| core.control.stop_requested(),
         )
     }
@@ -237,11 +236,33 @@ pub(super) fn dispatch<R: RequestKind + crate::request::Request>(
         }
         core.open.fetch_add(1, Ordering::SeqCst);
     }
-    if let Some(rx) = receivers
-        && rx.claim_inline(core)
-    {
-        pipeline::process(core, &**factory, inc, Disposition::Run);
-        rx.release();
+    if let Some(rx) = receivers {
+        // A datagram receiver: run it here while another receiver stays free; else hand it
+        // to the pool; if the pool's queue is full, run it here anyway (back-pressure).
+        let job: Job = {
+            let (core2, factory) = (core.clone(), factory.clone());
+            Box::new(move |d| {
+                pipeline::process(&core2, &*factory, inc, d);
+            })
+        };
+        let job = if rx.claim_inline() {
+            Some(job)
+        } else if let Executor::Pool(pool) = &core.executor {
+            pool.try_submit(core, job)
+                .err()
+                .inspect(|_| rx.claim_anyway())
+        } else {
+            rx.claim_anyway();
+            Some(job)
+        };
+        if let Some(job) = job {
+            let _busy = rx.busy_guard();
+            // The pipeline catches handler panics; this keeps the receiver alive through
+            // anything else, as the pool does for its workers.
+            if catch_unwind(AssertUnwindSafe(|| job(Disposition::Run))).is_err() {
+                log::error!("socketserver: a request panicked outside its handler");
+            }
+        }
         return;
     }
     match &core.executor {
