@@ -201,9 +201,9 @@ fn main() -> ExitCode {
         "Send each line of stdin as a command, print each output.",
     );
     let mut settings = Settings::new("remote_cmd", ADDR);
-    // An interactive session: 5 min idle allowed, no whole-connection deadline.
+    // An interactive session: 5 min idle allowed, an hour in all.
     settings.read_timeout = Some(Duration::from_secs(300));
-    settings.connection_deadline = None;
+    settings.connection_deadline = Some(Duration::from_secs(3600));
     settings.log_in_children = true;
     match cli.cmd {
         Cmd::Server {

@@ -180,9 +180,9 @@ fn main() -> ExitCode {
         "Read `msg|TEXT`, `file|PATH` and `q` lines from stdin and send them.",
     );
     let mut settings = Settings::new("upload", ADDR);
-    // A session may carry many large files: no whole-connection deadline, the idle
-    // timeout (60 s without a byte) still applies.
-    settings.connection_deadline = None;
+    // A session may carry many large files: an hour per connection (1 GiB at 300 KB/s),
+    // and the idle timeout (60 s without a byte) still applies.
+    settings.connection_deadline = Some(Duration::from_secs(3600));
     settings.log_in_children = true;
     match cli.cmd {
         Cmd::Server {
