@@ -11,7 +11,7 @@
 //! closes the connection with one log line and leaves nothing on disk.
 //!
 //! How to run:
-//!     cargo run --release --example upload -- server --dir uploads [--addr 127.0.0.1:9003] [--mode sync|threading|forking] [--max-size BYTES] [--overwrite]
+//!     cargo run --release --example upload -- server --dir uploads [--addr 127.0.0.1:9003] [--mode sync|threading|forking] [--max-size BYTES] [--quota BYTES] [--overwrite]
 //! How to poke it:
 //!     printf 'msg|hello\nfile|Cargo.toml\nq\n' | cargo run --release --example upload -- client
 //! You should see `upload: listening on 127.0.0.1:9003` on the server's stderr, then

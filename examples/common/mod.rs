@@ -118,7 +118,7 @@ pub struct LogArgs {
     pub log_level: LevelFilter,
 }
 
-/// Logs to stderr: `HH:MM:SS [LEVEL] message`.
+/// Logs to stderr: `<RFC 3339 UTC time> [LEVEL] message`.
 pub fn init_logging(args: &LogArgs) {
     let config = simplelog::ConfigBuilder::new()
         .set_time_format_rfc3339()

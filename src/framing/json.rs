@@ -59,7 +59,8 @@ impl TransferHeader {
     }
 }
 
-/// The JSON header of one upload-protocol message (see `shared/protocols.md`):
+/// The JSON header of one upload-protocol message (the tutorials' message-and-file protocol;
+/// the `upload` example speaks it):
 /// `{"msg_type": "msg"}` (a text frame follows) or
 /// `{"msg_type": "file", "file_name": "NAME"}` (a frame with the file's bytes follows).
 /// The end of an upload is the bare frame [`UPLOAD_CLOSE`], which is not JSON.
