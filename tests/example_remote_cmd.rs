@@ -42,13 +42,6 @@ fn is_running(pid: u32) -> bool {
     matches!(state, Some(s) if s != "Z" && s != "X")
 }
 
-#[track_caller]
-fn stop(mut server: ChildProc) -> String {
-    server.signal(libc::SIGINT);
-    assert_eq!(server.wait_exit(), Some(0), "exit status after SIGINT");
-    ChildProc::expect_line(&server.stderr, "stopped:")
-}
-
 #[test]
 fn commands_run_and_reply_with_the_json_header_in_every_mode() {
     for mode in MODES {
@@ -78,7 +71,7 @@ fn commands_run_and_reply_with_the_json_header_in_every_mode() {
         assert_eq!(out.code, Some(0), "{mode}: {out:?}");
         assert_eq!(out.stdout, "first\nsecond\nthird\n", "{mode}");
 
-        let summary = stop(server);
+        let summary = server.stop_with_sigint();
         assert!(summary.contains("2 served, 0 errors"), "{mode}: {summary}");
     }
 }
@@ -107,7 +100,7 @@ fn a_command_over_the_timeout_is_killed_with_its_process_group() {
     let (_, body) = run_command(&mut c, "echo alive");
     assert_eq!(body, b"alive\n");
     drop(c);
-    stop(server);
+    server.stop_with_sigint();
 }
 
 #[test]
@@ -138,7 +131,7 @@ fn output_over_the_cap_is_cut_and_the_command_stopped() {
     assert!(String::from_utf8_lossy(&body[1000..]).contains("output over 1000 bytes"));
     ChildProc::expect_line(&server.stderr, "output over 1000 bytes");
     drop(c);
-    stop(server);
+    server.stop_with_sigint();
 }
 
 #[test]
@@ -174,7 +167,7 @@ fn the_tutorials_python_client_works_unchanged() {
             "{mode}: python3 is required for the interop tests"
         );
         ChildProc::expect_line(&py.stdout, "ok");
-        stop(server);
+        server.stop_with_sigint();
     }
 }
 

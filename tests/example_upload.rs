@@ -50,14 +50,6 @@ fn message(text: &str) -> Vec<u8> {
     [frame(br#"{"msg_type": "msg"}"#), frame(text.as_bytes())].concat()
 }
 
-/// Stops the server with SIGINT: exit 0 and a summary line.
-#[track_caller]
-fn stop(mut server: ChildProc) -> String {
-    server.signal(libc::SIGINT);
-    assert_eq!(server.wait_exit(), Some(0), "exit status after SIGINT");
-    ChildProc::expect_line(&server.stderr, "stopped:")
-}
-
 #[test]
 fn messages_and_files_round_trip_in_every_mode() {
     let src = tempfile::tempdir().unwrap();
@@ -111,7 +103,7 @@ fn messages_and_files_round_trip_in_every_mode() {
         ChildProc::expect_line(&server.stderr, "message: \"no close frame\"");
         ChildProc::expect_line(&server.stderr, "done: 1 message(s), 0 file(s)");
 
-        let summary = stop(server);
+        let summary = server.stop_with_sigint();
         assert!(summary.contains("2 served, 0 errors"), "{mode}: {summary}");
     }
 }
@@ -161,7 +153,7 @@ fn a_200_mib_upload_arrives_intact_while_another_client_sends_messages() {
         assert!(got == chunk(i), "chunk {i} differs");
     }
     assert_eq!(stored.read(&mut got).unwrap(), 0, "stored file is too long");
-    stop(server);
+    server.stop_with_sigint();
 }
 
 #[test]
@@ -192,7 +184,7 @@ fn hostile_names_are_refused_and_nothing_is_written_in_every_mode() {
         // Still serving.
         round_trip(addr, &message("still here"));
         ChildProc::expect_line(&server.stderr, "message: \"still here\"");
-        let summary = stop(server);
+        let summary = server.stop_with_sigint();
         assert!(
             summary.contains(&format!("{} errors", names.len())),
             "{summary}"
@@ -257,7 +249,7 @@ fn bad_input_closes_the_connection_leaves_nothing_and_the_server_keeps_serving()
         round_trip(addr, &[file_header("ok.bin"), frame(&[1u8; 1000])].concat());
         ChildProc::expect_line(&server.stderr, "stored \"ok.bin\" (1000 bytes)");
         assert_eq!(entries(tmp.path()), ["ok.bin"]);
-        stop(server);
+        server.stop_with_sigint();
     }
 }
 
@@ -289,7 +281,7 @@ fn a_client_gone_mid_upload_leaves_no_partial_file_in_every_mode() {
             assert!(line.contains(why), "{mode}: {line}");
             assert!(entries(tmp.path()).is_empty(), "{mode} reset={reset}");
         }
-        stop(server);
+        server.stop_with_sigint();
     }
 }
 
@@ -310,14 +302,14 @@ fn an_existing_file_is_not_overwritten_unless_asked() {
     ChildProc::expect_line(&server.stderr, "already exists");
     assert_eq!(fs::read_to_string(&target).unwrap(), "original");
     assert_eq!(entries(tmp.path()), ["a.txt"]);
-    stop(server);
+    server.stop_with_sigint();
 
     let (server, addr) = upload_server(tmp.path(), &["--overwrite"]);
     round_trip(addr, &upload);
     ChildProc::expect_line(&server.stderr, "stored \"a.txt\" (11 bytes)");
     assert_eq!(fs::read_to_string(&target).unwrap(), "replacement");
     assert_eq!(entries(tmp.path()), ["a.txt"]);
-    stop(server);
+    server.stop_with_sigint();
 }
 
 #[test]
@@ -342,7 +334,7 @@ fn the_tutorials_python_client_works_unchanged() {
         ChildProc::expect_line(&server.stderr, "stored \"上传.bin\" (300000 bytes)");
         ChildProc::expect_line(&server.stderr, "done: 1 message(s), 1 file(s)");
         assert!(fs::read(dir.join("上传.bin")).unwrap() == body, "{mode}");
-        stop(server);
+        server.stop_with_sigint();
     }
 }
 
@@ -386,6 +378,6 @@ fn the_directory_quota_refuses_a_file_that_would_pass_it_in_every_mode() {
             ["a.bin", "already.bin", "c.bin"],
             "{mode}"
         );
-        stop(server);
+        server.stop_with_sigint();
     }
 }

@@ -30,10 +30,8 @@ fn noise(seed: u64, n: usize, high: bool) -> Vec<u8> {
 type Case<'a> = (&'a str, Vec<&'a str>, &'a [u8], &'a [u8]);
 
 #[track_caller]
-fn stop_cleanly(mut server: ChildProc, name: &str) {
-    server.signal(libc::SIGINT);
-    assert_eq!(server.wait_exit(), Some(0), "{name}: exit status");
-    let summary = ChildProc::expect_line(&server.stderr, "stopped:");
+fn stop_cleanly(server: ChildProc, name: &str) {
+    let summary = server.stop_with_sigint();
     assert!(summary.contains(" 0 panics"), "{name}: {summary}");
 }
 

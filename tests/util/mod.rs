@@ -323,6 +323,15 @@ impl ChildProc {
         unsafe { libc::kill(self.child.id() as libc::pid_t, sig) };
     }
 
+    /// Stops an example server with SIGINT: it must exit 0 and log its summary line
+    /// (`stopped: …`), which is returned.
+    #[track_caller]
+    pub fn stop_with_sigint(mut self) -> String {
+        self.signal(libc::SIGINT);
+        assert_eq!(self.wait_exit(), Some(0), "exit status after SIGINT");
+        Self::expect_line(&self.stderr, "stopped:")
+    }
+
     /// Waits (bounded) for the child to exit; returns its exit code.
     #[track_caller]
     pub fn wait_exit(&mut self) -> Option<i32> {
