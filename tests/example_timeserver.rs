@@ -141,17 +141,7 @@ const TZ: &str = "TST-5:30";
 /// Like [`spawn_example_server`], with `TZ` set for the server.
 #[track_caller]
 fn spawn_server_in_tz(mode: &str) -> (ChildProc, SocketAddr) {
-    let mut cmd = Command::new(example_path("timeserver"));
-    cmd.args(["server", "--addr", "127.0.0.1:0", "--mode", mode])
-        .env("TZ", TZ);
-    let proc = ChildProc::spawn(cmd);
-    let line = ChildProc::expect_line(&proc.stderr, "listening on ");
-    let addr = line["listening on ".len()..]
-        .split_whitespace()
-        .next()
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("no address in {line:?}"));
-    (proc, addr)
+    spawn_example_server_with_env("timeserver", &["--mode", mode], &[("TZ", TZ)])
 }
 
 #[test]

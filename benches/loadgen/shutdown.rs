@@ -63,36 +63,40 @@ macro_rules! measure {
     }};
 }
 
+/// `reps` shutdowns on one server made by `$make`, then `close_reps` closes of fresh ones.
+macro_rules! figures {
+    ($make:expr, $reps:expr, $close_reps:expr) => {{
+        let to_return = measure!($make?, $reps);
+        let mut close = Vec::with_capacity($close_reps);
+        for _ in 0..$close_reps {
+            let server = $make?;
+            let t0 = Instant::now();
+            server.server_close();
+            close.push(t0.elapsed());
+        }
+        Ok(ShutdownFigures {
+            to_return: Spread::of(to_return),
+            close: Spread::of(close),
+        })
+    }};
+}
+
 /// `ThreadingTcpServer`: `reps` shutdowns on one server, `close_reps` closes of fresh ones.
 pub fn tcp(reps: usize, close_reps: usize) -> io::Result<ShutdownFigures> {
     let noop = |_: &mut StreamRequest| Ok(());
-    let to_return = measure!(ThreadingTcpServer::bind("127.0.0.1:0", noop)?, reps);
-    let mut close = Vec::with_capacity(close_reps);
-    for _ in 0..close_reps {
-        let server = ThreadingTcpServer::bind("127.0.0.1:0", noop)?;
-        let t0 = Instant::now();
-        server.server_close();
-        close.push(t0.elapsed());
-    }
-    Ok(ShutdownFigures {
-        to_return: Spread::of(to_return),
-        close: Spread::of(close),
-    })
+    figures!(
+        ThreadingTcpServer::bind("127.0.0.1:0", noop),
+        reps,
+        close_reps
+    )
 }
 
 /// `ThreadingUdpServer`, as [`tcp`].
 pub fn udp(reps: usize, close_reps: usize) -> io::Result<ShutdownFigures> {
     let noop = |_: &mut DatagramRequest| Ok(());
-    let to_return = measure!(ThreadingUdpServer::bind("127.0.0.1:0", noop)?, reps);
-    let mut close = Vec::with_capacity(close_reps);
-    for _ in 0..close_reps {
-        let server = ThreadingUdpServer::bind("127.0.0.1:0", noop)?;
-        let t0 = Instant::now();
-        server.server_close();
-        close.push(t0.elapsed());
-    }
-    Ok(ShutdownFigures {
-        to_return: Spread::of(to_return),
-        close: Spread::of(close),
-    })
+    figures!(
+        ThreadingUdpServer::bind("127.0.0.1:0", noop),
+        reps,
+        close_reps
+    )
 }

@@ -194,8 +194,19 @@ pub fn example_path(name: &str) -> std::path::PathBuf {
 /// its `listening on` line. Killed and reaped on drop.
 #[track_caller]
 pub fn spawn_example_server(name: &str, args: &[&str]) -> (ChildProc, SocketAddr) {
+    spawn_example_server_with_env(name, args, &[])
+}
+
+/// [`spawn_example_server`] with extra environment variables for the server.
+#[track_caller]
+pub fn spawn_example_server_with_env(
+    name: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (ChildProc, SocketAddr) {
     let mut cmd = std::process::Command::new(example_path(name));
     cmd.arg("server").args(["--addr", "127.0.0.1:0"]).args(args);
+    cmd.envs(env.iter().copied());
     let proc = ChildProc::spawn(cmd);
     let line = ChildProc::expect_line(&proc.stderr, "listening on ");
     let addr = line["listening on ".len()..]
