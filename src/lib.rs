@@ -95,6 +95,25 @@
 //! [`framing`] module has length-prefixed frames (including Python's `struct.pack('i', n)`),
 //! JSON-header messages and safe file transfer, for handlers and plain clients alike.
 //!
+//! ## Architecture
+//!
+//! Layers, bottom to top; each module names only those below it (ARCHITECTURE.md in the
+//! repository has a paragraph per layer and the life of one request, and a test enforces
+//! the order):
+//!
+//! | layer | what it holds |
+//! |---|---|
+//! | [`framing`] | the sticky-packet toolkit; knows nothing of servers |
+//! | `sys`, `addr`, `stats`, `error` | OS calls; [`ClientAddr`]; [`Stats`]; [`HandlerError`] |
+//! | `options` | every knob and default, [`PoolConfig`] and [`Overload`] included |
+//! | `context` | what a running server hands down: options, hooks, counters, the shutdown signal, the connection tracker; [`ServerHandle`] |
+//! | `request` | what a handler receives: [`StreamRequest`], [`DatagramRequest`] |
+//! | [`transport`] | which socket: [`Tcp`], [`Udp`], [`UnixStream`](transport::UnixStream), [`UnixDatagram`](transport::UnixDatagram) |
+//! | `handler` | the handler traits and factories |
+//! | [`mode`] | who runs a request: [`Synchronous`], [`Threading`], [`Forking`]; the request pipeline |
+//! | `server` | Python's lifecycle and the serving loop: [`Server`], [`Builder`] |
+//! | [`prefork`], `signal` | on top: several processes; Ctrl-C |
+//!
 //! ## Cargo features
 //!
 //! - `ctrlc` (off): [`shutdown_on_ctrl_c`]. The library itself never installs a signal
@@ -104,6 +123,8 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod addr;
+mod context;
+mod error;
 pub mod framing;
 mod handler;
 pub mod mode;
@@ -119,21 +140,23 @@ mod sys;
 pub mod transport;
 
 pub use addr::ClientAddr;
+pub use context::ServerHandle;
+pub use error::HandlerError;
 pub use handler::{
-    BaseRequestHandler, Closure, Constructor, DatagramRequestHandler, HandlerError, HandlerFactory,
-    IntoHandler, StreamRequestHandler,
+    BaseRequestHandler, Closure, Constructor, DatagramRequestHandler, HandlerFactory, IntoHandler,
+    StreamRequestHandler,
 };
-pub use mode::{Forking, Mode, Overload, PoolConfig, Synchronous, Threading};
+pub use mode::{Forking, Mode, Synchronous, Threading};
 pub use options::{
     DEFAULT_BACKLOG, DEFAULT_MAX_PACKET_SIZE, DEFAULT_READ_TIMEOUT, DEFAULT_SHUTDOWN_GRACE,
-    DEFAULT_WRITE_TIMEOUT,
+    DEFAULT_WRITE_TIMEOUT, Overload, PoolConfig,
 };
 pub use request::{Connection, DatagramRequest, ReplyBuffer, Request, SocketWriter, StreamRequest};
 pub use server::{
     Builder, ForkingTcpServer, ForkingUdpServer, ForkingUnixDatagramServer,
-    ForkingUnixStreamServer, Handled, Server, ServerHandle, TcpServer, ThreadingTcpServer,
-    ThreadingUdpServer, ThreadingUnixDatagramServer, ThreadingUnixStreamServer, UdpServer,
-    UnixDatagramServer, UnixStreamServer,
+    ForkingUnixStreamServer, Handled, Server, TcpServer, ThreadingTcpServer, ThreadingUdpServer,
+    ThreadingUnixDatagramServer, ThreadingUnixStreamServer, UdpServer, UnixDatagramServer,
+    UnixStreamServer,
 };
 #[cfg(feature = "ctrlc")]
 pub use signal::{Stoppable, shutdown_on_ctrl_c};

@@ -1,11 +1,11 @@
 //! Socket and request options, with defaults better than Python's; applied through socket2.
+//! Every knob of every layer lives here, the worker pool's ([`PoolConfig`]) included, so that
+//! the layers above read their settings from one place and this module names none of them.
 
 use std::io;
 use std::time::Duration;
 
 use socket2::{Domain, SockAddr, Socket, TcpKeepalive, Type};
-
-use crate::mode::PoolConfig;
 
 /// Every knob of a server, with its default. Set them through [`Builder`](crate::Builder),
 /// whose methods document each one with the option or syscall behind it.
@@ -160,4 +160,53 @@ fn set_reuse_port(_sock: &Socket) -> io::Result<()> {
         io::ErrorKind::Unsupported,
         "SO_REUSEPORT is not available on this platform",
     ))
+}
+
+// ----- the worker pool (threading mode) ---------------------------------------------
+
+/// What the serving loop does when the pool's queue is full. For stream servers;
+/// threading datagram servers have no connection to hold back or refuse: their receivers
+/// run the request themselves (see [`ThreadingUdpServer`](crate::ThreadingUdpServer)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Overload {
+    /// Stop accepting until a slot frees: pending connections wait in the kernel's listen
+    /// backlog (and beyond it, clients' SYNs are retried by their kernels). Nothing is
+    /// refused. The default.
+    #[default]
+    Block,
+    /// Accept and close at once, log (rate-limited) and count it in
+    /// [`Stats::rejected`](crate::Stats::rejected). Clients see the connection close.
+    Reject,
+}
+
+/// Sizing of a threading server's worker pool. Defaults: 4 to 256 workers, a queue of 1024,
+/// 60 s keep-alive, at most 8 spare (idle) workers kept above the minimum,
+/// [`Overload::Block`].
+///
+/// With the defaults 256 long-lived connections are served at once (one worker each);
+/// further connections wait in the queue until a worker frees.
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    pub(crate) min_workers: usize,
+    pub(crate) max_workers: usize,
+    pub(crate) queue_capacity: usize,
+    pub(crate) keep_alive: Duration,
+    pub(crate) max_spare: usize,
+    pub(crate) overload: Overload,
+    pub(crate) stack_size: Option<usize>,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            min_workers: 4,
+            max_workers: 256,
+            queue_capacity: 1024,
+            keep_alive: Duration::from_secs(60),
+            max_spare: 8,
+            overload: Overload::Block,
+            stack_size: None,
+        }
+    }
 }

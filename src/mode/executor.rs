@@ -1,12 +1,19 @@
 //! The runtime half of a mode: what `process_request` does with a request.
+//!
+//! [`Executor`] is the boundary between the serving loop and whatever runs requests. The
+//! server holds it concretely; the context sees it only as a [`Runtime`] (its gauges and
+//! its part of a forced close), so a new runtime is one more variant here and one more
+//! `Runtime` arm, with no change to transports, requests or handlers.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 #[cfg(unix)]
 use super::Forker;
 use super::Pool;
-use crate::server::Core;
+use crate::context::{Context, Runtime};
+use crate::stats::Stats;
 
 /// A request waiting for a worker. `Disposition` says whether to run it or close it.
 pub type Job = Box<dyn FnOnce(Disposition) + Send>;
@@ -56,12 +63,12 @@ pub enum Executor {
 impl Executor {
     /// Waits until the executor can take a request (the pool's queue has room), or the loop
     /// is asked to stop (returns `false`). Never blocks in other modes.
-    pub(crate) fn wait_for_capacity(&self, core: &Core) -> bool {
+    pub(crate) fn wait_for_capacity(&self, ctx: &Context) -> bool {
         match self {
             Executor::Inline => true,
-            Executor::Pool(p) => p.wait_for_capacity(&core.control.stop_rx),
+            Executor::Pool(p) => p.wait_for_capacity(&ctx.control.stop_rx),
             #[cfg(unix)]
-            Executor::Fork(f) => f.wait_for_capacity(core),
+            Executor::Fork(f) => f.wait_for_capacity(ctx),
         }
     }
 
@@ -77,21 +84,12 @@ impl Executor {
 
     /// Drains: waits for queued and in-flight requests until `deadline`, then forces what is
     /// left. Returns `true` if everything finished before the deadline.
-    pub(crate) fn close(&self, core: &Arc<Core>, deadline: Instant) -> bool {
+    pub(crate) fn close(&self, ctx: &Arc<Context>, deadline: Instant) -> bool {
         match self {
-            Executor::Inline => core.wait_idle(deadline),
-            Executor::Pool(p) => p.close(core, deadline),
+            Executor::Inline => wait_idle(ctx, deadline),
+            Executor::Pool(p) => p.close(ctx, deadline),
             #[cfg(unix)]
-            Executor::Fork(f) => f.close(core, deadline),
-        }
-    }
-
-    pub(crate) fn fill_stats(&self, stats: &mut crate::Stats) {
-        match self {
-            Executor::Inline => {}
-            Executor::Pool(p) => p.fill_stats(stats),
-            #[cfg(unix)]
-            Executor::Fork(f) => stats.workers = f.count(),
+            Executor::Fork(f) => f.close(ctx, deadline),
         }
     }
 
@@ -103,4 +101,44 @@ impl Executor {
             _ => None,
         }
     }
+}
+
+impl Runtime for Executor {
+    fn fill_stats(&self, stats: &mut Stats) {
+        match self {
+            Executor::Inline => {}
+            Executor::Pool(p) => p.fill_stats(stats),
+            #[cfg(unix)]
+            Executor::Fork(f) => stats.workers = f.count(),
+        }
+    }
+
+    fn on_force_close(&self, ctx: &Context) {
+        // Inline mode has no pool to do it at the end of the grace period; the pool forces
+        // its own connections; forking mode never tracks in the parent (the children hold
+        // the connections).
+        if matches!(self, Executor::Inline) {
+            ctx.tracker.shutdown_all();
+        }
+    }
+}
+
+/// Synchronous mode's drain: waits for the request running on the serving thread, then
+/// forces it (`shutdown(2)`), as the pool does for its workers.
+fn wait_idle(ctx: &Context, deadline: Instant) -> bool {
+    let idle = |until: Instant| loop {
+        if ctx.in_flight.load(Ordering::SeqCst) == 0 {
+            return true;
+        }
+        if Instant::now() >= until || ctx.is_forced() {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    if idle(deadline) {
+        return true;
+    }
+    ctx.tracker.shutdown_all();
+    idle(Instant::now() + Duration::from_secs(2));
+    false
 }

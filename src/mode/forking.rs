@@ -33,37 +33,16 @@
 use std::io;
 use std::os::fd::RawFd;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use crate::handler::{HandlerError, HandlerFactory};
+use super::pipeline;
+use crate::context::Context;
+use crate::error::HandlerError;
+use crate::handler::HandlerFactory;
 use crate::request::Request;
-use crate::server::{Core, pipeline};
 use crate::sys;
-
-/// Set in a forked child: reporting avoids the `log` facade and locks.
-static IN_CHILD: AtomicBool = AtomicBool::new(false);
-
-/// Is this process a child forked by a forking server?
-pub(crate) fn in_forked_child() -> bool {
-    IN_CHILD.load(Ordering::Relaxed)
-}
-
-/// Writes one line to stderr with a raw `write(2)`: no lock, safe in a forked child.
-pub(crate) fn raw_stderr_line(msg: &str) {
-    let line = format!("{msg}\n");
-    let mut buf = line.as_bytes();
-    while !buf.is_empty() {
-        // SAFETY: writes from a valid buffer to fd 2.
-        let n = unsafe { libc::write(2, buf.as_ptr().cast(), buf.len()) };
-        if n <= 0 {
-            break;
-        }
-        buf = &buf[n as usize..];
-    }
-}
 
 /// Children of a forking server.
 #[derive(Debug)]
@@ -85,7 +64,7 @@ impl Forker {
     }
 
     /// Reaps exited children without blocking; returns how many are still running.
-    pub(crate) fn reap(&self, core: &Core) -> usize {
+    pub(crate) fn reap(&self, ctx: &Context) -> usize {
         let mut children = self.children.lock();
         children.retain(|&pid| {
             let mut status = 0;
@@ -95,9 +74,9 @@ impl Forker {
                 return true; // still running
             }
             if r == pid {
-                core.stats.served.inc();
+                ctx.stats.served.inc();
                 if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
-                    core.stats.errors.inc();
+                    ctx.stats.errors.inc();
                 }
             }
             false // exited, or not ours any more (ECHILD)
@@ -106,15 +85,15 @@ impl Forker {
     }
 
     /// Blocks accepting while `max_children` children run. `false` if asked to stop.
-    pub(crate) fn wait_for_capacity(&self, core: &Core) -> bool {
+    pub(crate) fn wait_for_capacity(&self, ctx: &Context) -> bool {
         loop {
-            if self.reap(core) < self.max_children {
+            if self.reap(ctx) < self.max_children {
                 return true;
             }
-            if core.control.stop_requested() {
+            if ctx.control.stop_requested() {
                 return false;
             }
-            let _ = sys::sleep_or_wake(&core.control.waker, Duration::from_millis(5));
+            let _ = sys::sleep_or_wake(&ctx.control.waker, Duration::from_millis(5));
         }
     }
 
@@ -122,14 +101,14 @@ impl Forker {
     /// closed in the child.
     pub(crate) fn spawn<R: Request>(
         &self,
-        core: &Arc<Core>,
+        ctx: &Arc<Context>,
         factory: &dyn HandlerFactory<R>,
         inc: R::Incoming,
         close_fds: &[RawFd],
     ) {
         // Keep the limit even when called from `handle_request` loops.
-        if self.reap(core) >= self.max_children {
-            let _ = self.wait_for_capacity(core);
+        if self.reap(ctx) >= self.max_children {
+            let _ = self.wait_for_capacity(ctx);
         }
         // SAFETY: fork(2). The child only runs code that takes no lock (see module docs)
         // and leaves with _exit, running no destructor of the parent's state.
@@ -138,10 +117,10 @@ impl Forker {
             -1 => {
                 let e = io::Error::last_os_error();
                 let addr = R::incoming_addr(&inc).clone();
-                core.report_error(&addr, &HandlerError::Io(e));
+                ctx.report_error(&addr, &HandlerError::Io(e));
                 R::close_incoming(inc);
             }
-            0 => child(core, factory, inc, close_fds),
+            0 => child(ctx, factory, inc, close_fds),
             pid => {
                 self.children.lock().push(pid);
                 // The parent closes its copy only (close, not shutdown).
@@ -151,12 +130,12 @@ impl Forker {
     }
 
     /// Waits for the children until `deadline`, then SIGTERM, then SIGKILL.
-    pub(crate) fn close(&self, core: &Core, deadline: Instant) -> bool {
+    pub(crate) fn close(&self, ctx: &Context, deadline: Instant) -> bool {
         let wait = |until: Instant, stop_on_force: bool| loop {
-            if self.reap(core) == 0 {
+            if self.reap(ctx) == 0 {
                 return true;
             }
-            if Instant::now() >= until || (stop_on_force && core.forced.load(Ordering::SeqCst)) {
+            if Instant::now() >= until || (stop_on_force && ctx.is_forced()) {
                 return false;
             }
             std::thread::sleep(Duration::from_millis(5));
@@ -183,12 +162,12 @@ impl Forker {
 }
 
 fn child<R: Request>(
-    core: &Arc<Core>,
+    ctx: &Arc<Context>,
     factory: &dyn HandlerFactory<R>,
     inc: R::Incoming,
     close_fds: &[RawFd],
 ) -> ! {
-    IN_CHILD.store(true, Ordering::Relaxed);
+    sys::mark_forked_child();
     // SAFETY: signal(2) and close(2) are async-signal-safe; the descriptors are the
     // parent's listener and waker, which the child never uses.
     unsafe {
@@ -199,11 +178,11 @@ fn child<R: Request>(
             libc::close(*fd);
         }
     }
-    if !core.options.log_in_children {
+    if !ctx.options.log_in_children {
         log::set_max_level(log::LevelFilter::Off);
     }
     let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        pipeline::process(core, factory, inc, crate::mode::Disposition::Run)
+        pipeline::process(ctx, factory, inc, crate::mode::Disposition::Run)
     }))
     .unwrap_or(false);
     // SAFETY: _exit(2) ends the child without running the parent's destructors or atexit

@@ -12,14 +12,15 @@
 mod executor;
 #[cfg(unix)]
 mod forking;
+pub(crate) mod pipeline;
 mod pool;
 
 pub(crate) use executor::{Disposition, Executor, Job, Refusal};
 #[cfg(unix)]
-pub(crate) use forking::{Forker, in_forked_child, raw_stderr_line};
+pub(crate) use forking::Forker;
 
+pub use crate::options::{Overload, PoolConfig};
 pub(crate) use pool::Pool;
-pub use pool::{Overload, PoolConfig};
 
 mod sealed {
     pub trait Sealed {}
@@ -46,7 +47,7 @@ pub struct Threading;
 /// the fork-safety notes: in the child, `log` is off by default and SIGINT is ignored.
 ///
 /// Process isolation has a price: a `fork` per request. Prefer [`Threading`] unless a
-/// handler must not share memory or crash its siblings; for multi-core scaling with
+/// handler must not share memory or crash its siblings; for multi-ctx scaling with
 /// isolation, see [`Prefork`](crate::prefork::Prefork).
 #[cfg(unix)]
 #[derive(Debug, Clone, Copy)]

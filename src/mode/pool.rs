@@ -23,54 +23,8 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Select, Sender, TrySendError
 use parking_lot::{Condvar, Mutex, RwLock};
 
 use super::{Disposition, Job, Refusal};
-use crate::server::Core;
-
-/// What the serving loop does when the pool's queue is full. For stream servers;
-/// threading datagram servers have no connection to hold back or refuse: their receivers
-/// run the request themselves (see [`ThreadingUdpServer`](crate::ThreadingUdpServer)).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum Overload {
-    /// Stop accepting until a slot frees: pending connections wait in the kernel's listen
-    /// backlog (and beyond it, clients' SYNs are retried by their kernels). Nothing is
-    /// refused. The default.
-    #[default]
-    Block,
-    /// Accept and close at once, log (rate-limited) and count it in
-    /// [`Stats::rejected`](crate::Stats::rejected). Clients see the connection close.
-    Reject,
-}
-
-/// Sizing of a threading server's worker pool. Defaults: 4 to 256 workers, a queue of 1024,
-/// 60 s keep-alive, at most 8 spare (idle) workers kept above the minimum,
-/// [`Overload::Block`].
-///
-/// With the defaults 256 long-lived connections are served at once (one worker each);
-/// further connections wait in the queue until a worker frees.
-#[derive(Debug, Clone)]
-pub struct PoolConfig {
-    pub(crate) min_workers: usize,
-    pub(crate) max_workers: usize,
-    pub(crate) queue_capacity: usize,
-    pub(crate) keep_alive: Duration,
-    pub(crate) max_spare: usize,
-    pub(crate) overload: Overload,
-    pub(crate) stack_size: Option<usize>,
-}
-
-impl Default for PoolConfig {
-    fn default() -> Self {
-        PoolConfig {
-            min_workers: 4,
-            max_workers: 256,
-            queue_capacity: 1024,
-            keep_alive: Duration::from_secs(60),
-            max_spare: 8,
-            overload: Overload::Block,
-            stack_size: None,
-        }
-    }
-}
+use crate::context::Context;
+use crate::options::{Overload, PoolConfig};
 
 #[derive(Debug)]
 struct Shared {
@@ -141,7 +95,7 @@ impl Pool {
     /// Queues a job if the queue has room (growing the pool as `submit` does); gives it back
     /// if the queue is full or closed. Never blocks, whatever the overload policy: for
     /// datagram receivers, which then run the job themselves.
-    pub(crate) fn try_submit(&self, core: &Core, job: Job) -> Result<(), Job> {
+    pub(crate) fn try_submit(&self, ctx: &Context, job: Job) -> Result<(), Job> {
         let guard = self.tx.read();
         let Some(tx) = guard.as_ref() else {
             return Err(job);
@@ -149,7 +103,7 @@ impl Pool {
         match tx.try_send(job) {
             Ok(()) => {
                 if !self.maybe_grow(tx) {
-                    self.note_saturation(core, tx);
+                    self.note_saturation(ctx, tx);
                 }
                 Ok(())
             }
@@ -158,7 +112,7 @@ impl Pool {
     }
 
     /// Queues a job, or disposes of it per the overload policy.
-    pub(crate) fn submit(&self, core: &Core, job: Job) {
+    pub(crate) fn submit(&self, ctx: &Context, job: Job) {
         let guard = self.tx.read();
         let Some(tx) = guard.as_ref() else {
             job(Disposition::Refuse(Refusal::Closed));
@@ -167,12 +121,12 @@ impl Pool {
         match tx.try_send(job) {
             Ok(()) => {
                 if !self.maybe_grow(tx) {
-                    self.note_saturation(core, tx);
+                    self.note_saturation(ctx, tx);
                 }
             }
             Err(TrySendError::Full(job)) => match self.shared.config.overload {
                 Overload::Reject => {
-                    core.stats.rejected.inc();
+                    ctx.stats.rejected.inc();
                     job(Disposition::Refuse(Refusal::Overloaded));
                 }
                 Overload::Block => {
@@ -192,7 +146,7 @@ impl Pool {
 
     /// A job was queued with every worker busy at the maximum: count it, and warn (at most
     /// every 10 s) — connections that wait here get no service until a worker frees.
-    fn note_saturation(&self, core: &Core, tx: &Sender<Job>) {
+    fn note_saturation(&self, ctx: &Context, tx: &Sender<Job>) {
         let s = &self.shared;
         if s.total.load(Ordering::SeqCst) < s.config.max_workers
             || s.idle.load(Ordering::SeqCst) > 0
@@ -200,7 +154,7 @@ impl Pool {
         {
             return;
         }
-        core.stats.saturated.inc();
+        ctx.stats.saturated.inc();
         let mut last = s.saturated_log.lock();
         if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
             *last = Some(Instant::now());
@@ -255,7 +209,7 @@ impl Pool {
         }
     }
 
-    pub(crate) fn fill_stats(&self, stats: &mut crate::Stats) {
+    pub(crate) fn fill_stats(&self, stats: &mut crate::stats::Stats) {
         let s = &self.shared;
         stats.workers = s.total.load(Ordering::Relaxed);
         stats.idle = s.idle.load(Ordering::Relaxed);
@@ -265,19 +219,19 @@ impl Pool {
     /// Closes the queue, waits for the workers to drain it until `deadline`, then forces:
     /// queued requests are closed (and logged), in-flight connections are shut down so that
     /// blocked handlers return, and the workers are joined.
-    pub(crate) fn close(&self, core: &Arc<Core>, deadline: Instant) -> bool {
+    pub(crate) fn close(&self, ctx: &Arc<Context>, deadline: Instant) -> bool {
         let s = &self.shared;
         // Workers blocked in `recv` see the disconnection once the queue is empty.
         drop(self.tx.write().take());
-        let clean = self.wait_exited(core, deadline);
+        let clean = self.wait_exited(ctx, deadline);
         if !clean {
             s.forced.store(true, Ordering::SeqCst);
-            let n = core.tracker.shutdown_all();
+            let n = ctx.tracker.shutdown_all();
             if n > 0 {
                 log::warn!("socketserver: grace period over: shut down {n} connection(s)");
             }
             // Handlers see EOF or an error now; give them a moment to unwind.
-            if !self.wait_exited(core, Instant::now() + Duration::from_secs(2)) {
+            if !self.wait_exited(ctx, Instant::now() + Duration::from_secs(2)) {
                 log::error!(
                     "socketserver: {} worker(s) still busy after the forced close; detached",
                     s.total.load(Ordering::SeqCst)
@@ -291,14 +245,14 @@ impl Pool {
         clean
     }
 
-    fn wait_exited(&self, core: &Core, deadline: Instant) -> bool {
+    fn wait_exited(&self, ctx: &Context, deadline: Instant) -> bool {
         let s = &self.shared;
         let mut g = s.exited.lock();
         loop {
             if s.total.load(Ordering::SeqCst) == 0 {
                 return true;
             }
-            if core.forced.load(Ordering::SeqCst) && !s.forced.load(Ordering::SeqCst) {
+            if ctx.is_forced() && !s.forced.load(Ordering::SeqCst) {
                 return false;
             }
             // Re-check at least every 50 ms: a second Ctrl-C (force) does not signal this

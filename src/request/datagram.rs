@@ -8,7 +8,7 @@ use socket2::{MaybeUninitSlice, SockAddr, Socket};
 use super::sealed::RequestKind;
 use super::{Polled, RecvBuf};
 use crate::addr::ClientAddr;
-use crate::server::{Core, ServerHandle};
+use crate::context::{Context, ServerHandle};
 
 /// A request on a datagram transport (UDP, Unix datagram): Python's
 /// `DatagramRequestHandler` after `setup()`.
@@ -147,7 +147,7 @@ impl RequestKind for DatagramRequest {
     const STREAM: bool = false;
 
     fn get_request(
-        core: &Arc<Core>,
+        ctx: &Arc<Context>,
         sock: &Arc<Socket>,
         buf: &mut RecvBuf,
     ) -> io::Result<Polled<Packet>> {
@@ -159,7 +159,7 @@ impl RequestKind for DatagramRequest {
         };
         let addr = ClientAddr::from_sockaddr(&from);
         if flags.is_truncated() {
-            core.stats.truncated.inc();
+            ctx.stats.truncated.inc();
             let err = io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!(
@@ -167,7 +167,7 @@ impl RequestKind for DatagramRequest {
                     buf.len()
                 ),
             );
-            core.report_error(&addr, &crate::HandlerError::Io(err));
+            ctx.report_error(&addr, &crate::error::HandlerError::Io(err));
             return Ok(Polled::Skipped);
         }
         // SAFETY: recvmsg initialised the first `n` bytes of `buf`.
@@ -184,16 +184,16 @@ impl RequestKind for DatagramRequest {
         &inc.addr
     }
 
-    fn open(inc: Packet, core: &Arc<Core>) -> io::Result<Self> {
+    fn open(inc: Packet, ctx: &Arc<Context>) -> io::Result<Self> {
         Ok(DatagramRequest {
             rfile: Cursor::new(inc.data),
-            wfile: ReplyBuffer::new(core.options.max_packet_size),
+            wfile: ReplyBuffer::new(ctx.options.max_packet_size),
             client_address: inc.addr,
             reply_to: inc.from,
             socket: inc.socket,
-            server: ServerHandle::from_core(core.clone()),
-            send_empty: core.options.empty_datagram_reply,
-            send_timeout: core.options.write_timeout,
+            server: ServerHandle::new(ctx.clone()),
+            send_empty: ctx.options.empty_datagram_reply,
+            send_timeout: ctx.options.write_timeout,
         })
     }
 

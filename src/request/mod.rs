@@ -15,7 +15,7 @@ use std::sync::Arc;
 use socket2::Socket;
 
 use crate::addr::ClientAddr;
-use crate::server::Core;
+use crate::context::Context;
 
 /// What one non-blocking `get_request` produced.
 #[derive(Debug)]
@@ -43,7 +43,7 @@ pub(crate) mod sealed {
         const STREAM: bool;
         /// One non-blocking `accept(2)` / `recvfrom(2)`.
         fn get_request(
-            core: &Arc<Core>,
+            ctx: &Arc<Context>,
             sock: &Arc<Socket>,
             buf: &mut RecvBuf,
         ) -> io::Result<Polled<Self::Incoming>>;
@@ -51,7 +51,7 @@ pub(crate) mod sealed {
         fn incoming_addr(inc: &Self::Incoming) -> &ClientAddr;
         /// Builds the request object: Python's `StreamRequestHandler.setup` /
         /// `DatagramRequestHandler.setup` part (timeouts, `rfile`, `wfile`).
-        fn open(inc: Self::Incoming, core: &Arc<Core>) -> io::Result<Self>;
+        fn open(inc: Self::Incoming, ctx: &Arc<Context>) -> io::Result<Self>;
         /// The flavour's own `finish`: the datagram reply is sent here.
         fn complete(&mut self) -> io::Result<()>;
         /// Python's `shutdown_request`: for streams `shutdown(SHUT_WR)` then close.

@@ -10,7 +10,7 @@ use socket2::Socket;
 use super::sealed::RequestKind;
 use super::{Polled, RecvBuf};
 use crate::addr::ClientAddr;
-use crate::server::{Core, Registration, ServerHandle};
+use crate::context::{Context, Registration, ServerHandle};
 
 /// An accepted connection: a cheap, clonable handle (`Arc`) to the socket.
 ///
@@ -168,7 +168,7 @@ impl RequestKind for StreamRequest {
     const STREAM: bool = true;
 
     fn get_request(
-        _core: &Arc<Core>,
+        _ctx: &Arc<Context>,
         sock: &Arc<Socket>,
         _buf: &mut RecvBuf,
     ) -> io::Result<Polled<Self::Incoming>> {
@@ -183,22 +183,22 @@ impl RequestKind for StreamRequest {
         &inc.1
     }
 
-    fn open(inc: Self::Incoming, core: &Arc<Core>) -> io::Result<Self> {
+    fn open(inc: Self::Incoming, ctx: &Arc<Context>) -> io::Result<Self> {
         let (sock, client_address) = inc;
-        core.options.configure_accepted(&sock, core.inet)?;
+        ctx.options.configure_accepted(&sock, ctx.inet)?;
         let conn = Connection(Arc::new(sock));
         // A forked child never locks the parent's tracker (another thread may hold it).
         #[cfg(unix)]
         let registration =
-            (!crate::mode::in_forked_child()).then(|| core.tracker.register(conn.as_raw_fd()));
+            (!crate::sys::in_forked_child()).then(|| ctx.tracker.register(conn.as_raw_fd()));
         #[cfg(not(unix))]
-        let registration = Some(core.tracker.register(conn.as_raw_fd()));
+        let registration = Some(ctx.tracker.register(conn.as_raw_fd()));
         Ok(StreamRequest {
-            rfile: BufReader::with_capacity(core.options.rbufsize, conn.clone()),
+            rfile: BufReader::with_capacity(ctx.options.rbufsize, conn.clone()),
             wfile: SocketWriter(conn.clone()),
             conn,
             client_address,
-            server: ServerHandle::from_core(core.clone()),
+            server: ServerHandle::new(ctx.clone()),
             registration,
         })
     }

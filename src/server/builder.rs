@@ -5,18 +5,16 @@ use std::any::Any;
 use std::io;
 use std::marker::PhantomData;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use parking_lot::{Mutex, RwLock};
-use socket2::Domain;
-
-use super::control::Control;
-use super::{Core, Hooks, Server, ServerHandle, Tracker};
+use super::Server;
 use crate::addr::ClientAddr;
-use crate::handler::{HandlerError, IntoHandler};
-use crate::mode::{Mode, Overload, PoolConfig};
-use crate::options::Options;
+use crate::context::{Context, Hooks, Runtime, ServerHandle};
+use crate::error::HandlerError;
+use crate::handler::IntoHandler;
+use crate::mode::Mode;
+use crate::options::{Options, Overload, PoolConfig};
 use crate::transport::{BindAddr, Transport};
 
 /// Configures and creates a [`Server`]. Obtain one with [`Server::builder`].
@@ -125,8 +123,8 @@ impl<T: Transport, M: Mode> Builder<T, M> {
         }
         socket.set_nonblocking(true)?;
         let server = self.make(socket, addr, handler)?;
-        server.core.bound.store(true, Ordering::SeqCst);
-        server.core.activated.store(true, Ordering::SeqCst);
+        server.bound.store(true, Ordering::SeqCst);
+        server.activated.store(true, Ordering::SeqCst);
         Ok(server)
     }
 
@@ -139,30 +137,15 @@ impl<T: Transport, M: Mode> Builder<T, M> {
     where
         H: IntoHandler<T::Request, Marker>,
     {
-        let inet = addr.domain() != Domain::UNIX;
-        let tracker = Tracker::new(self.options.connection_deadline);
-        let core = Core {
-            executor: M::executor(&self.options),
-            options: self.options,
-            hooks: self.hooks,
-            stats: Default::default(),
-            control: Control::new()?,
-            tracker,
-            socket: RwLock::new(Some(Arc::new(socket))),
-            address: Mutex::new(addr),
-            bound: AtomicBool::new(false),
-            activated: AtomicBool::new(false),
-            closed: AtomicBool::new(false),
-            forced: AtomicBool::new(false),
-            inet,
-            in_flight: AtomicUsize::new(0),
-            open: AtomicUsize::new(0),
-            reject_log: Mutex::new(None),
-            state: self.state,
-            socket_file: Mutex::new(None),
-            receivers: Mutex::new(Vec::new()),
-        };
-        Ok(Server::from_parts(Arc::new(core), handler.into_factory()))
+        let executor = Arc::new(M::executor(&self.options));
+        let runtime: Arc<dyn Runtime> = executor.clone();
+        let ctx = Context::new(self.options, self.hooks, self.state, addr, runtime)?;
+        Ok(Server::from_parts(
+            Arc::new(ctx),
+            executor,
+            handler.into_factory(),
+            socket,
+        ))
     }
 
     // ----- socket options -------------------------------------------------------------

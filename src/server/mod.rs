@@ -17,32 +17,27 @@
 
 mod accept;
 mod builder;
-mod control;
-mod core;
-mod handle;
-pub(crate) mod pipeline;
 mod receivers;
 mod serve;
-mod tracker;
 
 pub use builder::Builder;
-pub(crate) use core::{Core, Hooks};
-pub use handle::ServerHandle;
-pub(crate) use tracker::{Registration, Tracker};
 
 use std::fmt;
 use std::io;
 use std::marker::PhantomData;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use parking_lot::{Mutex, RwLock};
 use socket2::Socket;
 
+use crate::context::{Context, ServerHandle};
 use crate::handler::{HandlerFactory, IntoHandler};
-use crate::mode::{Forking, Mode, Synchronous, Threading};
-use crate::transport::{BindAddr, Tcp, Transport, Udp, UnixDatagram, UnixStream};
+use crate::mode::{Executor, Forking, Mode, Synchronous, Threading};
+use crate::transport::{BindAddr, SocketFile, Tcp, Transport, Udp, UnixDatagram, UnixStream};
 
 /// A socket server: a transport `T` ([`Tcp`], [`Udp`], …) served in mode `M`
 /// ([`Synchronous`], [`Threading`], …). Usually named through an alias such as
@@ -52,8 +47,20 @@ use crate::transport::{BindAddr, Tcp, Transport, Udp, UnixDatagram, UnixStream};
 /// `std::thread::scope` or an `Arc`; to stop it from a handler or a signal handler, use a
 /// [`ServerHandle`]. Dropping the server closes it ([`server_close`](Self::server_close)).
 pub struct Server<T: Transport, M: Mode> {
-    pub(crate) core: Arc<Core>,
+    /// What requests, executors and handles share (handed down to them).
+    ctx: Arc<Context>,
+    /// Who runs the requests (the context sees it as a `Runtime`).
+    executor: Arc<Executor>,
     factory: Arc<dyn HandlerFactory<T::Request>>,
+    /// The listening (stream) or receiving (datagram) socket; `None` once closed.
+    socket: RwLock<Option<Arc<Socket>>>,
+    bound: AtomicBool,
+    activated: AtomicBool,
+    closed: AtomicBool,
+    /// The Unix socket file to remove on close.
+    socket_file: Mutex<Option<SocketFile>>,
+    /// Datagram receiver threads (threading mode), joined by `server_close`.
+    receivers: Mutex<Vec<JoinHandle<()>>>,
     _marker: PhantomData<fn() -> (T, M)>,
 }
 
@@ -126,13 +133,22 @@ impl<T: Transport, M: Mode> Server<T, M> {
         Builder::new().bind(addr, handler)
     }
 
-    pub(crate) fn from_parts(
-        core: Arc<Core>,
+    fn from_parts(
+        ctx: Arc<Context>,
+        executor: Arc<Executor>,
         factory: Arc<dyn HandlerFactory<T::Request>>,
+        socket: Socket,
     ) -> Self {
         Server {
-            core,
+            ctx,
+            executor,
             factory,
+            socket: RwLock::new(Some(Arc::new(socket))),
+            bound: AtomicBool::new(false),
+            activated: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            socket_file: Mutex::new(None),
+            receivers: Mutex::new(Vec::new()),
             _marker: PhantomData,
         }
     }
@@ -142,16 +158,16 @@ impl<T: Transport, M: Mode> Server<T, M> {
     /// so a port of 0 is resolved). Only needed after [`Builder::build_unbound`].
     pub fn server_bind(&self) -> io::Result<()> {
         let sock = self.live_socket()?;
-        if self.core.bound.load(Ordering::SeqCst) {
+        if self.bound.load(Ordering::SeqCst) {
             return Err(io::Error::other("server_bind: already bound"));
         }
-        let addr = self.core.address.lock().clone();
-        self.core.options.before_bind(&sock, &addr)?;
-        T::before_bind(&self.core.options, &addr)?;
+        let addr = self.ctx.address.lock().clone();
+        self.ctx.options.before_bind(&sock, &addr)?;
+        T::before_bind(&self.ctx.options, &addr)?;
         sock.bind(&addr)?;
-        *self.core.socket_file.lock() = T::after_bind(&self.core.options, &addr)?;
-        *self.core.address.lock() = sock.local_addr()?;
-        self.core.bound.store(true, Ordering::SeqCst);
+        *self.socket_file.lock() = T::after_bind(&self.ctx.options, &addr)?;
+        *self.ctx.address.lock() = sock.local_addr()?;
+        self.bound.store(true, Ordering::SeqCst);
         Ok(())
     }
 
@@ -160,39 +176,39 @@ impl<T: Transport, M: Mode> Server<T, M> {
     pub fn server_activate(&self) -> io::Result<()> {
         let sock = self.live_socket()?;
         if <T::Request as crate::request::sealed::RequestKind>::STREAM {
-            sock.listen(self.core.options.backlog)?;
+            sock.listen(self.ctx.options.backlog)?;
         }
         sock.set_nonblocking(true)?;
-        self.core.activated.store(true, Ordering::SeqCst);
+        self.activated.store(true, Ordering::SeqCst);
         Ok(())
     }
 
     /// The address the server is bound to (Python's `server_address` after bind: port 0 is
     /// resolved to the real port).
     pub fn server_address(&self) -> io::Result<T::Addr> {
-        T::to_addr(&self.core.address.lock())
+        T::to_addr(&self.ctx.address.lock())
     }
 
     /// The server socket (Python's `socket`), until [`server_close`](Self::server_close).
     /// Use it to read or set socket options, or to poll it yourself.
     pub fn socket(&self) -> Option<Arc<Socket>> {
-        self.core.socket()
+        self.live()
     }
 
     /// Python's `fileno()`: the server socket's descriptor, or `None` once closed.
     pub fn fileno(&self) -> Option<RawFd> {
-        self.core.socket().map(|s| s.as_raw_fd())
+        self.live().map(|s| s.as_raw_fd())
     }
 
     /// A handle for stopping the server from another thread, a handler or a signal
     /// handler, and for reading its statistics.
     pub fn handle(&self) -> ServerHandle {
-        ServerHandle::from_core(self.core.clone())
+        ServerHandle::new(self.ctx.clone())
     }
 
     /// Python's `shutdown()`; see [`ServerHandle::shutdown`].
     pub fn shutdown(&self) {
-        self.core.control.shutdown(true);
+        self.ctx.control.shutdown(true);
     }
 
     /// A snapshot of the server's counters and gauges.
@@ -210,29 +226,33 @@ impl<T: Transport, M: Mode> Server<T, M> {
     ///
     /// Returns `true` if everything finished within the grace period. Idempotent.
     pub fn server_close(&self) -> bool {
-        self.server_close_timeout(self.core.options.shutdown_grace)
+        self.server_close_timeout(self.ctx.options.shutdown_grace)
     }
 
     /// [`server_close`](Self::server_close) with an explicit grace period.
     pub fn server_close_timeout(&self, grace: Duration) -> bool {
         let deadline = Instant::now() + grace;
-        if self.core.closed.swap(true, Ordering::SeqCst) {
+        if self.closed.swap(true, Ordering::SeqCst) {
             return true;
         }
-        self.core.control.shutdown(true);
+        self.ctx.control.shutdown(true);
         // Close the listener first: new SYNs get RST instead of waiting in a backlog that
         // will never be served.
-        drop(self.core.socket.write().take());
-        if let Some(file) = self.core.socket_file.lock().take() {
+        drop(self.socket.write().take());
+        if let Some(file) = self.socket_file.lock().take() {
             file.remove();
         }
-        let receivers_done = receivers::join_all(&self.core, deadline);
-        self.core.executor.close(&self.core, deadline) && receivers_done
+        let receivers_done = receivers::join_all(&self.ctx, &self.receivers, deadline);
+        self.executor.close(&self.ctx, deadline) && receivers_done
+    }
+
+    /// The socket, if the server is not closed.
+    fn live(&self) -> Option<Arc<Socket>> {
+        self.socket.read().clone()
     }
 
     fn live_socket(&self) -> io::Result<Arc<Socket>> {
-        self.core
-            .socket()
+        self.live()
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotConnected, "the server is closed"))
     }
 }
@@ -246,9 +266,9 @@ impl<T: Transport, M: Mode> Drop for Server<T, M> {
 impl<T: Transport, M: Mode> fmt::Debug for Server<T, M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Server")
-            .field("address", &self.core.address.lock())
-            .field("closed", &self.core.closed.load(Ordering::Relaxed))
-            .field("options", &self.core.options)
+            .field("address", &self.ctx.address.lock())
+            .field("closed", &self.closed.load(Ordering::Relaxed))
+            .field("options", &self.ctx.options)
             .finish_non_exhaustive()
     }
 }

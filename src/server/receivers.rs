@@ -31,11 +31,12 @@ use std::time::{Duration, Instant};
 
 use socket2::Socket;
 
-use super::Core;
+use parking_lot::Mutex;
+
 use super::accept::Backoff;
-use super::serve::take_batch;
-use crate::handler::HandlerFactory;
-use crate::request::sealed::RequestKind;
+use super::serve::{Dispatcher, take_batch};
+use crate::context::Context;
+use crate::request::Request;
 use crate::sys;
 
 /// What the receivers of one `serve_forever` run share.
@@ -90,11 +91,11 @@ impl Receivers {
     /// Starts `count` receiver threads. `None` when the run waker cannot be made or no
     /// thread starts; the server then hands every datagram to the pool from the serving
     /// thread, as before receivers existed.
-    pub(crate) fn start<R: RequestKind + crate::request::Request>(
-        core: &Arc<Core>,
-        factory: &Arc<dyn HandlerFactory<R>>,
+    pub(crate) fn start<R: Request>(
+        d: &Dispatcher<R>,
         sock: &Arc<Socket>,
         count: usize,
+        threads: &Mutex<Vec<JoinHandle<()>>>,
     ) -> Option<Receivers> {
         let waker = match sys::Waker::new() {
             Ok(w) => w,
@@ -109,15 +110,14 @@ impl Receivers {
             over: AtomicBool::new(false),
             waker,
         });
-        let mut handles = core.receivers.lock();
+        let mut handles = threads.lock();
         handles.retain(|h| !h.is_finished());
         for _ in 0..count {
-            let (core2, factory, sock, sh) =
-                (core.clone(), factory.clone(), sock.clone(), shared.clone());
+            let (d, sock, sh) = (d.clone(), sock.clone(), shared.clone());
             let spawned = thread::Builder::new()
                 .name("socketserver-receiver".into())
                 .spawn(move || {
-                    receive(&core2, &factory, &sock, &sh);
+                    receive(&d, &sock, &sh);
                     sh.alive.fetch_sub(1, Ordering::SeqCst);
                 });
             match spawned {
@@ -145,29 +145,16 @@ impl Drop for Receivers {
 
 /// A receiver: waits on the socket and the run's waker until `shutdown()` is asked or the
 /// run is over; takes no request after that.
-fn receive<R: RequestKind + crate::request::Request>(
-    core: &Arc<Core>,
-    factory: &Arc<dyn HandlerFactory<R>>,
-    sock: &Arc<Socket>,
-    sh: &RecvShared,
-) {
-    let mut buf = vec![std::mem::MaybeUninit::uninit(); core.options.max_packet_size];
+fn receive<R: Request>(d: &Dispatcher<R>, sock: &Arc<Socket>, sh: &RecvShared) {
+    let ctx = &d.ctx;
+    let mut buf = vec![std::mem::MaybeUninit::uninit(); ctx.options.max_packet_size];
     let mut backoff = Backoff::default();
     let wait = sys::SharedWait::new(sock.as_raw_fd(), sh.waker.fd());
-    let over = || sh.over.load(Ordering::SeqCst) || core.control.stop_requested();
+    let over = || sh.over.load(Ordering::SeqCst) || ctx.control.stop_requested();
     while !over() {
         match wait.wait() {
             Ok(ready) if ready & 1 != 0 && !over() => {
-                let r = take_batch(
-                    core,
-                    factory,
-                    sock,
-                    &mut buf,
-                    &mut backoff,
-                    &sh.waker,
-                    Some(sh),
-                    &over,
-                );
+                let r = take_batch(d, sock, &mut buf, &mut backoff, &sh.waker, Some(sh), &over);
                 if let Err(e) = r {
                     log::error!("socketserver: datagram receiver stopped: {e}");
                     break;
@@ -185,12 +172,16 @@ fn receive<R: RequestKind + crate::request::Request>(
 /// `server_close`: waits for the helpers of past runs to finish their handlers, until
 /// `deadline`; those still busy then are left to finish on their own (a datagram handler
 /// has no connection that could be shut down to stop it). `true` if all were joined.
-pub(crate) fn join_all(core: &Core, deadline: Instant) -> bool {
-    let handles: Vec<JoinHandle<()>> = core.receivers.lock().drain(..).collect();
+pub(crate) fn join_all(
+    ctx: &Context,
+    threads: &Mutex<Vec<JoinHandle<()>>>,
+    deadline: Instant,
+) -> bool {
+    let handles: Vec<JoinHandle<()>> = threads.lock().drain(..).collect();
     let mut left = Vec::new();
     for h in handles {
         // A forced close (second Ctrl-C) ends the wait at once, as it does for the pool.
-        while !h.is_finished() && Instant::now() < deadline && !core.forced.load(Ordering::SeqCst) {
+        while !h.is_finished() && Instant::now() < deadline && !ctx.is_forced() {
             thread::sleep(Duration::from_millis(1));
         }
         if h.thread().id() == thread::current().id() {

@@ -16,11 +16,13 @@ use socket2::Socket;
 
 use super::accept::{Backoff, is_per_connection};
 use super::receivers::{Receivers, RecvShared};
-use super::{Core, Handled, Server, pipeline};
+use super::{Handled, Server};
+use crate::context::{Context, ServerHandle};
 use crate::handler::HandlerFactory;
-use crate::mode::{Disposition, Executor, Job, Mode, Overload};
+use crate::mode::{Disposition, Executor, Job, Mode, pipeline};
+use crate::options::Overload;
 use crate::request::sealed::RequestKind;
-use crate::request::{Polled, RecvBuf};
+use crate::request::{Polled, RecvBuf, Request};
 use crate::sys;
 use crate::transport::Transport;
 
@@ -30,6 +32,24 @@ const BATCH: usize = 64;
 /// `service_actions` cadence when a hook is set but no interval is (Python's
 /// `poll_interval`).
 const DEFAULT_SERVICE_INTERVAL: Duration = Duration::from_millis(500);
+
+/// What every thread that takes requests needs: the context, the executor and the handler
+/// factory (cheap `Arc` clones of the server's).
+pub(super) struct Dispatcher<R: Request> {
+    pub(super) ctx: Arc<Context>,
+    pub(super) executor: Arc<Executor>,
+    pub(super) factory: Arc<dyn HandlerFactory<R>>,
+}
+
+impl<R: Request> Clone for Dispatcher<R> {
+    fn clone(&self) -> Self {
+        Dispatcher {
+            ctx: self.ctx.clone(),
+            executor: self.executor.clone(),
+            factory: self.factory.clone(),
+        }
+    }
+}
 
 impl<T: Transport, M: Mode> Server<T, M> {
     /// Python's `serve_forever()`: handles requests until [`shutdown`](Self::shutdown).
@@ -44,43 +64,43 @@ impl<T: Transport, M: Mode> Server<T, M> {
     /// [`Builder::service_interval`](crate::Builder::service_interval) when one is set.
     pub fn serve_forever(&self) -> io::Result<()> {
         let sock = self.ready_socket()?;
-        let core = &self.core;
-        let Some(_serving) = core.control.begin()? else {
+        let ctx = &self.ctx;
+        let Some(_serving) = ctx.control.begin()? else {
             return Ok(());
         };
         let mut buf = self.recv_buf();
         let mut backoff = Backoff::default();
-        let fds = [sock.as_raw_fd(), core.control.waker.fd()];
-        let hook_interval = core.options.service_interval.or(core
+        let fds = [sock.as_raw_fd(), ctx.control.waker.fd()];
+        let hook_interval = ctx.options.service_interval.or(ctx
             .hooks
             .service_actions
             .as_ref()
             .map(|_| DEFAULT_SERVICE_INTERVAL));
-        let interval = match (hook_interval, core.executor.service_interval()) {
+        let interval = match (hook_interval, self.executor.service_interval()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        let hold_at_limit = core.options.pool.overload == Overload::Block;
+        let hold_at_limit = ctx.options.pool.overload == Overload::Block;
         // Threading mode on a datagram socket: several receivers, no hand-off per datagram
         // while one stays free (see `receivers.rs`). Dropped at the end: helpers stop.
         // The serving thread then only waits for shutdown and runs `service_actions`.
-        let receivers = match &core.executor {
+        let receivers = match &*self.executor {
             Executor::Pool(_) if !<T::Request as RequestKind>::STREAM => {
-                let pool = &core.options.pool;
+                let pool = &ctx.options.pool;
                 let count = pool.min_workers.clamp(1, pool.max_workers.max(1));
-                Receivers::start(core, &self.factory, &sock, count)
+                Receivers::start(&self.dispatcher(), &sock, count, &self.receivers)
             }
             _ => None,
         };
         loop {
-            if core.control.stop_requested()
-                || (receivers.is_none() && !core.executor.wait_for_capacity(core))
+            if ctx.control.stop_requested()
+                || (receivers.is_none() && !self.executor.wait_for_capacity(ctx))
             {
                 break;
             }
             // At max_connections under Block: wait for a close (it wakes us), not for
             // connections. With datagram receivers, they wait on the socket.
-            let poll_fds = if receivers.is_some() || (hold_at_limit && core.at_connection_limit()) {
+            let poll_fds = if receivers.is_some() || (hold_at_limit && ctx.at_connection_limit()) {
                 &fds[1..]
             } else {
                 &fds[..]
@@ -92,9 +112,9 @@ impl<T: Transport, M: Mode> Server<T, M> {
                 ready
             };
             if ready & 0b10 != 0 {
-                core.control.waker.drain();
+                ctx.control.waker.drain();
             }
-            if core.control.stop_requested() {
+            if ctx.control.stop_requested() {
                 break;
             }
             if ready & 0b01 != 0 {
@@ -112,13 +132,13 @@ impl<T: Transport, M: Mode> Server<T, M> {
     /// wait.
     pub fn handle_request(&self) -> io::Result<Handled> {
         let sock = self.ready_socket()?;
-        let deadline = self.core.options.timeout.map(|t| Instant::now() + t);
+        let deadline = self.ctx.options.timeout.map(|t| Instant::now() + t);
         let mut buf = self.recv_buf();
         loop {
             let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
             let ready = sys::poll_readable(&[sock.as_raw_fd()], remaining)?;
             if ready & 1 != 0 {
-                match <T::Request as RequestKind>::get_request(&self.core, &sock, &mut buf) {
+                match <T::Request as RequestKind>::get_request(&self.ctx, &sock, &mut buf) {
                     Ok(Polled::Ready(inc)) => {
                         self.dispatch(inc, sock.as_raw_fd());
                         return Ok(Handled::Request);
@@ -127,18 +147,18 @@ impl<T: Transport, M: Mode> Server<T, M> {
                     Ok(Polled::WouldBlock) => {}
                     Err(e) if is_per_connection(&e) => {}
                     Err(e) => {
-                        self.core.stats.accept_errors.inc();
+                        self.ctx.stats.accept_errors.inc();
                         return Err(e);
                     }
                 }
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 #[cfg(unix)]
-                if let Executor::Fork(f) = &self.core.executor {
-                    f.reap(&self.core); // Python's ForkingMixIn.handle_timeout
+                if let Executor::Fork(f) = &*self.executor {
+                    f.reap(&self.ctx); // Python's ForkingMixIn.handle_timeout
                 }
-                if let Some(hook) = &self.core.hooks.handle_timeout {
-                    hook(&self.handle());
+                if let Some(hook) = &self.ctx.hooks.handle_timeout {
+                    hook(&ServerHandle::new(self.ctx.clone()));
                 }
                 return Ok(Handled::Timeout);
             }
@@ -147,7 +167,7 @@ impl<T: Transport, M: Mode> Server<T, M> {
 
     fn ready_socket(&self) -> io::Result<Arc<Socket>> {
         let sock = self.live_socket()?;
-        if !self.core.activated.load(Ordering::SeqCst) {
+        if !self.activated.load(Ordering::SeqCst) {
             return Err(io::Error::new(
                 io::ErrorKind::NotConnected,
                 "the server is not activated: call server_bind() and server_activate() first",
@@ -160,7 +180,7 @@ impl<T: Transport, M: Mode> Server<T, M> {
         if <T::Request as RequestKind>::STREAM {
             Vec::new()
         } else {
-            vec![std::mem::MaybeUninit::uninit(); self.core.options.max_packet_size]
+            vec![std::mem::MaybeUninit::uninit(); self.ctx.options.max_packet_size]
         }
     }
 
@@ -171,27 +191,37 @@ impl<T: Transport, M: Mode> Server<T, M> {
         buf: &mut RecvBuf,
         backoff: &mut Backoff,
     ) -> io::Result<()> {
-        let core = &self.core;
+        let ctx = &self.ctx;
         take_batch(
-            core,
-            &self.factory,
+            &self.dispatcher(),
             sock,
             buf,
             backoff,
-            &core.control.waker,
+            &ctx.control.waker,
             None,
-            &|| core.control.stop_requested(),
+            &|| ctx.control.stop_requested(),
         )
     }
 
     /// `verify_request`, then `process_request` in the server's mode.
     fn dispatch(&self, inc: <T::Request as RequestKind>::Incoming, listener: RawFd) {
-        dispatch(&self.core, &self.factory, inc, listener, None);
+        dispatch(&self.dispatcher(), inc, listener, None);
+    }
+
+    fn dispatcher(&self) -> Dispatcher<T::Request> {
+        Dispatcher {
+            ctx: self.ctx.clone(),
+            executor: self.executor.clone(),
+            factory: self.factory.clone(),
+        }
     }
 
     fn service_actions(&self) {
-        if let Some(hook) = &self.core.hooks.service_actions
-            && catch_unwind(AssertUnwindSafe(|| hook(&self.handle()))).is_err()
+        if let Some(hook) = &self.ctx.hooks.service_actions
+            && catch_unwind(AssertUnwindSafe(|| {
+                hook(&ServerHandle::new(self.ctx.clone()))
+            }))
+            .is_err()
         {
             log::error!("socketserver: the service_actions hook panicked");
         }
@@ -201,22 +231,22 @@ impl<T: Transport, M: Mode> Server<T, M> {
 /// `verify_request`, then `process_request` in the server's mode — or, on a datagram
 /// receiver (see `receivers.rs`), inline when another receiver stays free to receive or
 /// the pool's queue is full.
-pub(super) fn dispatch<R: RequestKind + crate::request::Request>(
-    core: &Arc<Core>,
-    factory: &Arc<dyn HandlerFactory<R>>,
+pub(super) fn dispatch<R: Request>(
+    d: &Dispatcher<R>,
     inc: R::Incoming,
     listener: RawFd,
     receivers: Option<&RecvShared>,
 ) {
-    core.stats.accepted.inc();
-    if let Some(verify) = &core.hooks.verify_request {
+    let (ctx, factory) = (&d.ctx, &d.factory);
+    ctx.stats.accepted.inc();
+    if let Some(verify) = &ctx.hooks.verify_request {
         let addr = R::incoming_addr(&inc);
         let ok = catch_unwind(AssertUnwindSafe(|| verify(addr))).unwrap_or_else(|_| {
             log::error!("socketserver: the verify_request hook panicked; refusing {addr}");
             false
         });
         if !ok {
-            core.stats.refused.inc();
+            ctx.stats.refused.inc();
             // Python's shutdown_request on refusal, exactly once (bpo-26309).
             R::close_incoming(inc);
             return;
@@ -224,31 +254,31 @@ pub(super) fn dispatch<R: RequestKind + crate::request::Request>(
     }
     // Stream connections are counted while open (forking: the children hold them,
     // bounded by max_children instead).
-    let counted = R::STREAM && !matches!(core.executor, Executor::Fork(_));
+    let counted = R::STREAM && !matches!(*d.executor, Executor::Fork(_));
     if counted {
-        if core.at_connection_limit() {
+        if ctx.at_connection_limit() {
             // Only reachable under Overload::Reject: Block stops accepting at the limit.
-            core.stats.rejected.inc();
+            ctx.stats.rejected.inc();
             let addr = R::incoming_addr(&inc);
-            core.log_rejected(addr, "max_connections reached");
+            ctx.log_rejected(addr, "max_connections reached");
             R::close_incoming(inc);
             return;
         }
-        core.open.fetch_add(1, Ordering::SeqCst);
+        ctx.open.fetch_add(1, Ordering::SeqCst);
     }
     if let Some(rx) = receivers {
         // A datagram receiver: run it here while another receiver stays free; else hand it
         // to the pool; if the pool's queue is full, run it here anyway (back-pressure).
         let job: Job = {
-            let (core2, factory) = (core.clone(), factory.clone());
+            let (ctx2, factory) = (ctx.clone(), factory.clone());
             Box::new(move |d| {
-                pipeline::process(&core2, &*factory, inc, d);
+                pipeline::process(&ctx2, &*factory, inc, d);
             })
         };
         let job = if rx.claim_inline() {
             Some(job)
-        } else if let Executor::Pool(pool) = &core.executor {
-            pool.try_submit(core, job)
+        } else if let Executor::Pool(pool) = &*d.executor {
+            pool.try_submit(ctx, job)
                 .err()
                 .inspect(|_| rx.claim_anyway())
         } else {
@@ -265,34 +295,34 @@ pub(super) fn dispatch<R: RequestKind + crate::request::Request>(
         }
         return;
     }
-    match &core.executor {
+    match &*d.executor {
         Executor::Inline => {
-            pipeline::process(core, &**factory, inc, Disposition::Run);
+            pipeline::process(ctx, &**factory, inc, Disposition::Run);
             if counted {
-                core.release_connection();
+                ctx.release_connection();
             }
         }
         #[cfg(unix)]
         Executor::Fork(forker) => {
             // The child closes the descriptors it must not use: the waker, and a stream
             // server's listener (a datagram server's socket is the reply socket).
-            let waker = core.control.waker.fd();
+            let waker = ctx.control.waker.fd();
             let close: &[RawFd] = if R::STREAM {
                 &[listener, waker]
             } else {
                 &[waker]
             };
-            forker.spawn(core, &**factory, inc, close);
+            forker.spawn(ctx, &**factory, inc, close);
         }
         Executor::Pool(pool) => {
-            let core2 = core.clone();
+            let ctx2 = ctx.clone();
             let factory = factory.clone();
             pool.submit(
-                core,
+                ctx,
                 Box::new(move |d| {
-                    pipeline::process(&core2, &*factory, inc, d);
+                    pipeline::process(&ctx2, &*factory, inc, d);
                     if counted {
-                        core2.release_connection();
+                        ctx2.release_connection();
                     }
                 }),
             );
@@ -304,9 +334,8 @@ pub(super) fn dispatch<R: RequestKind + crate::request::Request>(
 /// `stop()` holds, the socket is drained, or (Block policy) there is no room for more.
 /// Resource errors back off on `waker` (so a shutdown still takes effect at once).
 #[allow(clippy::too_many_arguments)]
-pub(super) fn take_batch<R: RequestKind + crate::request::Request>(
-    core: &Arc<Core>,
-    factory: &Arc<dyn HandlerFactory<R>>,
+pub(super) fn take_batch<R: Request>(
+    d: &Dispatcher<R>,
     sock: &Arc<Socket>,
     buf: &mut RecvBuf,
     backoff: &mut Backoff,
@@ -314,18 +343,19 @@ pub(super) fn take_batch<R: RequestKind + crate::request::Request>(
     receivers: Option<&RecvShared>,
     stop: &dyn Fn() -> bool,
 ) -> io::Result<()> {
+    let ctx = &d.ctx;
     for _ in 0..BATCH {
         if stop() {
             break;
         }
-        match R::get_request(core, sock, buf) {
+        match R::get_request(ctx, sock, buf) {
             Ok(Polled::Ready(inc)) => {
                 backoff.reset();
-                dispatch(core, factory, inc, sock.as_raw_fd(), receivers);
+                dispatch(d, inc, sock.as_raw_fd(), receivers);
                 // Block policy: stop taking requests there is no room for (receivers run
                 // them inline instead).
-                if (receivers.is_none() && !core.executor.has_room())
-                    || (core.options.pool.overload == Overload::Block && core.at_connection_limit())
+                if (receivers.is_none() && !d.executor.has_room())
+                    || (ctx.options.pool.overload == Overload::Block && ctx.at_connection_limit())
                 {
                     break;
                 }
@@ -333,13 +363,13 @@ pub(super) fn take_batch<R: RequestKind + crate::request::Request>(
             Ok(Polled::Skipped) => {}
             Ok(Polled::WouldBlock) => break,
             Err(e) if is_per_connection(&e) => {
-                core.stats.accept_errors.inc();
+                ctx.stats.accept_errors.inc();
                 if e.kind() == io::ErrorKind::WouldBlock {
                     break;
                 }
             }
             Err(e) => {
-                core.stats.accept_errors.inc();
+                ctx.stats.accept_errors.inc();
                 let pause = backoff.on_error(&e);
                 sys::sleep_or_wake(waker, pause)?;
                 break;

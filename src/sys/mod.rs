@@ -1,8 +1,13 @@
 //! Thin wrappers over the OS calls that std and socket2 do not cover: `poll(2)`, a waker for
-//! the serving loop, `getrlimit`/`setrlimit`. Everything platform-specific lives below this
-//! module, apart from the public API.
+//! the serving loop, `getrlimit`/`setrlimit`, and the forked-child flag. Everything
+//! platform-specific lives below this module, apart from the public API. The bottom layer:
+//! it names no other module of the crate.
 
 #[cfg(unix)]
+mod child;
+#[cfg(unix)]
 mod unix;
+#[cfg(unix)]
+pub(crate) use child::*;
 #[cfg(unix)]
 pub(crate) use unix::*;

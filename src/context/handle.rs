@@ -2,9 +2,8 @@
 //! threads and signal handlers use.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
-use super::Core;
+use super::Context;
 use crate::addr::ClientAddr;
 use crate::stats::Stats;
 
@@ -14,11 +13,11 @@ use crate::stats::Stats;
 /// of this very server — to read its statistics, or to reach the shared state given to
 /// [`Builder::state`](crate::Builder::state).
 #[derive(Debug, Clone)]
-pub struct ServerHandle(pub(crate) Arc<Core>);
+pub struct ServerHandle(pub(crate) Arc<Context>);
 
 impl ServerHandle {
-    pub(crate) fn from_core(core: Arc<Core>) -> ServerHandle {
-        ServerHandle(core)
+    pub(crate) fn new(ctx: Arc<Context>) -> ServerHandle {
+        ServerHandle(ctx)
     }
 
     /// Python's `shutdown()`: stops `serve_forever` and waits until it has returned.
@@ -45,13 +44,7 @@ impl ServerHandle {
     /// period, shuts down in-flight connections and closes queued ones (each logged). This
     /// is what a second Ctrl-C does.
     pub fn force_close(&self) {
-        self.0.forced.store(true, Ordering::SeqCst);
-        self.0.control.shutdown(false);
-        // Inline mode has no pool to do it at the end of the grace period; forking mode
-        // never tracks in the parent (the children hold the connections).
-        if matches!(self.0.executor, crate::mode::Executor::Inline) {
-            self.0.tracker.shutdown_all();
-        }
+        self.0.force_close();
     }
 
     /// `true` while `serve_forever` runs.
@@ -61,12 +54,7 @@ impl ServerHandle {
 
     /// A snapshot of the server's counters and gauges.
     pub fn stats(&self) -> Stats {
-        let mut s = self.0.stats.snapshot();
-        self.0.executor.fill_stats(&mut s);
-        s.active = self.0.in_flight.load(Ordering::Relaxed);
-        s.open = self.0.open.load(Ordering::Relaxed);
-        s.deadline_expired = self.0.tracker.expired();
-        s
+        self.0.snapshot()
     }
 
     /// The address the server is bound to (after `server_bind`; port 0 resolved).

@@ -1,5 +1,5 @@
 //! Python's request pipeline, per request: `verify_request` (on the serving thread, in
-//! `serve.rs`), then here `finish_request` (handler `setup` → `handle` → `finish`) and
+//! `server/serve.rs`), then here `finish_request` (handler `setup` → `handle` → `finish`) and
 //! `shutdown_request`, exactly once, whatever happened.
 
 use std::io;
@@ -7,54 +7,55 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use super::Core;
+use super::{Disposition, Refusal};
 use crate::addr::ClientAddr;
-use crate::handler::{HandlerError, HandlerFactory};
-use crate::mode::{Disposition, Refusal};
+use crate::context::Context;
+use crate::error::HandlerError;
+use crate::handler::HandlerFactory;
 use crate::request::sealed::RequestKind;
 
 /// Runs one request through its handler, or refuses it. `true` if no error or panic was
 /// reported (a forked child's exit status).
 pub(crate) fn process<R: RequestKind + crate::request::Request>(
-    core: &Arc<Core>,
+    ctx: &Arc<Context>,
     factory: &dyn HandlerFactory<R>,
     inc: R::Incoming,
     disposition: Disposition,
 ) -> bool {
     if let Disposition::Refuse(why) = disposition {
-        refuse::<R>(core, inc, why);
+        refuse::<R>(ctx, inc, why);
         return false;
     }
-    core.in_flight.fetch_add(1, Ordering::SeqCst);
+    ctx.in_flight.fetch_add(1, Ordering::SeqCst);
     // Decremented on every way out, a panic outside the handler stages included.
-    struct InFlight<'a>(&'a Core);
+    struct InFlight<'a>(&'a Context);
     impl Drop for InFlight<'_> {
         fn drop(&mut self) {
             self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
         }
     }
-    let _in_flight = InFlight(core);
+    let _in_flight = InFlight(ctx);
     let addr = R::incoming_addr(&inc).clone();
-    match R::open(inc, core) {
+    match R::open(inc, ctx) {
         Ok(mut req) => {
-            let ok = run_handler(core, factory, &addr, &mut req);
+            let ok = run_handler(ctx, factory, &addr, &mut req);
             R::shutdown_request(req);
-            core.stats.served.inc();
+            ctx.stats.served.inc();
             ok
         }
         Err(e) => {
-            core.report_error(&addr, &HandlerError::Io(e));
+            ctx.report_error(&addr, &HandlerError::Io(e));
             false
         }
     }
 }
 
 /// Closes an accepted request without handling it; never silent.
-pub(crate) fn refuse<R: RequestKind>(core: &Core, inc: R::Incoming, why: Refusal) {
+pub(crate) fn refuse<R: RequestKind>(ctx: &Context, inc: R::Incoming, why: Refusal) {
     if why == Refusal::Overloaded {
-        core.log_rejected(R::incoming_addr(&inc), why.reason());
+        ctx.log_rejected(R::incoming_addr(&inc), why.reason());
     } else {
-        core.stats.dropped.inc();
+        ctx.stats.dropped.inc();
         log::warn!(
             "socketserver: closed the request from {} unhandled: {}",
             R::incoming_addr(&inc),
@@ -65,7 +66,7 @@ pub(crate) fn refuse<R: RequestKind>(core: &Core, inc: R::Incoming, why: Refusal
 }
 
 fn run_handler<R: RequestKind + crate::request::Request>(
-    core: &Core,
+    ctx: &Context,
     factory: &dyn HandlerFactory<R>,
     addr: &ClientAddr,
     req: &mut R,
@@ -73,30 +74,30 @@ fn run_handler<R: RequestKind + crate::request::Request>(
     let mut handler = match catch_unwind(AssertUnwindSafe(|| factory.new_handler())) {
         Ok(h) => h,
         Err(p) => {
-            core.report_error(addr, &HandlerError::from_panic(p));
+            ctx.report_error(addr, &HandlerError::from_panic(p));
             return false;
         }
     };
     // Python: setup(); try: handle() finally: finish(). No finish when setup fails.
-    if !stage(core, addr, || handler.setup(req)) {
+    if !stage(ctx, addr, || handler.setup(req)) {
         return false;
     }
-    let handled = stage(core, addr, || handler.handle(req));
-    let finished = stage(core, addr, || handler.finish(req));
-    let completed = stage(core, addr, || req.complete());
+    let handled = stage(ctx, addr, || handler.handle(req));
+    let finished = stage(ctx, addr, || handler.finish(req));
+    let completed = stage(ctx, addr, || req.complete());
     handled && finished && completed
 }
 
 /// Runs one hook, reporting an error or a panic. `true` if it succeeded.
-fn stage(core: &Core, addr: &ClientAddr, f: impl FnOnce() -> io::Result<()>) -> bool {
+fn stage(ctx: &Context, addr: &ClientAddr, f: impl FnOnce() -> io::Result<()>) -> bool {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(Ok(())) => true,
         Ok(Err(e)) => {
-            core.report_error(addr, &HandlerError::Io(e));
+            ctx.report_error(addr, &HandlerError::Io(e));
             false
         }
         Err(p) => {
-            core.report_error(addr, &HandlerError::from_panic(p));
+            ctx.report_error(addr, &HandlerError::from_panic(p));
             false
         }
     }
