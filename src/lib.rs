@@ -144,19 +144,22 @@ pub use context::ServerHandle;
 pub use error::HandlerError;
 pub use handler::{
     BaseRequestHandler, Closure, Constructor, DatagramRequestHandler, HandlerFactory, IntoHandler,
-    StreamRequestHandler,
+    MessageHandler, Messages, StreamRequestHandler,
 };
-pub use mode::{Forking, Mode, Synchronous, Threading};
+pub use mode::{Evented, Forking, Mode, Synchronous, Threading};
 pub use options::{
-    DEFAULT_BACKLOG, DEFAULT_MAX_PACKET_SIZE, DEFAULT_READ_TIMEOUT, DEFAULT_SHUTDOWN_GRACE,
-    DEFAULT_WRITE_TIMEOUT, Overload, PoolConfig,
+    DEFAULT_BACKLOG, DEFAULT_HIGH_WATER, DEFAULT_MAX_OUTPUT, DEFAULT_MAX_PACKET_SIZE,
+    DEFAULT_READ_TIMEOUT, DEFAULT_SHUTDOWN_GRACE, DEFAULT_WRITE_TIMEOUT, Overload, PoolConfig,
 };
-pub use request::{Connection, DatagramRequest, ReplyBuffer, Request, SocketWriter, StreamRequest};
+pub use request::{
+    Channel, ChannelHandle, Connection, DatagramRequest, ReplyBuffer, Request, SocketWriter,
+    StreamRequest,
+};
 pub use server::{
-    Builder, ForkingTcpServer, ForkingUdpServer, ForkingUnixDatagramServer,
-    ForkingUnixStreamServer, Handled, Server, TcpServer, ThreadingTcpServer, ThreadingUdpServer,
-    ThreadingUnixDatagramServer, ThreadingUnixStreamServer, UdpServer, UnixDatagramServer,
-    UnixStreamServer,
+    Builder, EventedTcpServer, EventedUnixStreamServer, ForkingTcpServer, ForkingUdpServer,
+    ForkingUnixDatagramServer, ForkingUnixStreamServer, Handled, Server, TcpServer,
+    ThreadingTcpServer, ThreadingUdpServer, ThreadingUnixDatagramServer, ThreadingUnixStreamServer,
+    UdpServer, UnixDatagramServer, UnixStreamServer,
 };
 #[cfg(feature = "ctrlc")]
 pub use signal::{Stoppable, shutdown_on_ctrl_c};

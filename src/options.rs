@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use socket2::{Domain, SockAddr, Socket, TcpKeepalive, Type};
 
+use crate::framing::MessageFraming;
+
 /// Every knob of a server, with its default. Set them through [`Builder`](crate::Builder),
 /// whose methods document each one with the option or syscall behind it.
 #[derive(Debug, Clone)]
@@ -35,6 +37,11 @@ pub struct Options {
     pub(crate) unix_mode: Option<u32>,
     pub(crate) unix_remove_stale: bool,
     pub(crate) unix_unlink_on_close: bool,
+    pub(crate) framing: MessageFraming,
+    pub(crate) high_water: usize,
+    pub(crate) max_output: usize,
+    pub(crate) message_deadline: Option<Duration>,
+    pub(crate) max_messages_per_turn: usize,
 }
 
 /// Default `listen(2)` backlog (Python: 5; std and mio: 128).
@@ -45,6 +52,11 @@ pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(300);
 pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default grace period for draining in-flight requests on close.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// Default high-water mark of a message connection's output queue: over it, the
+/// connection is not read until the peer catches up (Netty's `WriteBufferWaterMark` high).
+pub const DEFAULT_HIGH_WATER: usize = 64 * 1024;
+/// Default most bytes queued for one message connection before pushes to it fail.
+pub const DEFAULT_MAX_OUTPUT: usize = 1024 * 1024;
 /// Default largest datagram a datagram server receives whole (Python: 8192).
 pub const DEFAULT_MAX_PACKET_SIZE: usize = 65_535;
 
@@ -77,6 +89,11 @@ impl Default for Options {
             unix_mode: None,
             unix_remove_stale: true,
             unix_unlink_on_close: true,
+            framing: MessageFraming::default(),
+            high_water: DEFAULT_HIGH_WATER,
+            max_output: DEFAULT_MAX_OUTPUT,
+            message_deadline: None,
+            max_messages_per_turn: 64,
         }
     }
 }

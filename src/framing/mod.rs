@@ -100,6 +100,7 @@ mod body;
 mod file;
 mod frame;
 mod json;
+mod message;
 mod name;
 mod sys;
 
@@ -112,4 +113,6 @@ pub use json::{
     BodyLen, FileHeader, PythonFormatter, TransferHeader, UPLOAD_CLOSE, UploadHeader,
     from_json_header, to_python_json,
 };
+pub(crate) use message::MessageReader;
+pub use message::{DEFAULT_MAX_LINE, Decoded, Decoder, MessageFraming};
 pub use name::{MAX_FILE_NAME_LEN, NameError, sanitize_file_name};

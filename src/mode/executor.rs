@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 #[cfg(unix)]
 use super::Forker;
-use super::Pool;
+use super::{Pool, Reactor};
 use crate::context::{Context, Runtime};
 use crate::stats::Stats;
 
@@ -58,6 +58,8 @@ pub enum Executor {
     /// Fork a child per request.
     #[cfg(unix)]
     Fork(Forker),
+    /// Park connections in a poller; run messages on its threads.
+    Reactor(Reactor),
 }
 
 impl Executor {
@@ -69,6 +71,7 @@ impl Executor {
             Executor::Pool(p) => p.wait_for_capacity(&ctx.control.stop_rx),
             #[cfg(unix)]
             Executor::Fork(f) => f.wait_for_capacity(ctx),
+            Executor::Reactor(_) => true,
         }
     }
 
@@ -79,6 +82,7 @@ impl Executor {
             Executor::Pool(p) => p.has_room(),
             #[cfg(unix)]
             Executor::Fork(_) => false, // re-check max_children before each fork
+            Executor::Reactor(_) => true,
         }
     }
 
@@ -90,6 +94,7 @@ impl Executor {
             Executor::Pool(p) => p.close(ctx, deadline),
             #[cfg(unix)]
             Executor::Fork(f) => f.close(ctx, deadline),
+            Executor::Reactor(r) => r.close(ctx, deadline),
         }
     }
 
@@ -98,7 +103,16 @@ impl Executor {
         match self {
             #[cfg(unix)]
             Executor::Fork(_) => Some(std::time::Duration::from_millis(200)),
+            // The reactor's starvation tick (see `Reactor::tick`).
+            Executor::Reactor(_) => Some(std::time::Duration::from_millis(5)),
             _ => None,
+        }
+    }
+
+    /// Runs on every wake-up of the serving loop.
+    pub(crate) fn tick(&self) {
+        if let Executor::Reactor(r) = self {
+            r.tick();
         }
     }
 }
@@ -110,6 +124,7 @@ impl Runtime for Executor {
             Executor::Pool(p) => p.fill_stats(stats),
             #[cfg(unix)]
             Executor::Fork(f) => stats.workers = f.count(),
+            Executor::Reactor(r) => r.fill_stats(stats),
         }
     }
 
@@ -117,8 +132,12 @@ impl Runtime for Executor {
         // Inline mode has no pool to do it at the end of the grace period; the pool forces
         // its own connections; forking mode never tracks in the parent (the children hold
         // the connections).
-        if matches!(self, Executor::Inline) {
-            ctx.tracker.shutdown_all();
+        match self {
+            Executor::Inline => {
+                ctx.tracker.shutdown_all();
+            }
+            Executor::Reactor(r) => r.force(),
+            _ => {}
         }
     }
 }

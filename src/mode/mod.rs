@@ -14,6 +14,7 @@ mod executor;
 mod forking;
 pub(crate) mod pipeline;
 mod pool;
+mod reactor;
 
 pub(crate) use executor::{Disposition, Executor, Job, Refusal};
 #[cfg(unix)]
@@ -21,6 +22,7 @@ pub(crate) use forking::Forker;
 
 pub use crate::options::{Overload, PoolConfig};
 pub(crate) use pool::Pool;
+pub(crate) use reactor::Reactor;
 
 mod sealed {
     pub trait Sealed {}
@@ -29,7 +31,7 @@ mod sealed {
 /// An execution mode: [`Synchronous`] or [`Threading`]. Sealed.
 pub trait Mode: sealed::Sealed + Send + Sync + 'static {
     #[doc(hidden)]
-    fn executor(options: &crate::options::Options) -> Executor;
+    fn executor(options: &crate::options::Options) -> std::io::Result<Executor>;
 }
 
 /// Serve one request at a time on the thread that calls `serve_forever` (Python's plain
@@ -53,26 +55,50 @@ pub struct Threading;
 #[derive(Debug, Clone, Copy)]
 pub struct Forking;
 
+/// Serve stream connections from a readiness loop (epoll on Linux, kqueue on macOS and the
+/// BSDs): idle connections — and connections with half a message, or whose replies wait for
+/// the peer to read — wait in the poller and hold no thread; a thread is used only while a
+/// complete message is handled. The tutorials' `select`/`epoll` chapter, done the way
+/// Apache's event MPM and Tomcat's NIO connector do it. Handlers are
+/// [`MessageHandler`](crate::MessageHandler)s (one per connection, called once per message,
+/// framing set by [`Builder::framing`](crate::Builder::framing)).
+///
+/// Threads: the pool's minimum (at least 2) to its maximum
+/// ([`Builder::workers`](crate::Builder::workers)); more start only while every thread is
+/// busy in a handler, so handlers may block (a database call, a command) without stopping
+/// the others while the pool has threads. Stream transports only (TCP, Unix stream);
+/// forking does not combine with it (a child per connection is the opposite design): use
+/// [`Prefork`](crate::prefork::Prefork) for several processes.
+#[derive(Debug, Clone, Copy)]
+pub struct Evented;
+
 impl sealed::Sealed for Synchronous {}
+impl sealed::Sealed for Evented {}
 impl sealed::Sealed for Threading {}
 #[cfg(unix)]
 impl sealed::Sealed for Forking {}
 
 impl Mode for Synchronous {
-    fn executor(_options: &crate::options::Options) -> Executor {
-        Executor::Inline
+    fn executor(_options: &crate::options::Options) -> std::io::Result<Executor> {
+        Ok(Executor::Inline)
     }
 }
 
 impl Mode for Threading {
-    fn executor(options: &crate::options::Options) -> Executor {
-        Executor::Pool(Pool::new(options.pool.clone()))
+    fn executor(options: &crate::options::Options) -> std::io::Result<Executor> {
+        Ok(Executor::Pool(Pool::new(options.pool.clone())))
     }
 }
 
 #[cfg(unix)]
 impl Mode for Forking {
-    fn executor(options: &crate::options::Options) -> Executor {
-        Executor::Fork(Forker::new(options.max_children))
+    fn executor(options: &crate::options::Options) -> std::io::Result<Executor> {
+        Ok(Executor::Fork(Forker::new(options.max_children)))
+    }
+}
+
+impl Mode for Evented {
+    fn executor(options: &crate::options::Options) -> std::io::Result<Executor> {
+        Ok(Executor::Reactor(Reactor::new(options)?))
     }
 }

@@ -211,5 +211,9 @@ impl RequestKind for DatagramRequest {
 
     fn shutdown_request(self) {}
 
+    fn into_stream(inc: Packet) -> Result<(Socket, ClientAddr), Packet> {
+        Err(inc)
+    }
+
     fn close_incoming(_inc: Packet) {}
 }

@@ -3,9 +3,12 @@
 //! constructor; here they travel together in one request value that every hook receives.
 
 mod datagram;
+mod message;
 mod stream;
 
 pub use datagram::{DatagramRequest, ReplyBuffer};
+pub use message::{Channel, ChannelHandle};
+pub(crate) use message::{Closing, Outlet};
 pub use stream::{Connection, SocketWriter, StreamRequest};
 
 use std::io;
@@ -56,6 +59,9 @@ pub(crate) mod sealed {
         fn complete(&mut self) -> io::Result<()>;
         /// Python's `shutdown_request`: for streams `shutdown(SHUT_WR)` then close.
         fn shutdown_request(self);
+        /// A raw stream request as its socket and peer (`Err` for datagrams): what the
+        /// evented reactor takes over.
+        fn into_stream(inc: Self::Incoming) -> Result<(Socket, ClientAddr), Self::Incoming>;
         /// `shutdown_request` for a raw request that never became a request object
         /// (refused by `verify_request`, the overload policy, or a forced close).
         fn close_incoming(inc: Self::Incoming);

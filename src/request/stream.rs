@@ -215,6 +215,10 @@ impl RequestKind for StreamRequest {
         let _ = self.conn.shutdown(Shutdown::Write);
     }
 
+    fn into_stream(inc: Self::Incoming) -> Result<(Socket, ClientAddr), Self::Incoming> {
+        Ok(inc)
+    }
+
     fn close_incoming(inc: Self::Incoming) {
         let _ = inc.0.shutdown(Shutdown::Write);
     }

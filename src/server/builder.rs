@@ -12,6 +12,7 @@ use super::Server;
 use crate::addr::ClientAddr;
 use crate::context::{Context, Hooks, Runtime, ServerHandle};
 use crate::error::HandlerError;
+use crate::framing::MessageFraming;
 use crate::handler::IntoHandler;
 use crate::mode::Mode;
 use crate::options::{Options, Overload, PoolConfig};
@@ -137,15 +138,26 @@ impl<T: Transport, M: Mode> Builder<T, M> {
     where
         H: IntoHandler<T::Request, Marker>,
     {
-        let executor = Arc::new(M::executor(&self.options));
+        let executor = Arc::new(M::executor(&self.options)?);
+        let factory = handler.into_factory();
+        if matches!(*executor, crate::mode::Executor::Reactor(_)) {
+            if !<T::Request as crate::request::sealed::RequestKind>::STREAM {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "the evented mode serves stream transports only (TCP, Unix stream)",
+                ));
+            }
+            if !factory.handles_messages() {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "the evented mode runs MessageHandler handlers (one per connection, \
+                     called per message); a StreamRequestHandler needs Threading",
+                ));
+            }
+        }
         let runtime: Arc<dyn Runtime> = executor.clone();
         let ctx = Context::new(self.options, self.hooks, self.state, addr, runtime)?;
-        Ok(Server::from_parts(
-            Arc::new(ctx),
-            executor,
-            handler.into_factory(),
-            socket,
-        ))
+        Ok(Server::from_parts(Arc::new(ctx), executor, factory, socket))
     }
 
     // ----- socket options -------------------------------------------------------------
@@ -378,6 +390,46 @@ impl<T: Transport, M: Mode> Builder<T, M> {
     /// The whole pool configuration at once.
     pub fn pool(mut self, config: PoolConfig) -> Self {
         self.options.pool = config;
+        self
+    }
+
+    // ----- message handlers (every stream mode; the evented mode's only kind) ------------
+
+    /// How the byte stream is cut into messages for a
+    /// [`MessageHandler`](crate::MessageHandler). Default
+    /// [`MessageFraming::Lines`] with lines of at most 64 KiB; `MessageFraming::Frames(
+    /// Framing::python())` for the tutorials' `struct.pack('i', n)` headers. A message over
+    /// the limit closes its connection (`InvalidData`, reported to `handle_error`).
+    pub fn framing(mut self, framing: MessageFraming) -> Self {
+        self.options.framing = framing;
+        self
+    }
+
+    /// Evented mode: the high-water mark of a connection's output queue. Over it, the
+    /// connection is not read (and no further message of it is handled) until the peer has
+    /// read enough (Netty's `WriteBufferWaterMark`). Default [`DEFAULT_HIGH_WATER`](crate::DEFAULT_HIGH_WATER)
+    /// (64 KiB).
+    pub fn high_water_mark(mut self, bytes: usize) -> Self {
+        self.options.high_water = bytes.max(1);
+        self
+    }
+
+    /// Evented mode: the most bytes queued for one connection; a push past it
+    /// ([`ChannelHandle::push`](crate::ChannelHandle::push)) fails with `WouldBlock`, so a
+    /// peer that never reads costs bounded memory. A queue that makes no progress for the
+    /// [`write_timeout`](Self::write_timeout) closes the connection. Default
+    /// [`DEFAULT_MAX_OUTPUT`](crate::DEFAULT_MAX_OUTPUT) (1 MiB).
+    pub fn max_output(mut self, bytes: usize) -> Self {
+        self.options.max_output = bytes.max(1);
+        self
+    }
+
+    /// Evented mode: the longest a connection may hold half a message (a slow-loris
+    /// client trickling bytes): past it the connection is closed, without ever having held
+    /// a thread. Default `None` (the idle timeout — [`read_timeout`](Self::read_timeout) —
+    /// and the [`connection_deadline`](Self::connection_deadline) still apply).
+    pub fn message_deadline(mut self, deadline: Option<Duration>) -> Self {
+        self.options.message_deadline = deadline;
         self
     }
 

@@ -36,7 +36,7 @@ use socket2::Socket;
 
 use crate::context::{Context, ServerHandle};
 use crate::handler::{HandlerFactory, IntoHandler};
-use crate::mode::{Executor, Forking, Mode, Synchronous, Threading};
+use crate::mode::{Evented, Executor, Forking, Mode, Synchronous, Threading};
 use crate::transport::{BindAddr, SocketFile, Tcp, Transport, Udp, UnixDatagram, UnixStream};
 
 /// A socket server: a transport `T` ([`Tcp`], [`Udp`], …) served in mode `M`
@@ -92,6 +92,11 @@ pub type ThreadingUnixStreamServer = Server<UnixStream, Threading>;
 pub type UnixDatagramServer = Server<UnixDatagram, Synchronous>;
 /// Python's `ThreadingUnixDatagramServer`.
 pub type ThreadingUnixDatagramServer = Server<UnixDatagram, Threading>;
+/// TCP served from a readiness loop ([`Evented`]): idle connections hold no thread; the
+/// handler is a [`MessageHandler`](crate::MessageHandler), called once per message.
+pub type EventedTcpServer = Server<Tcp, Evented>;
+/// Unix stream sockets served from a readiness loop ([`Evented`]).
+pub type EventedUnixStreamServer = Server<UnixStream, Evented>;
 /// Python's `ForkingTCPServer`: a child process per connection.
 pub type ForkingTcpServer = Server<Tcp, Forking>;
 /// Python's `ForkingUDPServer`: a child process per datagram.

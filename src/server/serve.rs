@@ -18,6 +18,7 @@ use super::accept::{Backoff, is_per_connection};
 use super::receivers::{Receivers, RecvShared};
 use super::{Handled, Server};
 use crate::context::{Context, ServerHandle};
+use crate::error::HandlerError;
 use crate::handler::HandlerFactory;
 use crate::mode::{Disposition, Executor, Job, Mode, pipeline};
 use crate::options::Overload;
@@ -120,6 +121,7 @@ impl<T: Transport, M: Mode> Server<T, M> {
             if ready & 0b01 != 0 {
                 self.serve_ready(&sock, &mut buf, &mut backoff)?;
             }
+            self.executor.tick();
             self.service_actions();
         }
         Ok(())
@@ -313,6 +315,36 @@ pub(super) fn dispatch<R: Request>(
                 &[waker]
             };
             forker.spawn(ctx, &**factory, inc, close);
+        }
+        Executor::Reactor(reactor) => {
+            let handler = catch_unwind(AssertUnwindSafe(|| factory.new_message_handler()));
+            let result = match (handler, R::into_stream(inc)) {
+                (Ok(Some(h)), Ok((sock, addr))) => reactor
+                    .register(ctx, sock, addr.clone(), h)
+                    .map_err(|e| (addr, HandlerError::Io(e))),
+                (Ok(_), Ok((sock, addr))) => {
+                    let _ = sock.shutdown(std::net::Shutdown::Write);
+                    Err((
+                        addr,
+                        HandlerError::Io(io::Error::other("not a message handler")),
+                    ))
+                }
+                (Err(p), Ok((sock, addr))) => {
+                    let _ = sock.shutdown(std::net::Shutdown::Write);
+                    Err((addr, HandlerError::from_panic(p)))
+                }
+                (_, Err(inc)) => {
+                    let addr = R::incoming_addr(&inc).clone();
+                    R::close_incoming(inc);
+                    Err((addr, HandlerError::Io(io::Error::other("not a stream"))))
+                }
+            };
+            if let Err((addr, e)) = result {
+                ctx.report_error(&addr, &e);
+                if counted {
+                    ctx.release_connection();
+                }
+            }
         }
         Executor::Pool(pool) => {
             let ctx2 = ctx.clone();

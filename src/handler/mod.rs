@@ -122,6 +122,18 @@ base_for!(DatagramRequestHandler, DatagramRequest);
 pub trait HandlerFactory<R: Request>: Send + Sync + 'static {
     /// A fresh handler for one request.
     fn new_handler(&self) -> Box<dyn BaseRequestHandler<R>>;
+
+    /// A fresh [`MessageHandler`] for one connection, if this factory makes them (the
+    /// evented mode runs only those). Default: `None`.
+    fn new_message_handler(&self) -> Option<Box<dyn MessageHandler>> {
+        None
+    }
+
+    /// Does [`new_message_handler`](Self::new_message_handler) make handlers? Default
+    /// `false`.
+    fn handles_messages(&self) -> bool {
+        false
+    }
 }
 
 /// Conversion into a [`HandlerFactory`]; the `Marker` type parameter only tells the two
@@ -201,3 +213,6 @@ where
         Arc::new(FnFactory(Arc::new(self)))
     }
 }
+
+mod message;
+pub use message::{MessageHandler, Messages};

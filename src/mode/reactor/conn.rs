@@ -1,0 +1,485 @@
+//! One connection of the evented reactor: its output queue and ownership flag (`Io`, a
+//! leaf lock any thread may take to push), and its handler side (`State`, touched only by
+//! the thread that owns the connection for a turn).
+
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::time::Instant;
+
+use parking_lot::Mutex;
+use polling::Event;
+use socket2::Socket;
+
+use super::Shared;
+use crate::addr::ClientAddr;
+use crate::context::{Context, ServerHandle};
+use crate::error::HandlerError;
+use crate::framing::{MessageFraming, MessageReader};
+use crate::handler::MessageHandler;
+use crate::options::Options;
+use crate::request::{Channel, Closing, Outlet};
+
+/// Reads per turn at most (16 KiB each): a client sending without pause cannot hold a
+/// thread.
+const READS_PER_TURN: usize = 4;
+/// An output buffer larger than this is given back once empty.
+const KEEP_OUT_CAPACITY: usize = 64 * 1024;
+
+/// The output side, shared with pushers.
+#[derive(Debug)]
+struct Io {
+    out: Vec<u8>,
+    /// Bytes of `out` already sent.
+    sent: usize,
+    /// A thread is running this connection's turn.
+    owned: bool,
+    closed: bool,
+    /// Armed (while parked) for readability / writability.
+    want_read: bool,
+    armed_write: bool,
+    /// A pusher asked to close once the queue is sent.
+    close_requested: bool,
+    /// Set by the timer sweep: close now, for this reason.
+    expire: Option<&'static str>,
+    opened: Instant,
+    last_input: Instant,
+    partial_since: Option<Instant>,
+    stalled_since: Option<Instant>,
+}
+
+impl Io {
+    fn pending(&self) -> usize {
+        self.out.len() - self.sent
+    }
+}
+
+/// The handler side, owned by one thread at a time.
+struct State {
+    handler: Box<dyn MessageHandler>,
+    channel: Channel,
+    reader: MessageReader,
+    set_up: bool,
+    eof: bool,
+}
+
+pub(super) struct Conn {
+    pub(super) key: usize,
+    sock: Socket,
+    addr: ClientAddr,
+    io: Mutex<Io>,
+    state: Mutex<State>,
+    shared: Weak<Shared>,
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conn")
+            .field("key", &self.key)
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The channel's outlet: a weak reference, so handles kept in a chat room never keep a
+/// closed connection's socket alive.
+#[derive(Debug)]
+struct ConnOutlet(Weak<Conn>);
+
+impl Outlet for ConnOutlet {
+    fn push(&self, data: &[u8]) -> io::Result<()> {
+        let conn = self.0.upgrade().ok_or(io::ErrorKind::NotConnected)?;
+        conn.push(data)
+    }
+
+    fn close(&self) {
+        if let Some(conn) = self.0.upgrade() {
+            let mut io = conn.io.lock();
+            if io.closed {
+                return;
+            }
+            io.close_requested = true;
+            let parked = !io.owned;
+            drop(io);
+            if parked && let Some(s) = conn.shared.upgrade() {
+                s.schedule(conn.key);
+            }
+        }
+    }
+
+    fn is_open(&self) -> bool {
+        self.0
+            .upgrade()
+            .is_some_and(|c| !c.io.lock().closed && !c.io.lock().close_requested)
+    }
+}
+
+impl Conn {
+    pub(super) fn new(
+        key: usize,
+        sock: Socket,
+        addr: ClientAddr,
+        handler: Box<dyn MessageHandler>,
+        ctx: &Arc<Context>,
+        shared: Weak<Shared>,
+    ) -> Conn {
+        // The channel needs the connection's weak self: filled in by `Arc::new_cyclic` in
+        // `new_arc`; a placeholder outlet until then is never used.
+        let now = Instant::now();
+        Conn {
+            key,
+            sock,
+            addr: addr.clone(),
+            io: Mutex::new(Io {
+                out: Vec::new(),
+                sent: 0,
+                owned: false,
+                closed: false,
+                want_read: false,
+                armed_write: false,
+                close_requested: false,
+                expire: None,
+                opened: now,
+                last_input: now,
+                partial_since: None,
+                stalled_since: None,
+            }),
+            state: Mutex::new(State {
+                handler,
+                channel: Channel::new(
+                    Arc::new(ConnOutlet(Weak::new())),
+                    addr,
+                    ServerHandle::new(ctx.clone()),
+                ),
+                reader: MessageReader::new(&ctx.options.framing),
+                set_up: false,
+                eof: false,
+            }),
+            shared,
+        }
+    }
+
+    /// Points the channel's outlet at this connection (once it is in its `Arc`).
+    pub(super) fn bind_outlet(self: &Arc<Self>) {
+        let addr = self.addr.clone();
+        let mut st = self.state.lock();
+        let server = st.channel.server().clone();
+        st.channel = Channel::new(Arc::new(ConnOutlet(Arc::downgrade(self))), addr, server);
+    }
+
+    pub(super) fn raw_fd(&self) -> RawFd {
+        self.sock.as_raw_fd()
+    }
+
+    /// A push from any thread: queue, send what the socket takes now if no thread owns the
+    /// connection, and arm for writability if something is left.
+    fn push(&self, data: &[u8]) -> io::Result<()> {
+        let shared = self.shared.upgrade().ok_or(io::ErrorKind::NotConnected)?;
+        let mut io = self.io.lock();
+        if io.closed || io.close_requested {
+            return Err(io::ErrorKind::NotConnected.into());
+        }
+        if io.pending() + data.len() > shared.options.max_output {
+            return Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                format!(
+                    "{} bytes already queued for {} (max_output {}): the peer is not reading",
+                    io.pending(),
+                    self.addr,
+                    shared.options.max_output
+                ),
+            ));
+        }
+        io.out.extend_from_slice(data);
+        if io.owned {
+            return Ok(()); // the owner flushes and re-arms
+        }
+        if let Err(e) = self.send_pending(&mut io) {
+            // The peer is gone: let a thread close it.
+            io.close_requested = true;
+            drop(io);
+            shared.schedule(self.key);
+            return Err(e);
+        }
+        if io.pending() > 0 && !io.armed_write {
+            io.armed_write = true;
+            let ev = interest(self.key, io.want_read, true);
+            shared.poller.modify(&self.sock, ev)?;
+        }
+        Ok(())
+    }
+
+    /// Sends queued output until the socket would block. Caller holds the `Io` lock.
+    fn send_pending(&self, io: &mut Io) -> io::Result<()> {
+        while io.sent < io.out.len() {
+            match self.sock.send(&io.out[io.sent..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    io.sent += n;
+                    io.stalled_since = None;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e),
+            }
+        }
+        if io.sent == io.out.len() {
+            io.out.clear();
+            io.sent = 0;
+            if io.out.capacity() > KEEP_OUT_CAPACITY {
+                io.out = Vec::new();
+            }
+        } else if io.stalled_since.is_none() {
+            io.stalled_since = Some(Instant::now());
+        }
+        Ok(())
+    }
+
+    /// The timer sweep: marks this connection for closing if a limit has passed. `true` if
+    /// it did (the caller schedules it).
+    pub(super) fn expire(&self, o: &Options, now: Instant) -> bool {
+        let mut io = self.io.lock();
+        if io.closed || io.owned || io.expire.is_some() {
+            return false;
+        }
+        let past = |since: Option<Instant>, limit: Option<std::time::Duration>| matches!((since, limit), (Some(t), Some(d)) if now.saturating_duration_since(t) >= d);
+        let why = if past(Some(io.opened), o.connection_deadline) {
+            "connection deadline (connection_deadline)"
+        } else if past(io.partial_since, o.message_deadline) {
+            "half a message past its deadline (message_deadline)"
+        } else if past(io.stalled_since, o.write_timeout) {
+            "the peer read nothing for the write timeout (write_timeout)"
+        } else if io.pending() == 0 && past(Some(io.last_input), o.read_timeout) {
+            "idle timeout (read_timeout)"
+        } else {
+            return false;
+        };
+        io.expire = Some(why);
+        true
+    }
+
+    /// One turn of this connection on a reactor thread.
+    pub(super) fn turn(self: &Arc<Self>, s: &Shared, ctx: &Arc<Context>) {
+        let expire = {
+            let mut io = self.io.lock();
+            if io.owned || io.closed {
+                return; // a duplicate event: the owner re-arms with the full state
+            }
+            io.owned = true;
+            io.expire
+        };
+        let mut guard = self.state.lock();
+        let st = &mut *guard;
+        if !st.set_up {
+            st.set_up = true;
+            let ok = stage(ctx, &self.addr, || st.handler.setup(&mut st.channel));
+            if !ok {
+                self.close(s, ctx, st, false);
+                return;
+            }
+        }
+        if s.forced.load(Ordering::SeqCst) {
+            self.close(s, ctx, st, true);
+            return;
+        }
+        if let Some(why) = expire {
+            log::info!(
+                "socketserver: closing the connection from {}: {why}",
+                self.addr
+            );
+            self.close(s, ctx, st, true);
+            return;
+        }
+        let o = &s.options;
+        let mut handled = 0;
+        let mut reads = 0;
+        let mut failed = false;
+        loop {
+            // Messages already buffered first: epoll cannot see them.
+            let paused = self.io.lock().pending() >= o.high_water;
+            while !paused && st.channel.closing == Closing::No && handled < o.max_messages_per_turn
+            {
+                match st.reader.next() {
+                    Ok(true) => {
+                        handled += 1;
+                        ctx.in_flight.fetch_add(1, Ordering::SeqCst);
+                        let ok = stage(ctx, &self.addr, || {
+                            st.handler.handle(&mut st.channel, st.reader.message())
+                        });
+                        ctx.in_flight.fetch_sub(1, Ordering::SeqCst);
+                        if !ok {
+                            failed = true;
+                            break;
+                        }
+                    }
+                    Ok(false) => break,
+                    Err(e) => {
+                        ctx.report_error(&self.addr, &HandlerError::Io(e));
+                        failed = true;
+                        break;
+                    }
+                }
+            }
+            if failed
+                || paused
+                || st.eof
+                || st.channel.closing != Closing::No
+                || handled >= o.max_messages_per_turn
+                || reads >= READS_PER_TURN
+            {
+                break;
+            }
+            reads += 1;
+            match st.reader.read_from(&mut &self.sock) {
+                Ok(0) => {
+                    st.eof = true;
+                    let rest = st.reader.take_rest();
+                    if !rest.is_empty() {
+                        if matches!(o.framing, MessageFraming::Lines { .. }) {
+                            let ok = stage(ctx, &self.addr, || {
+                                st.handler.handle(&mut st.channel, &rest)
+                            });
+                            failed |= !ok;
+                        } else {
+                            let e = io::Error::new(
+                                io::ErrorKind::UnexpectedEof,
+                                format!("the peer closed inside a message ({} bytes)", rest.len()),
+                            );
+                            ctx.report_error(&self.addr, &HandlerError::Io(e));
+                            failed = true;
+                        }
+                    }
+                    break;
+                }
+                Ok(_) => self.io.lock().last_input = Instant::now(),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    log::debug!("socketserver: connection from {}: {e}", self.addr);
+                    st.eof = true;
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        // Send this turn's replies (and anything pushed meanwhile) in as few sends as
+        // possible.
+        let mut io = self.io.lock();
+        if !st.channel.out.is_empty() {
+            if io.pending() == 0 {
+                io.out.clear();
+                io.sent = 0;
+                std::mem::swap(&mut io.out, &mut st.channel.out);
+            } else {
+                io.out.extend_from_slice(&st.channel.out);
+                st.channel.out.clear();
+            }
+        }
+        if self.send_pending(&mut io).is_err() {
+            io.out.clear();
+            io.sent = 0;
+            failed = true;
+        }
+        let pending = io.pending();
+        let draining = s.draining.load(Ordering::SeqCst);
+        let closing = st.channel.closing != Closing::No || io.close_requested;
+        let done = failed
+            || (st.eof && pending == 0)
+            || (closing && pending == 0)
+            || (draining && pending == 0 && st.reader.buffered() == 0);
+        if done {
+            drop(io);
+            self.close(s, ctx, st, true);
+            return;
+        }
+        let more_buffered = handled >= o.max_messages_per_turn;
+        io.partial_since = match (st.reader.buffered() > 0, io.partial_since) {
+            (false, _) => None,
+            (true, Some(t)) => Some(t),
+            (true, None) => Some(Instant::now()),
+        };
+        let want_read = !st.eof && !closing && pending < o.high_water;
+        let want_write = pending > 0;
+        io.want_read = want_read;
+        io.armed_write = want_write;
+        io.owned = false;
+        if more_buffered && pending < o.high_water {
+            // Bytes already read wait behind the other ready connections.
+            drop(io);
+            drop(guard);
+            s.schedule(self.key);
+            return;
+        }
+        let r = s
+            .poller
+            .modify(&self.sock, interest(self.key, want_read, want_write));
+        drop(io);
+        if let Err(e) = r {
+            log::error!(
+                "socketserver: cannot re-arm the connection from {}: {e}",
+                self.addr
+            );
+            let mut io = self.io.lock();
+            io.owned = true;
+            drop(io);
+            self.close(s, ctx, st, true);
+        }
+    }
+
+    /// Closes the connection: out of the poller, out of the table, `finish` (if `setup`
+    /// succeeded), a last non-blocking flush, `shutdown(SHUT_WR)`. The descriptor closes
+    /// with the last `Arc<Conn>`.
+    fn close(&self, s: &Shared, ctx: &Arc<Context>, st: &mut State, finish: bool) {
+        {
+            let mut io = self.io.lock();
+            if io.closed {
+                return;
+            }
+            io.closed = true;
+            let _ = s.poller.delete(&self.sock);
+        }
+        s.conns.write().remove(&self.key);
+        if finish {
+            stage(ctx, &self.addr, || st.handler.finish(&mut st.channel));
+            let mut io = self.io.lock();
+            let out = std::mem::take(&mut st.channel.out);
+            io.out.extend_from_slice(&out);
+            let _ = self.send_pending(&mut io);
+        }
+        let _ = self.sock.shutdown(std::net::Shutdown::Write);
+        ctx.stats.served.inc();
+        ctx.release_connection();
+    }
+}
+
+/// Creates a connection in its `Arc`, its channel pointing back at it.
+pub(super) fn new_arc(conn: Conn) -> Arc<Conn> {
+    let conn = Arc::new(conn);
+    conn.bind_outlet();
+    conn
+}
+
+fn interest(key: usize, read: bool, write: bool) -> Event {
+    match (read, write) {
+        (true, true) => Event::all(key),
+        (true, false) => Event::readable(key),
+        (false, true) => Event::writable(key),
+        (false, false) => Event::none(key),
+    }
+}
+
+/// Runs one handler stage, reporting an error or a panic. `true` if it succeeded.
+fn stage(ctx: &Context, addr: &ClientAddr, f: impl FnOnce() -> io::Result<()>) -> bool {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(())) => true,
+        Ok(Err(e)) => {
+            ctx.report_error(addr, &HandlerError::Io(e));
+            false
+        }
+        Err(p) => {
+            ctx.report_error(addr, &HandlerError::from_panic(p));
+            false
+        }
+    }
+}
