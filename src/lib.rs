@@ -164,4 +164,6 @@ pub use server::{
 #[cfg(feature = "ctrlc")]
 pub use signal::{Stoppable, shutdown_on_ctrl_c};
 pub use stats::Stats;
+#[cfg(unix)]
+pub use sys::raise_fd_limit;
 pub use transport::{BindAddr, Tcp, Transport, Udp};

@@ -5,14 +5,14 @@ mod util;
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::sync::atomic::{AtomicUsize, Ordering};
+
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use socketserver::framing::{Framing, MessageFraming};
 use socketserver::{
-    Channel, ChannelHandle, EventedTcpServer, MessageHandler, Server, StreamRequest, Tcp,
+    Channel, ChannelHandle, EventedTcpServer, MessageHandler, StreamRequest, Tcp,
     ThreadingTcpServer,
 };
 use util::{LONG, Running, connect, round_trip};
@@ -126,4 +126,401 @@ fn python_frames_are_cut_at_every_byte_boundary_and_coalesced() {
         s.read_to_end(&mut got).unwrap();
         assert_eq!(got, expected, "split at byte {cut}");
     }
+}
+
+/// A gate a blocking handler waits on until the test opens it.
+#[derive(Default)]
+struct Gate {
+    open: Mutex<bool>,
+    cv: std::sync::Condvar,
+}
+
+impl Gate {
+    fn wait(&self) {
+        let mut g = self.open.lock().unwrap();
+        let until = Instant::now() + LONG;
+        while !*g && Instant::now() < until {
+            g = self
+                .cv
+                .wait_timeout(g, Duration::from_millis(50))
+                .unwrap()
+                .0;
+        }
+    }
+    fn release(&self) {
+        *self.open.lock().unwrap() = true;
+        self.cv.notify_all();
+    }
+}
+
+/// `block` waits on the gate; `panic` panics; anything else is echoed.
+struct Mixed {
+    gate: Arc<Gate>,
+    entered: mpsc::Sender<()>,
+}
+
+impl MessageHandler for Mixed {
+    fn handle(&mut self, ch: &mut Channel, msg: &[u8]) -> io::Result<()> {
+        match msg {
+            b"block\n" => {
+                let _ = self.entered.send(());
+                self.gate.wait();
+                ch.push(b"unblocked\n");
+            }
+            b"panic\n" => panic!("asked to"),
+            _ => ch.push(msg),
+        }
+        Ok(())
+    }
+}
+
+fn mixed(
+    workers: (usize, usize),
+) -> (
+    Running<Tcp, socketserver::Evented>,
+    Arc<Gate>,
+    mpsc::Receiver<()>,
+) {
+    let gate = Arc::new(Gate::default());
+    let (tx, rx) = mpsc::channel();
+    let g = gate.clone();
+    let tx = Mutex::new(tx);
+    let server = EventedTcpServer::builder()
+        .workers(workers.0, workers.1)
+        .bind("127.0.0.1:0", move || Mixed {
+            gate: g.clone(),
+            entered: tx.lock().unwrap().clone(),
+        })
+        .unwrap();
+    (Running::start(server), gate, rx)
+}
+
+#[test]
+fn handlers_that_block_do_not_stop_other_connections_while_the_pool_has_threads() {
+    let (srv, gate, entered) = mixed((2, 16));
+    let addr = srv.server.server_address().unwrap();
+    // More blocked handlers than the starting threads.
+    let blocked: Vec<TcpStream> = (0..4)
+        .map(|_| {
+            let s = connect(addr);
+            (&s).write_all(b"block\n").unwrap();
+            entered.recv_timeout(LONG).expect("handler entered");
+            s
+        })
+        .collect();
+    for i in 0..20 {
+        let line = format!("ping {i}\n");
+        assert_eq!(round_trip(addr, line.as_bytes()), line.as_bytes());
+    }
+    gate.release();
+    for s in blocked {
+        let mut r = BufReader::new(s);
+        assert_eq!(read_line(&mut r), "unblocked\n");
+    }
+    assert!(srv.server.stats().workers <= 16);
+}
+
+#[test]
+fn a_panicking_handler_is_reported_and_counted_and_the_others_keep_being_served() {
+    let (srv, _gate, _entered) = mixed((2, 4));
+    let addr = srv.server.server_address().unwrap();
+    let keep = connect(addr);
+    let mut kr = BufReader::new(keep.try_clone().unwrap());
+    (&keep).write_all(b"before\n").unwrap();
+    assert_eq!(read_line(&mut kr), "before\n");
+    assert_eq!(round_trip(addr, b"panic\n"), b"");
+    (&keep).write_all(b"after\n").unwrap();
+    assert_eq!(read_line(&mut kr), "after\n");
+    let stats = srv.server.stats();
+    assert_eq!(stats.panics, 1, "{stats:?}");
+}
+
+/// Replies to every line with 64 KiB.
+struct Flood;
+impl MessageHandler for Flood {
+    fn handle(&mut self, ch: &mut Channel, msg: &[u8]) -> io::Result<()> {
+        if msg == b"big\n" {
+            ch.push(&[b'x'; 64 * 1024]);
+        } else {
+            ch.push(msg);
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn a_peer_that_never_reads_is_held_back_then_closed_at_the_write_timeout() {
+    let server = EventedTcpServer::builder()
+        .write_timeout(Some(Duration::from_millis(500)))
+        .bind("127.0.0.1:0", || Flood)
+        .unwrap();
+    let srv = Running::start(server);
+    let addr = srv.server.server_address().unwrap();
+    let hog = connect(addr);
+    hog.set_nonblocking(true).unwrap();
+    // Ask for far more than any buffer holds, never reading: the server must stop reading
+    // this connection (high-water mark), so our writes end up blocking.
+    let mut asked = 0usize;
+    let until = Instant::now() + LONG;
+    let mut blocked = false;
+    let chunk = b"big\n".repeat(4096);
+    // Up to 16 Mi requests (64 MiB, beyond every socket buffer) of 64 KiB replies each.
+    while Instant::now() < until && asked < 16 << 20 {
+        match (&hog).write(&chunk) {
+            Ok(n) => asked += n / 4,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                blocked = true;
+                break;
+            }
+            Err(_) => break, // closed already
+        }
+    }
+    assert!(
+        blocked,
+        "the server kept reading from a peer that never reads ({asked} asked)"
+    );
+    // Everyone else is served meanwhile.
+    assert_eq!(round_trip(addr, b"hello\n"), b"hello\n");
+    // The hog is closed at the write timeout.
+    let until = Instant::now() + LONG;
+    while srv.server.stats().deadline_expired == 0 && Instant::now() < until {
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(srv.server.stats().deadline_expired, 1);
+}
+
+#[test]
+fn a_client_trickling_half_a_message_is_closed_at_the_message_deadline() {
+    let server = EventedTcpServer::builder()
+        .workers(2, 2)
+        .message_deadline(Some(Duration::from_millis(300)))
+        .bind("127.0.0.1:0", || Echo)
+        .unwrap();
+    let srv = Running::start(server);
+    let addr = srv.server.server_address().unwrap();
+    let mut slow: Vec<TcpStream> = (0..50).map(|_| connect(addr)).collect();
+    for s in &mut slow {
+        s.write_all(b"half a li").unwrap();
+    }
+    // They hold no thread: others are served at once.
+    assert_eq!(round_trip(addr, b"quick\n"), b"quick\n");
+    for mut s in slow {
+        let mut buf = [0u8; 16];
+        let n = s.read(&mut buf).unwrap_or(0);
+        assert_eq!(n, 0, "closed without a reply");
+    }
+    assert!(srv.server.stats().deadline_expired >= 50);
+    assert_eq!(srv.server.stats().workers, 2, "no thread growth");
+}
+
+#[test]
+fn the_drain_closes_idle_connections_at_once_and_lets_a_busy_one_finish_its_message() {
+    let (srv, gate, entered) = mixed((2, 8));
+    let addr = srv.server.server_address().unwrap();
+    let idle: Vec<TcpStream> = (0..20).map(|_| connect(addr)).collect();
+    let busy = connect(addr);
+    (&busy).write_all(b"block\n").unwrap();
+    entered.recv_timeout(LONG).unwrap();
+    let server = srv.server.clone();
+    let closer = thread::spawn(move || {
+        let t = Instant::now();
+        server.shutdown();
+        let clean = server.server_close();
+        (clean, t.elapsed())
+    });
+    // Idle connections see EOF promptly, while the busy one is still in its handler.
+    for mut s in idle {
+        let mut buf = [0u8; 8];
+        assert_eq!(s.read(&mut buf).unwrap_or(0), 0);
+    }
+    gate.release();
+    let mut r = BufReader::new(busy);
+    assert_eq!(read_line(&mut r), "unblocked\n");
+    let (clean, took) = closer.join().unwrap();
+    assert!(clean, "drain within the grace period");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    drop(srv);
+}
+
+#[test]
+fn ctrl_c_style_close_with_idle_clients_takes_well_under_the_grace_period() {
+    let srv = evented(|| Echo);
+    let addr = srv.server.server_address().unwrap();
+    let idle: Vec<TcpStream> = (0..200).map(|_| connect(addr)).collect();
+    // Every connection is registered before we close.
+    assert_eq!(round_trip(addr, b"x\n"), b"x\n");
+    let t = Instant::now();
+    srv.server.shutdown();
+    assert!(srv.server.server_close());
+    let took = t.elapsed();
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    drop(idle);
+}
+
+/// A chat room: every line goes to every member, through their handles.
+struct Member {
+    room: Arc<Mutex<Vec<ChannelHandle>>>,
+}
+
+impl MessageHandler for Member {
+    fn setup(&mut self, ch: &mut Channel) -> io::Result<()> {
+        self.room.lock().unwrap().push(ch.handle());
+        Ok(())
+    }
+    fn handle(&mut self, _ch: &mut Channel, msg: &[u8]) -> io::Result<()> {
+        let members = self.room.lock().unwrap().clone();
+        for m in members {
+            let _ = m.push(msg);
+        }
+        Ok(())
+    }
+    fn finish(&mut self, ch: &mut Channel) -> io::Result<()> {
+        let me = ch.client_address().clone();
+        self.room
+            .lock()
+            .unwrap()
+            .retain(|m| m.client_address() != &me);
+        Ok(())
+    }
+}
+
+#[test]
+fn a_handler_pushes_to_other_connections_through_their_handles() {
+    let room = Arc::new(Mutex::new(Vec::new()));
+    let r = room.clone();
+    let server = EventedTcpServer::bind("127.0.0.1:0", move || Member { room: r.clone() }).unwrap();
+    let srv = Running::start(server);
+    let addr = srv.server.server_address().unwrap();
+    let members: Vec<TcpStream> = (0..5).map(|_| connect(addr)).collect();
+    let until = Instant::now() + LONG;
+    while room.lock().unwrap().len() < 5 && Instant::now() < until {
+        thread::sleep(Duration::from_millis(5));
+    }
+    (&members[0]).write_all(b"hi all\n").unwrap();
+    for m in &members {
+        let mut r = BufReader::new(m.try_clone().unwrap());
+        assert_eq!(read_line(&mut r), "hi all\n");
+    }
+    drop(members);
+    let until = Instant::now() + LONG;
+    while !room.lock().unwrap().is_empty() && Instant::now() < until {
+        thread::sleep(Duration::from_millis(5));
+    }
+    assert!(
+        room.lock().unwrap().is_empty(),
+        "finish ran for every member"
+    );
+}
+
+#[cfg(target_os = "linux")]
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn closing_an_evented_server_leaves_no_descriptor_behind() {
+    let before = open_fds();
+    {
+        let srv = evented(|| Echo);
+        let addr = srv.server.server_address().unwrap();
+        let conns: Vec<TcpStream> = (0..50).map(|_| connect(addr)).collect();
+        assert_eq!(round_trip(addr, b"x\n"), b"x\n");
+        srv.server.shutdown();
+        assert!(srv.server.server_close());
+        drop(conns);
+    }
+    // The reactor's threads are joined and its poller closed by `server_close`.
+    let after = open_fds();
+    assert!(
+        after <= before,
+        "descriptors: {before} before, {after} after"
+    );
+}
+
+/// The child half of the 10 000-connection test: holds `N` idle connections to `ADDR`,
+/// prints `HELD`, and keeps them until its stdin closes.
+#[test]
+fn idle_client_child() {
+    let Ok(addr) = std::env::var("EVENTED_IDLE_ADDR") else {
+        return; // run as a child only
+    };
+    let n: usize = std::env::var("EVENTED_IDLE_N").unwrap().parse().unwrap();
+    let addr: std::net::SocketAddr = addr.parse().unwrap();
+    let _ = socketserver::raise_fd_limit();
+    let mut held = Vec::with_capacity(n);
+    for _ in 0..n {
+        held.push(TcpStream::connect_timeout(&addr, LONG).expect("child connect"));
+    }
+    let mut sink = String::new();
+    let _ = io::stdin().read_line(&mut sink);
+}
+
+#[cfg(target_os = "linux")]
+fn threads_of_this_process() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn ten_thousand_idle_connections_hold_no_thread_and_new_clients_are_served() {
+    const N: usize = 10_000;
+    let (_, limit) = socketserver::raise_fd_limit().expect("getrlimit");
+    if limit < (N as u64) + 200 {
+        println!(
+            "skipped: RLIMIT_NOFILE hard limit {limit} is below {}",
+            N + 200
+        );
+        return;
+    }
+    let threads_before = threads_of_this_process();
+    let server = EventedTcpServer::builder()
+        .backlog(4096)
+        .bind("127.0.0.1:0", || Echo)
+        .unwrap();
+    let srv = Running::start(server);
+    let addr = srv.server.server_address().unwrap();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "idle_client_child",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .env("EVENTED_IDLE_ADDR", addr.to_string())
+        .env("EVENTED_IDLE_N", N.to_string())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn the client child");
+    // The server's own count is the signal that the child holds its connections.
+    let until = Instant::now() + Duration::from_secs(120);
+    while srv.server.stats().open < N && Instant::now() < until {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("the client child exited early: {status}");
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(srv.server.stats().open, N);
+    // Fresh clients are served while 10 000 wait.
+    for i in 0..20 {
+        let msg = format!("probe {i}\n");
+        assert_eq!(round_trip(addr, msg.as_bytes()), msg.as_bytes());
+    }
+    let stats = srv.server.stats();
+    assert!(stats.workers <= 16, "{stats:?}");
+    let grown = threads_of_this_process().saturating_sub(threads_before);
+    assert!(grown <= 16, "{grown} threads for 10 000 idle connections");
+    // Close with 10 000 connected: idle ones go at once.
+    let t = Instant::now();
+    srv.server.shutdown();
+    assert!(srv.server.server_close());
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    drop(child.stdin.take());
+    let _ = child.wait();
 }

@@ -186,10 +186,10 @@ impl Context {
     /// A snapshot of the counters and gauges.
     pub(crate) fn snapshot(&self) -> Stats {
         let mut s = self.stats.snapshot();
-        self.runtime.fill_stats(&mut s);
         s.active = self.in_flight.load(Ordering::Relaxed);
         s.open = self.open.load(Ordering::Relaxed);
         s.deadline_expired = self.tracker.expired();
+        self.runtime.fill_stats(&mut s);
         s
     }
 

@@ -6,8 +6,12 @@
 #[cfg(unix)]
 mod child;
 #[cfg(unix)]
+mod limits;
+#[cfg(unix)]
 mod unix;
 #[cfg(unix)]
 pub(crate) use child::*;
+#[cfg(unix)]
+pub use limits::raise_fd_limit;
 #[cfg(unix)]
 pub(crate) use unix::*;

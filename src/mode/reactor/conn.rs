@@ -298,7 +298,7 @@ impl Conn {
         let mut failed = false;
         loop {
             // Messages already buffered first: epoll cannot see them.
-            let paused = self.io.lock().pending() >= o.high_water;
+            let paused = self.io.lock().pending() + st.channel.out.len() >= o.high_water;
             while !paused && st.channel.closing == Closing::No && handled < o.max_messages_per_turn
             {
                 match st.reader.next() {
