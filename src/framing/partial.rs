@@ -130,7 +130,7 @@ fn c_path(path: &Path) -> Option<CString> {
 ///     }
 /// }
 /// // SAFETY: installs a handler that only makes async-signal-safe calls.
-/// unsafe { libc::signal(libc::SIGTERM, on_sigterm as libc::sighandler_t) };
+/// unsafe { libc::signal(libc::SIGTERM, on_sigterm as *const () as libc::sighandler_t) };
 /// ```
 pub fn remove_partial_files() -> usize {
     let mut removed = 0;
