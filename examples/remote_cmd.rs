@@ -9,7 +9,11 @@
 //! One connection runs commands in a row until the client closes. It runs anything for
 //! anyone who connects, so: loopback only unless `--allow-remote`, a `--timeout` per command
 //! (the command's whole process group is killed), an output cap (`--max-output`; the rest is
-//! cut, the command killed), both said in the output, and a log line per command.
+//! cut, the command killed), both said in the output, and a log line per command. A
+//! command's process group is killed whenever it ends: when `sh` exits (so a job it left in
+//! the background, `sleep 95 >/dev/null 2>&1 &`, goes too), on its timeout, when the server
+//! closes its connection, and when the server goes (the end of `main`; SIGTERM in a forked
+//! child).
 //!
 //! How to run:
 //!     cargo run --release --example remote_cmd -- server [--addr 127.0.0.1:9004] [--mode sync|threading|forking] [--timeout 10] [--max-output BYTES] [--allow-remote]
@@ -23,9 +27,11 @@ mod common;
 use std::ffi::OsStr;
 use std::io::{self, BufRead, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -38,19 +44,39 @@ use socketserver::{StreamRequest, Tcp};
 const ADDR: &str = "127.0.0.1:9004";
 /// The tutorials' `conn.recv(1024)`: one command per read.
 const MAX_COMMAND: usize = 1024;
+/// The largest `--timeout`: a day.
+const MAX_TIMEOUT_SECS: f64 = 86_400.0;
+/// The largest `--max-output`: 1 GiB (the output is held in memory before it is sent).
+const MAX_OUTPUT_LIMIT: u64 = 1 << 30;
 
 /// The server's own options.
 #[derive(Args)]
 struct ServerOptions {
-    /// Seconds a command may run before its process group is killed.
-    #[arg(long, default_value_t = 10.0)]
-    timeout: f64,
-    /// Most bytes of output (stdout + stderr) returned; beyond, cut and the command killed.
-    #[arg(long, default_value_t = 16 << 20)]
-    max_output: usize,
+    /// Seconds a command may run before its process group is killed (more than 0, at most
+    /// 86400).
+    #[arg(long, default_value = "10", value_parser = parse_timeout)]
+    timeout: Duration,
+    /// Most bytes of output (stdout + stderr) returned; beyond, cut and the command killed
+    /// (at most 1 GiB).
+    #[arg(long, default_value_t = 16 << 20, value_parser = clap::value_parser!(u64).range(0..=MAX_OUTPUT_LIMIT))]
+    max_output: u64,
     /// Accept a non-loopback --addr: anyone who can connect runs commands as you.
     #[arg(long)]
     allow_remote: bool,
+}
+
+/// `--timeout`: a finite number of seconds, more than 0 and at most [`MAX_TIMEOUT_SECS`].
+fn parse_timeout(arg: &str) -> Result<Duration, String> {
+    let secs: f64 = arg
+        .trim()
+        .parse()
+        .map_err(|_| format!("{arg:?} is not a number of seconds"))?;
+    if !(secs > 0.0 && secs <= MAX_TIMEOUT_SECS) {
+        return Err(format!(
+            "{arg} is out of range: more than 0 and at most {MAX_TIMEOUT_SECS} seconds"
+        ));
+    }
+    Duration::try_from_secs_f64(secs).map_err(|e| format!("{arg}: {e}"))
 }
 
 #[derive(Clone, Copy)]
@@ -59,9 +85,94 @@ struct Limits {
     max_output: usize,
 }
 
+/// The process groups of the commands running now (0: a free slot), so that they can be
+/// killed when the server goes. Atomics only: a signal handler reads them.
+static RUNNING: [AtomicI32; RUNNING_SLOTS] = [const { AtomicI32::new(0) }; RUNNING_SLOTS];
+/// One command per connection at a time, and at most 1024 connections at once.
+const RUNNING_SLOTS: usize = 1024;
+/// Set once the server is going: no command starts any more.
+static CLOSING: AtomicBool = AtomicBool::new(false);
+
+/// A slot of [`RUNNING`] holding one command's process group; freed on drop.
+struct Running(usize);
+
+impl Running {
+    /// Claims a free slot, before the command starts.
+    fn claim() -> io::Result<Running> {
+        if CLOSING.load(Ordering::SeqCst) {
+            return Err(io::Error::other("the server is shutting down"));
+        }
+        (0..RUNNING_SLOTS)
+            .find(|&i| {
+                RUNNING[i]
+                    .compare_exchange(0, -1, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_ok()
+            })
+            .map(Running)
+            .ok_or_else(|| io::Error::other("too many commands running"))
+    }
+
+    /// Records the command's group. If the server started going meanwhile, it has missed
+    /// the group: kill it here.
+    fn set(&self, pgid: libc::pid_t) {
+        RUNNING[self.0].store(pgid, Ordering::SeqCst);
+        if CLOSING.load(Ordering::SeqCst) {
+            kill_group(pgid);
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        RUNNING[self.0].store(0, Ordering::SeqCst);
+    }
+}
+
+/// Kills the process group of every running command. Async-signal-safe (atomics and
+/// `killpg`): also called from the SIGTERM handler of a forked child.
+fn kill_running_commands() {
+    CLOSING.store(true, Ordering::SeqCst);
+    for slot in &RUNNING {
+        let pgid = slot.load(Ordering::SeqCst);
+        if pgid > 0 {
+            kill_group(pgid);
+        }
+    }
+}
+
+/// A forked child's SIGTERM/SIGHUP (the server's escalation after its grace period, or a
+/// signal to the whole process group): kill the commands, then die of the signal.
+extern "C" fn on_termination(sig: libc::c_int) {
+    kill_running_commands();
+    // SAFETY: signal(2) and raise(3) are async-signal-safe; the default action ends the
+    // process once this handler returns.
+    unsafe {
+        libc::signal(sig, libc::SIG_DFL);
+        libc::raise(sig);
+    }
+}
+
+/// In a forked child (its pid is not the server's), SIGTERM and SIGHUP kill the running
+/// commands before the child dies; the library leaves them at their default action there.
+fn kill_commands_on_termination_in_children(server_pid: u32) {
+    if std::process::id() == server_pid {
+        return; // the server itself: `main` kills what runs when the server has stopped
+    }
+    // SAFETY: installs an async-signal-safe handler (see `on_termination`).
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_termination as *const () as usize;
+        for sig in [libc::SIGTERM, libc::SIGHUP] {
+            libc::sigaction(sig, &sa, std::ptr::null_mut());
+        }
+    }
+}
+
 /// One connection: read a command, run it, reply; until the client closes.
-fn serve_commands(req: &mut StreamRequest, limits: Limits) -> io::Result<()> {
+fn serve_commands(req: &mut StreamRequest, limits: Limits, server_pid: u32) -> io::Result<()> {
+    kill_commands_on_termination_in_children(server_pid);
     let peer = req.client_address().clone();
+    let conn = req.connection().as_raw_fd();
     let mut buf = [0u8; MAX_COMMAND];
     loop {
         let n = req.rfile.read(&mut buf)?;
@@ -70,7 +181,7 @@ fn serve_commands(req: &mut StreamRequest, limits: Limits) -> io::Result<()> {
         }
         let command = buf[..n].trim_ascii();
         let started = Instant::now();
-        let (body, status) = run(command, limits)?;
+        let (body, status) = run(command, limits, conn)?;
         let name = String::from_utf8_lossy(command);
         log::info!(
             "remote_cmd: {peer}: {name:?}: {status}, {} bytes in {:.2?}",
@@ -86,8 +197,12 @@ fn serve_commands(req: &mut StreamRequest, limits: Limits) -> io::Result<()> {
 }
 
 /// Runs `sh -c COMMAND` in its own process group; returns stdout + stderr (+ a note if it
-/// was cut or timed out) and a description of how it ended.
-fn run(command: &[u8], limits: Limits) -> io::Result<(Vec<u8>, String)> {
+/// was cut or timed out) and a description of how it ended. However it ends, its process
+/// group is killed before `sh` is reaped (so the group id cannot have been reused).
+/// `conn` is the connection: when the server shuts it (grace period over, deadline), the
+/// command is killed rather than left running for nobody.
+fn run(command: &[u8], limits: Limits, conn: RawFd) -> io::Result<(Vec<u8>, String)> {
+    let slot = Running::claim()?;
     let mut child = Command::new("sh")
         .arg("-c")
         .arg(OsStr::from_bytes(command))
@@ -97,38 +212,62 @@ fn run(command: &[u8], limits: Limits) -> io::Result<(Vec<u8>, String)> {
         .process_group(0)
         .spawn()?;
     let pgid = child.id() as libc::pid_t;
+    slot.set(pgid);
     let (tx, rx) = mpsc::channel();
     capture(child.stdout.take(), 0, limits.max_output, pgid, tx.clone());
     capture(child.stderr.take(), 1, limits.max_output, pgid, tx);
 
-    // Both pipes reach end of file when every process of the command has exited.
-    let deadline = Instant::now() + limits.timeout;
+    // Both pipes reach end of file when every process of the command that holds them has
+    // exited. A timeout too large to add to `now` means no deadline.
+    let deadline = Instant::now().checked_add(limits.timeout);
+    let expired = || deadline.is_some_and(|d| Instant::now() >= d);
     let mut outputs: [Vec<u8>; 2] = Default::default();
-    let mut timed_out = false;
-    for _ in 0..2 {
-        let wait = deadline.saturating_duration_since(Instant::now());
-        let got = rx.recv_timeout(wait).or_else(|_| {
-            timed_out = true;
+    let (mut timed_out, mut abandoned) = (false, false);
+    let mut open = 2;
+    while open > 0 {
+        match rx.recv_timeout(Duration::from_millis(20)) {
+            Ok((i, out)) => {
+                outputs[i] = out;
+                open -= 1;
+                continue;
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+        }
+        if !timed_out && !abandoned && (expired() || connection_shut(conn)) {
+            timed_out = expired();
+            abandoned = !timed_out;
             kill_group(pgid);
             // A process that left the group may still hold a pipe: give up on it.
-            rx.recv_timeout(Duration::from_secs(1))
-        });
-        if let Ok((i, out)) = got {
-            outputs[i] = out;
+            let give_up = Instant::now() + Duration::from_secs(1);
+            while open > 0 {
+                let left = give_up.saturating_duration_since(Instant::now());
+                let Ok((i, out)) = rx.recv_timeout(left) else {
+                    break;
+                };
+                outputs[i] = out;
+                open -= 1;
+            }
+            break;
         }
     }
     // The pipes may also close early (`exec >&-`): wait for the shell within the deadline.
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break status;
+    loop {
+        if has_exited(&child)? {
+            break;
         }
-        if Instant::now() >= deadline {
-            timed_out = true;
-            kill_group(pgid);
-            break child.wait()?;
+        if expired() || connection_shut(conn) {
+            timed_out |= expired();
+            abandoned = !timed_out;
+            break;
         }
         std::thread::sleep(Duration::from_millis(5));
-    };
+    }
+    // Whatever is left of the group (jobs sent to the background, or the command itself
+    // after a timeout) goes now, while the unreaped shell still holds the group id.
+    kill_group(pgid);
+    drop(slot);
+    let status = child.wait()?;
     let [mut body, stderr] = outputs;
     body.extend_from_slice(&stderr);
     let cut = body.len() > limits.max_output;
@@ -137,11 +276,53 @@ fn run(command: &[u8], limits: Limits) -> io::Result<(Vec<u8>, String)> {
     if timed_out {
         how = format!("timed out after {:?}, process group killed", limits.timeout);
         body.extend_from_slice(format!("\n[remote_cmd: {how}]\n").as_bytes());
+    } else if abandoned {
+        how = "connection closed by the server, process group killed".to_string();
     } else if cut {
         how = format!("output over {} bytes, cut ({how})", limits.max_output);
         body.extend_from_slice(format!("\n[remote_cmd: {how}]\n").as_bytes());
     }
     Ok((body, how))
+}
+
+/// Whether the shell has exited, without reaping it (`waitid(WNOWAIT)`): until it is
+/// reaped its pid, and so the command's process group id, cannot be reused.
+fn has_exited(child: &std::process::Child) -> io::Result<bool> {
+    // SAFETY: a zeroed siginfo_t is a valid out-parameter for waitid.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: waitid on our own unreaped child, with a valid siginfo_t pointer.
+    let rc = unsafe {
+        libc::waitid(
+            libc::P_PID,
+            child.id() as libc::id_t,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+        )
+    };
+    if rc < 0 {
+        let e = io::Error::last_os_error();
+        return if e.kind() == io::ErrorKind::Interrupted {
+            Ok(false)
+        } else {
+            Err(e)
+        };
+    }
+    // SAFETY: waitid filled `info` (si_pid stays 0 while the child runs, with WNOHANG).
+    Ok(unsafe { info.si_pid() } != 0)
+}
+
+/// Whether the server has shut the connection down (`POLLHUP`: both directions closed,
+/// which a forced close or an expired connection deadline does). A client that only
+/// half-closes after sending its command still gets its output.
+fn connection_shut(conn: RawFd) -> bool {
+    let mut p = libc::pollfd {
+        fd: conn,
+        events: 0,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, no waiting.
+    let n = unsafe { libc::poll(&mut p, 1, 0) };
+    n > 0 && p.revents & (libc::POLLHUP | libc::POLLNVAL) != 0
 }
 
 /// Reads pipe `i` on a thread, at most `max` + 1 bytes (one over the cap tells "cut" from
@@ -157,7 +338,7 @@ fn capture<R: Read + Send + 'static>(
     std::thread::spawn(move || {
         let mut out = Vec::new();
         if let Some(p) = pipe {
-            let _ = p.take(max as u64 + 1).read_to_end(&mut out);
+            let _ = p.take((max as u64).saturating_add(1)).read_to_end(&mut out);
         }
         if out.len() > max {
             kill_group(pgid);
@@ -215,21 +396,24 @@ fn main() -> ExitCode {
                     allow_remote,
                 },
         } => {
-            let Ok(timeout) = Duration::try_from_secs_f64(timeout) else {
-                log::error!("remote_cmd: --timeout {timeout}: not a number of seconds");
-                return ExitCode::FAILURE;
-            };
             if let Err(e) = check_addr(args.addr.as_deref().unwrap_or(ADDR), allow_remote) {
                 log::error!("remote_cmd: {e}");
                 return ExitCode::FAILURE;
             }
             let limits = Limits {
                 timeout,
-                max_output,
+                // At most MAX_OUTPUT_LIMIT (clap checked), which fits a usize here.
+                max_output: usize::try_from(max_output).unwrap_or(usize::MAX),
             };
-            common::serve::<Tcp, _, _>(&settings, &args, move |req: &mut StreamRequest| {
-                serve_commands(req, limits)
-            })
+            let server_pid = std::process::id();
+            let code =
+                common::serve::<Tcp, _, _>(&settings, &args, move |req: &mut StreamRequest| {
+                    serve_commands(req, limits, server_pid)
+                });
+            // The server is gone (after its grace period, stragglers may still run a
+            // command): no command outlives it.
+            kill_running_commands();
+            code
         }
         Cmd::Client { args, .. } => client(args.addr.as_deref().unwrap_or(ADDR)).map_or_else(
             |e| common::client_failed("remote_cmd", e),

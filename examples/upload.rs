@@ -8,7 +8,10 @@
 //! The server sends nothing back: it logs each message and stores each file in `--dir`
 //! through `FileReceiver` (checked name, streamed to a temporary file, fsync, atomic rename
 //! that never replaces an existing file unless `--overwrite`, `--max-size` limit). Bad input
-//! closes the connection with one log line and leaves nothing on disk.
+//! closes the connection with one log line and leaves nothing on disk. `--quota` follows
+//! what is on disk (a replaced or deleted file stops counting). Temporary files of
+//! transfers cut short are removed: by the transfer, by a forked child's SIGTERM handler,
+//! at the end of `main`, and at start for writers that died (SIGKILL).
 //!
 //! How to run:
 //!     cargo run --release --example upload -- server --dir uploads [--addr 127.0.0.1:9003] [--mode sync|threading|forking] [--max-size BYTES] [--quota BYTES] [--overwrite]
@@ -29,7 +32,9 @@ use std::time::Duration;
 
 use clap::Args;
 use common::{Cmd, NoOptions, Settings};
-use socketserver::framing::{FileReceiver, Framing, UPLOAD_CLOSE, UploadHeader, from_json_header};
+use socketserver::framing::{
+    FileReceiver, Framing, UPLOAD_CLOSE, UploadHeader, from_json_header, remove_partial_files,
+};
 use socketserver::{StreamRequest, Tcp};
 
 const ADDR: &str = "127.0.0.1:9003";
@@ -52,7 +57,8 @@ struct Storage {
     #[arg(long, default_value_t = 1 << 30)]
     max_size: u64,
     /// Most bytes the directory may hold in all (default 10 GiB): a file that would
-    /// pass it is refused before a byte is written.
+    /// pass it is refused before a byte is written. Counted from the directory itself at
+    /// each file, plus the transfers in progress.
     #[arg(long, default_value_t = 10 << 30)]
     quota: u64,
     /// Replace a file that already exists (default: refuse it and log).
@@ -63,6 +69,7 @@ struct Storage {
 /// One connection: items until `close` or end of stream. Any error closes the connection
 /// (the stream is out of sync) and is logged with the peer by the server's `handle_error`.
 fn serve_upload(req: &mut StreamRequest, rx: &FileReceiver, quota: &Quota) -> io::Result<()> {
+    remove_partial_files_on_termination_in_children(quota.server_pid);
     let peer = req.client_address().clone();
     let (mut buf, mut messages, mut files) = (Vec::new(), 0u32, 0u32);
     loop {
@@ -93,13 +100,11 @@ fn serve_upload(req: &mut StreamRequest, rx: &FileReceiver, quota: &Quota) -> io
                     .read_header(&mut req.rfile)
                     .map_err(|e| context(&what, e))?
                     .ok_or_else(|| context(&what, io::ErrorKind::UnexpectedEof.into()))?;
-                quota.reserve(len).map_err(|e| context(&what, e))?;
+                // Held until the file is in place (and counted on disk), or has failed.
+                let _reserved = quota.reserve(len).map_err(|e| context(&what, e))?;
                 let got = rx
                     .receive(&file_name, &mut req.rfile, len, None)
-                    .map_err(|e| {
-                        quota.release(len);
-                        context(&what, e.into())
-                    })?;
+                    .map_err(|e| context(&what, e.into()))?;
                 log::info!(
                     "upload: {peer}: stored {file_name:?} ({} bytes) as {}",
                     got.bytes,
@@ -113,59 +118,106 @@ fn serve_upload(req: &mut StreamRequest, rx: &FileReceiver, quota: &Quota) -> io
     Ok(())
 }
 
-/// `--quota`: the bytes the upload directory may hold in all. A file's announced length is
-/// reserved before it is received, and given back if the transfer fails.
+/// `--quota`: the bytes the upload directory may hold in all: what is on disk, counted
+/// again for each file (so a file replaced with `--overwrite`, or removed by hand, stops
+/// counting), plus the files this process is receiving, reserved at their announced length
+/// until they are in place or have failed.
+///
+/// In forking mode each child knows only its own reservation: the other children's
+/// transfers count by their temporary files' size so far, so concurrent children may
+/// overshoot by what they have yet to receive.
 struct Quota {
     dir: PathBuf,
     limit: u64,
-    used: parking_lot::Mutex<u64>,
+    reserved: parking_lot::Mutex<u64>,
     server_pid: u32,
 }
 
 impl Quota {
-    fn new(dir: &Path, limit: u64) -> io::Result<Quota> {
-        Ok(Quota {
+    fn new(dir: &Path, limit: u64) -> Quota {
+        Quota {
             dir: dir.to_path_buf(),
             limit,
-            used: parking_lot::Mutex::new(dir_usage(dir)?),
+            reserved: parking_lot::Mutex::new(0),
             server_pid: std::process::id(),
-        })
+        }
     }
 
-    fn reserve(&self, len: u64) -> io::Result<()> {
-        let mut used = self.used.lock();
-        if std::process::id() != self.server_pid {
-            // A forked child: its copy of the count is stale, the directory is the truth
-            // (concurrent children may then overshoot by what is in flight).
-            *used = dir_usage(&self.dir)?;
-        }
-        if *used + len > self.limit {
+    /// Reserves `len` bytes, or refuses if the directory would pass the quota. The lock is
+    /// held while the directory is counted, so concurrent uploads never both fit.
+    fn reserve(&self, len: u64) -> io::Result<Reservation<'_>> {
+        let mut reserved = self.reserved.lock();
+        let used = dir_usage(&self.dir)?.saturating_add(*reserved);
+        if used.saturating_add(len) > self.limit {
             let msg = format!(
-                "quota: {} of {} bytes used, {len} more refused",
-                *used, self.limit
+                "quota: {used} of {} bytes used, {len} more refused",
+                self.limit
             );
             return Err(io::Error::new(io::ErrorKind::StorageFull, msg));
         }
-        *used += len;
-        Ok(())
-    }
-
-    fn release(&self, len: u64) {
-        let mut used = self.used.lock();
-        *used = used.saturating_sub(len);
+        *reserved += len;
+        Ok(Reservation { quota: self, len })
     }
 }
 
-/// Bytes in the directory's files (partial uploads included).
+/// Bytes reserved for one transfer; given back on drop.
+struct Reservation<'a> {
+    quota: &'a Quota,
+    len: u64,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        let mut reserved = self.quota.reserved.lock();
+        *reserved = reserved.saturating_sub(self.len);
+    }
+}
+
+/// Bytes in the directory's files, except this process's own temporary files: those are
+/// transfers in progress, already counted by their reservation.
 fn dir_usage(dir: &Path) -> io::Result<u64> {
-    let mut total = 0;
+    let own = format!(".socketserver-{}-", std::process::id());
+    let mut total = 0u64;
     for entry in fs::read_dir(dir)? {
-        let meta = entry?.metadata()?;
-        if meta.is_file() {
-            total += meta.len();
+        let entry = entry?;
+        let Ok(meta) = entry.metadata() else {
+            continue; // removed meanwhile
+        };
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if meta.is_file() && !(name.starts_with(&own) && name.ends_with(".part")) {
+            total = total.saturating_add(meta.len());
         }
     }
     Ok(total)
+}
+
+/// A forked child's SIGTERM/SIGHUP (the server's escalation after its grace period, or a
+/// signal to the whole process group): remove the temporary files, then die of it.
+extern "C" fn on_termination(sig: libc::c_int) {
+    remove_partial_files();
+    // SAFETY: signal(2) and raise(3) are async-signal-safe; the default action ends the
+    // process once this handler returns.
+    unsafe {
+        libc::signal(sig, libc::SIG_DFL);
+        libc::raise(sig);
+    }
+}
+
+/// In a forked child (its pid is not the server's), SIGTERM and SIGHUP remove the file
+/// being received before the child dies; the library leaves them at their default action.
+fn remove_partial_files_on_termination_in_children(server_pid: u32) {
+    if std::process::id() == server_pid {
+        return; // the server itself: `main` removes them when the server has stopped
+    }
+    // SAFETY: installs an async-signal-safe handler (see `on_termination`).
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_termination as *const () as usize;
+        for sig in [libc::SIGTERM, libc::SIGHUP] {
+            libc::sigaction(sig, &sa, std::ptr::null_mut());
+        }
+    }
 }
 
 fn context(what: &str, e: io::Error) -> io::Error {
@@ -195,13 +247,23 @@ fn main() -> ExitCode {
                     overwrite,
                 },
         } => {
-            let quota = match fs::create_dir_all(&dir).and_then(|()| Quota::new(&dir, quota)) {
-                Ok(q) => q,
+            let rx = FileReceiver::new(&dir)
+                .max_size(max_size)
+                .overwrite(overwrite);
+            // Writers that died (SIGKILL, a crash) left their temporary files.
+            let stale = fs::create_dir_all(&dir).and_then(|()| rx.remove_stale_partial_files());
+            match stale {
+                Ok(removed) => {
+                    for path in removed {
+                        log::info!("upload: removed stale temporary file {}", path.display());
+                    }
+                }
                 Err(e) => {
                     log::error!("upload: cannot use {}: {e}", dir.display());
                     return ExitCode::FAILURE;
                 }
-            };
+            }
+            let quota = Quota::new(&dir, quota);
             log::info!(
                 "upload: storing files in {} (at most {max_size} bytes each, {} in all{})",
                 dir.display(),
@@ -212,12 +274,14 @@ fn main() -> ExitCode {
                     ""
                 }
             );
-            let rx = FileReceiver::new(dir)
-                .max_size(max_size)
-                .overwrite(overwrite);
-            common::serve::<Tcp, _, _>(&settings, &args, move |req: &mut StreamRequest| {
-                serve_upload(req, &rx, &quota)
-            })
+            let code =
+                common::serve::<Tcp, _, _>(&settings, &args, move |req: &mut StreamRequest| {
+                    serve_upload(req, &rx, &quota)
+                });
+            // Stragglers still receiving after the grace period end with the process, and
+            // their destructors do not run: remove their temporary files.
+            remove_partial_files();
+            code
         }
         Cmd::Client { args, .. } => client(args.addr.as_deref().unwrap_or(ADDR)).map_or_else(
             |e| common::client_failed("upload", e),

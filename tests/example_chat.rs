@@ -261,6 +261,57 @@ fn a_member_that_stops_reading_is_disconnected_and_the_room_goes_on() {
     }
 }
 
+/// Issue 17.4: a burst pasted in one write (300 short lines, 2.7 kB) reaches every member
+/// that reads, in order; nobody is disconnected because the burst came faster than its
+/// writer thread was scheduled.
+#[test]
+fn a_pasted_burst_reaches_every_reading_member() {
+    let (server, addr) = spawn_example_server("chat", &[]);
+    let readers: Vec<Member> = (0..5)
+        .map(|i| Member::join(addr, &format!("r{i}")))
+        .collect();
+    let mut paster = Member::join(addr, "paster");
+    for r in &readers {
+        r.expect("* paster joined");
+    }
+    let burst: String = (0..300).map(|i| format!("line{i:03}\n")).collect();
+    assert_eq!(burst.len(), 2400);
+    paster.send(burst.as_bytes());
+    for r in &readers {
+        for i in 0..300 {
+            assert_eq!(r.next(), format!("<paster> line{i:03}"));
+        }
+    }
+    paster.say("/who");
+    assert_eq!(paster.next(), "* online (6): paster, r0, r1, r2, r3, r4");
+    drop((readers, paster));
+    let summary = server.stop_with_sigint();
+    assert!(summary.contains("0 errors"), "{summary}");
+}
+
+/// Issue 17.4: 200 members joining at once each get the others' join notices; none is
+/// disconnected by the flood of notices.
+#[test]
+fn many_members_joining_at_once_are_all_kept() {
+    const N: usize = 200;
+    let (server, addr) = spawn_example_server("chat", &[]);
+    let mut members: Vec<Member> = std::thread::scope(|s| {
+        let joins: Vec<_> = (0..N)
+            .map(|i| s.spawn(move || Member::join(addr, &format!("m{i:03}"))))
+            .collect();
+        joins.into_iter().map(|j| j.join().unwrap()).collect()
+    });
+    let last = members.last_mut().unwrap();
+    last.say("/who");
+    let who = last.expect("* online (");
+    assert!(who.starts_with(&format!("* online ({N}):")), "{who:.60}");
+    assert!(
+        !server.stderr.try_iter().any(|l| l.contains("disconnected")),
+        "a member was disconnected"
+    );
+    drop(members);
+}
+
 #[test]
 fn udp_relay_forwards_to_the_other_peers_in_threading_and_sync_modes() {
     for mode in ["threading", "sync"] {

@@ -73,6 +73,34 @@ fn sigint_lets_an_in_flight_connection_finish() {
     assert!(summary.contains("1 served"), "{summary}");
 }
 
+/// Issue 17.1: in sync mode the handler runs on the main thread, which is where the kernel
+/// delivers a process-wide SIGINT/SIGTERM; the read it interrupts must be retried, not end
+/// the connection with `Interrupted system call`.
+#[test]
+fn sync_mode_sigint_or_sigterm_lets_the_in_flight_connection_finish() {
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        let (mut server, addr) = spawn_example_server("echo", &["--mode", "sync"]);
+        let mut c = connect(addr);
+        let mut buf = [0u8; 4];
+        c.write_all(b"one\n").unwrap();
+        c.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"one\n");
+        server.signal(sig);
+        ChildProc::expect_line(&server.stderr, "shutting down");
+        c.write_all(b"two\n").unwrap();
+        c.read_exact(&mut buf)
+            .unwrap_or_else(|e| panic!("signal {sig}: no reply to `two`: {e}"));
+        assert_eq!(&buf, b"two\n", "signal {sig}");
+        drop(c);
+        assert_eq!(server.wait_exit(), Some(0), "signal {sig}");
+        let summary = ChildProc::expect_line(&server.stderr, "stopped:");
+        assert!(
+            summary.contains("1 served, 0 errors"),
+            "signal {sig}: {summary}"
+        );
+    }
+}
+
 #[test]
 fn client_without_a_server_fails_with_a_message() {
     assert_client_fails_cleanly("echo", free_tcp_addr(), &[], b"hello\n", "cannot connect");

@@ -76,6 +76,148 @@ fn commands_run_and_reply_with_the_json_header_in_every_mode() {
     }
 }
 
+/// Whether any live (non-zombie) process is in process group `pgid`.
+fn group_alive(pgid: u32) -> bool {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    dir.filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
+        .any(|e| {
+            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+            // After the ")" of the command name: state, ppid, pgrp.
+            let f: Vec<&str> = stat
+                .rsplit(')')
+                .next()
+                .unwrap_or("")
+                .split_whitespace()
+                .collect();
+            f.len() > 2 && f[0] != "Z" && f[0] != "X" && f[2] == pgid.to_string()
+        })
+}
+
+/// Kills a process group on drop, so that a failing test leaves nothing running.
+struct KillGroup(u32);
+
+impl Drop for KillGroup {
+    fn drop(&mut self) {
+        // SAFETY: killpg(2); the group is one the test made the server start.
+        unsafe { libc::killpg(self.0 as libc::pid_t, libc::SIGKILL) };
+    }
+}
+
+/// Issue 17.2: a command still running when the server goes is killed with its group: the
+/// threading server at the end of `main`, the forking server's child on its SIGTERM.
+#[test]
+fn a_running_command_dies_with_the_server_in_threading_and_forking_modes() {
+    for mode in ["threading", "forking"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let pidfile = tmp.path().join("pgid");
+        let (mut server, addr) =
+            spawn_example_server("remote_cmd", &["--mode", mode, "--timeout", "60"]);
+        let mut c = connect(addr);
+        let cmd = format!("echo $$ > {}; sleep 47", pidfile.display());
+        c.write_all(cmd.as_bytes()).unwrap();
+        wait_until("the command to start", || {
+            std::fs::read_to_string(&pidfile).is_ok_and(|s| s.ends_with('\n'))
+        });
+        // `sh -c` is the group leader: its pid is the group id.
+        let pgid: u32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let _guard = KillGroup(pgid);
+        assert!(group_alive(pgid), "{mode}");
+        server.signal(libc::SIGINT);
+        ChildProc::expect_line(&server.stderr, "shutting down");
+        server.signal(libc::SIGINT); // force: no 10 s grace period
+        assert_eq!(server.wait_exit(), Some(0), "{mode}");
+        wait_until("the command's process group to be killed", || {
+            !group_alive(pgid)
+        });
+    }
+}
+
+/// Issue 17.2: `cmd &` with its output elsewhere returns at once; the job it left behind
+/// is killed with the command's group when the command ends, so --timeout bounds it.
+#[test]
+fn a_job_left_in_the_background_is_killed_when_its_command_ends() {
+    for mode in MODES {
+        let (server, addr) = spawn_example_server("remote_cmd", &["--mode", mode]);
+        let mut c = connect(addr);
+        let started = Instant::now();
+        let (_, body) = run_command(&mut c, "sleep 95 >/dev/null 2>&1 & echo $!");
+        assert!(started.elapsed() < Duration::from_secs(10), "{mode}");
+        let pid: u32 = String::from_utf8(body).unwrap().trim().parse().unwrap();
+        // SAFETY: kill(2) on the job, should the test fail.
+        let _guard = scopeguard(move || unsafe {
+            libc::kill(pid as libc::pid_t, libc::SIGKILL);
+        });
+        wait_until("the background job to be killed", || !is_running(pid));
+        drop(c);
+        server.stop_with_sigint();
+    }
+}
+
+/// Runs `f` on drop.
+fn scopeguard(f: impl FnOnce()) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
+    Guard(Some(f))
+}
+
+/// Issue 17.6: options out of range are refused when parsed (exit 2, clap's usage error),
+/// not wrapped (`--max-output` 2^64-1 + 1 = 0) or left to panic later (`--timeout 1e19`).
+#[test]
+fn out_of_range_options_are_refused_when_parsed() {
+    for (args, name) in [
+        (
+            &["--max-output", "18446744073709551615"][..],
+            "--max-output",
+        ),
+        (&["--max-output", "1073741825"], "--max-output"),
+        (&["--max-output=-1"], "--max-output"),
+        (&["--timeout", "1e19"], "--timeout"),
+        (&["--timeout", "86401"], "--timeout"),
+        (&["--timeout", "0"], "--timeout"),
+        (&["--timeout=-1"], "--timeout"),
+        (&["--timeout", "nan"], "--timeout"),
+        (&["--timeout", "inf"], "--timeout"),
+        (&["--timeout", "soon"], "--timeout"),
+    ] {
+        let mut cmd = Command::new(example_path("remote_cmd"));
+        cmd.args(["server", "--addr", "127.0.0.1:0"]).args(args);
+        let mut server = ChildProc::spawn(cmd);
+        assert_eq!(server.wait_exit(), Some(2), "{args:?}");
+        let why = ChildProc::expect_line(&server.stderr, "error:");
+        assert!(why.contains(name), "{args:?}: {why}");
+    }
+}
+
+/// Issue 17.6: the largest values accepted work (no overflow in `max + 1` or `now + timeout`).
+#[test]
+fn the_largest_accepted_limits_work() {
+    let args = ["--max-output", "1073741824", "--timeout", "86400"];
+    let (server, addr) = spawn_example_server("remote_cmd", &args);
+    let mut c = connect(addr);
+    let (_, body) = run_command(&mut c, "echo hi");
+    assert_eq!(body, b"hi\n");
+    drop(c);
+    server.stop_with_sigint();
+}
+
 #[test]
 fn a_command_over_the_timeout_is_killed_with_its_process_group() {
     let (server, addr) = spawn_example_server("remote_cmd", &["--timeout", "1"]);

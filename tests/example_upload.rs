@@ -381,3 +381,117 @@ fn the_directory_quota_refuses_a_file_that_would_pass_it_in_every_mode() {
         server.stop_with_sigint();
     }
 }
+
+/// Starts a 10 MB upload, sends 1 MB of it and stalls; returns once its temporary file
+/// holds that 1 MB.
+#[track_caller]
+fn stalled_upload(addr: SocketAddr, dir: &Path) -> std::net::TcpStream {
+    let mut c = connect(addr);
+    c.write_all(&file_header("stalled.bin")).unwrap();
+    c.write_all(&((10 * MIB) as i32).to_le_bytes()).unwrap();
+    c.write_all(&vec![9u8; MIB]).unwrap();
+    wait_until("the temporary file to hold 1 MiB", || {
+        fs::read_dir(dir).unwrap().any(|e| {
+            let e = e.unwrap();
+            e.file_name().to_string_lossy().ends_with(".part")
+                && e.metadata().is_ok_and(|m| m.len() == MIB as u64)
+        })
+    });
+    c
+}
+
+/// Issue 17.3: a forked child ended by SIGTERM in the middle of an upload removes its
+/// temporary file: the server's own SIGTERM after the grace period (here forced by a
+/// second SIGINT), and a SIGTERM to the whole process group, as systemd sends.
+#[test]
+fn a_forked_child_terminated_mid_upload_leaves_no_partial_file() {
+    for group in [false, true] {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_str().unwrap();
+        let args = ["--dir", dir, "--mode", "forking"];
+        let (mut server, addr) = if group {
+            spawn_example_server_in_own_group("upload", &args)
+        } else {
+            spawn_example_server("upload", &args)
+        };
+        let c = stalled_upload(addr, tmp.path());
+        if group {
+            // SAFETY: killpg(2) on the server's own process group (it is the leader).
+            unsafe { libc::killpg(server.child.id() as libc::pid_t, libc::SIGTERM) };
+        } else {
+            server.signal(libc::SIGINT);
+            ChildProc::expect_line(&server.stderr, "shutting down");
+            server.signal(libc::SIGINT); // force: the child gets SIGTERM at once
+        }
+        assert_eq!(server.wait_exit(), Some(0), "group={group}");
+        drop(c);
+        assert!(
+            entries(tmp.path()).is_empty(),
+            "group={group}: {:?}",
+            entries(tmp.path())
+        );
+    }
+}
+
+/// Issue 17.3: temporary files whose writer is dead (SIGKILL, a crash) are removed when
+/// the server starts; a live writer's, and every other file, are left alone.
+#[test]
+fn stale_partial_files_of_dead_writers_are_removed_at_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut gone = Command::new("true").spawn().unwrap();
+    let dead_pid = gone.id();
+    gone.wait().unwrap();
+    let dead = format!(".socketserver-{dead_pid}-0-000000001.part");
+    let live = format!(".socketserver-{}-0-000000002.part", std::process::id());
+    for name in [
+        dead.as_str(),
+        live.as_str(),
+        "keep.bin",
+        ".socketserver-x.part",
+    ] {
+        fs::write(tmp.path().join(name), [0u8; 100]).unwrap();
+    }
+    // (The server logs each file it removes before its `listening on` line.)
+    let (server, _addr) = upload_server(tmp.path(), &[]);
+    let mut want = vec![
+        live.clone(),
+        "keep.bin".into(),
+        ".socketserver-x.part".into(),
+    ];
+    want.sort();
+    assert_eq!(entries(tmp.path()), want);
+    server.stop_with_sigint();
+}
+
+/// Issue 17.5: the quota follows what is on disk: a file replaced with --overwrite counts
+/// once, and a file removed by hand stops counting without a restart.
+#[test]
+fn the_quota_follows_the_directory_through_overwrites_and_deletions_in_every_mode() {
+    let upload = |name: &str, len: usize| [file_header(name), frame(&vec![5u8; len])].concat();
+    for mode in MODES {
+        let tmp = tempfile::tempdir().unwrap();
+        let args = ["--mode", mode, "--quota", "1000000", "--overwrite"];
+        let (server, addr) = upload_server(tmp.path(), &args);
+        for i in 0..5 {
+            round_trip(addr, &upload("same.bin", 300_000));
+            let line = ChildProc::expect_line(&server.stderr, "\"same.bin\" ");
+            assert!(
+                line.starts_with("\"same.bin\" (300000 bytes)"),
+                "{mode} #{i}: {line}"
+            );
+        }
+        round_trip(addr, &upload("a.bin", 600_000));
+        ChildProc::expect_line(&server.stderr, "stored \"a.bin\" (600000 bytes)");
+        round_trip(addr, &upload("b.bin", 200_000));
+        let line = ChildProc::expect_line(&server.stderr, "\"b.bin\" not stored");
+        assert!(
+            line.contains("quota: 900000 of 1000000 bytes used, 200000 more refused"),
+            "{mode}: {line}"
+        );
+        fs::remove_file(tmp.path().join("a.bin")).unwrap();
+        round_trip(addr, &upload("b.bin", 200_000));
+        ChildProc::expect_line(&server.stderr, "stored \"b.bin\" (200000 bytes)");
+        assert_eq!(entries(tmp.path()), ["b.bin", "same.bin"], "{mode}");
+        server.stop_with_sigint();
+    }
+}

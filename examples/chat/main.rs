@@ -22,9 +22,11 @@
 //! - A line over 4096 bytes → `! line too long ...`, invalid UTF-8 → `! invalid UTF-8 ...`:
 //!   the line is dropped, the connection stays. `\r\n` is accepted, empty lines are ignored,
 //!   and a connection idle for an hour is closed.
-//! - Each member has an outbox of 128 lines, written to its socket by its own thread. A member
-//!   whose outbox is full (it stopped reading) is disconnected — the others see
-//!   `* NAME was disconnected (too slow)` — so a broadcast never waits on a socket.
+//! - Each member has an outbox, written to its socket by its own thread, so a broadcast
+//!   never waits on a socket. It holds 256 KiB; beyond, the sender waits for it to drain
+//!   (its own input is read more slowly). A member whose outbox has not drained for 5 s
+//!   (it stopped reading) is disconnected — the others see
+//!   `* NAME was disconnected (too slow)`; one that keeps reading never is.
 //!
 //! UDP relay. Each datagram goes, unchanged, to every other peer heard from in the last 10
 //! minutes (at most 1024; when full, the longest silent is forgotten). An empty datagram only

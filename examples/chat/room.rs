@@ -1,19 +1,28 @@
-//! The TCP chat room: members, their bounded outboxes, and one session per connection.
+//! The TCP chat room: members, their outboxes (bounded in bytes and time), and one session
+//! per connection.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, BufRead, Read};
 use std::net::Shutdown;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, TrySendError};
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 use socketserver::{ClientAddr, Connection, StreamRequest};
 
 const MAX_LINE: usize = 4096;
 const MAX_NICK: usize = 32;
-const OUTBOX: usize = 128;
+/// Bytes an outbox holds before a sender waits for it to drain (backpressure: the sender's
+/// own input is then read more slowly). 256 members x 256 KiB bound the memory.
+const OUTBOX_BYTES: usize = 256 * 1024;
+/// A member whose writer has made no progress for this long while lines wait for it
+/// (it stopped reading) is disconnected. A member that keeps reading never is, however
+/// large a burst and however late its writer thread is scheduled.
+const STALL: Duration = Duration::from_secs(5);
+/// Most bytes the writer sends per `send`.
+const BATCH: usize = 64 * 1024;
 const HELP: &str =
     "* commands: /nick NAME, /who, /quit, /help; other lines go to everyone (//x sends /x)";
 
@@ -21,8 +30,90 @@ const HELP: &str =
 /// disconnect it).
 struct Member {
     nick: String,
-    outbox: Sender<Arc<str>>,
+    outbox: Arc<Outbox>,
     conn: Connection,
+}
+
+/// What [`Outbox::push`] did.
+enum Pushed {
+    /// Queued; `true` if the outbox is now over [`OUTBOX_BYTES`] (the sender should wait).
+    Queued(bool),
+    /// Not queued: the member has not drained for [`STALL`], or its writer is gone.
+    Refused,
+}
+
+/// The lines waiting for one member, written to its socket by its own thread.
+#[derive(Default)]
+struct Outbox {
+    state: Mutex<OutboxState>,
+    /// The writer waits here for lines.
+    ready: Condvar,
+    /// Senders wait here for room.
+    room: Condvar,
+}
+
+#[derive(Default)]
+struct OutboxState {
+    lines: VecDeque<Arc<str>>,
+    /// Bytes queued or being sent.
+    pending: usize,
+    /// Since when the writer owes `pending` bytes without having made progress.
+    progress: Option<Instant>,
+    /// No more lines: the session ended (the writer sends what is queued, then ends), or
+    /// the writer failed.
+    closed: bool,
+}
+
+impl OutboxState {
+    fn stalled(&self) -> bool {
+        self.pending > 0 && self.progress.is_some_and(|p| p.elapsed() >= STALL)
+    }
+}
+
+impl Outbox {
+    fn push(&self, line: Arc<str>) -> Pushed {
+        let mut st = self.state.lock();
+        if st.closed || st.stalled() {
+            return Pushed::Refused;
+        }
+        if st.pending == 0 {
+            st.progress = Some(Instant::now());
+        }
+        st.pending += line.len();
+        st.lines.push_back(line);
+        self.ready.notify_one();
+        Pushed::Queued(st.pending > OUTBOX_BYTES)
+    }
+
+    /// Waits until the outbox is back under [`OUTBOX_BYTES`]; `false` if the member
+    /// stalled meanwhile (it is then to be disconnected) or its writer is gone.
+    fn wait_for_room(&self) -> bool {
+        let mut st = self.state.lock();
+        loop {
+            if st.closed {
+                return false;
+            }
+            if st.pending <= OUTBOX_BYTES {
+                return true;
+            }
+            if st.stalled() {
+                return false;
+            }
+            self.room.wait_for(&mut st, STALL / 10);
+        }
+    }
+
+    fn is_stalled(&self) -> bool {
+        let st = self.state.lock();
+        st.closed || st.stalled()
+    }
+
+    /// No more lines: the writer sends what is queued, then ends.
+    fn close(&self) {
+        self.state.lock().closed = true;
+        self.ready.notify_all();
+        self.room.notify_all();
+    }
 }
 
 /// The room, shared by every connection: the members who have a nickname, by session id.
@@ -33,24 +124,69 @@ pub struct Room {
 }
 
 impl Room {
-    /// Queues `line` for every member but `skip`, without waiting. A member whose outbox is
-    /// full (or whose writer is gone) is disconnected, and the others are told — which may
-    /// in turn find more laggards, hence the work list.
-    fn broadcast(&self, skip: Option<u64>, line: String) {
+    /// Queues `line` for every member but `skip`, without waiting on any socket. A member
+    /// that has not drained its outbox for [`STALL`] (or whose writer is gone) is
+    /// disconnected, and the others are told. Returns the outboxes now over
+    /// [`OUTBOX_BYTES`]: the sender waits for them ([`Room::wait_for_room`]).
+    fn broadcast(&self, skip: Option<u64>, line: String) -> Vec<Arc<Outbox>> {
         let mut members = self.members.lock();
-        let mut pending = vec![(skip, Arc::<str>::from(line + "\n"))];
-        while let Some((skip, line)) = pending.pop() {
-            let laggards: Vec<u64> = members
+        let mut full = Vec::new();
+        let mut laggards = Vec::new();
+        let line = Arc::<str>::from(line + "\n");
+        for (id, m) in members.iter() {
+            if Some(*id) == skip {
+                continue;
+            }
+            match m.outbox.push(line.clone()) {
+                Pushed::Queued(true) => full.push(m.outbox.clone()),
+                Pushed::Queued(false) => {}
+                Pushed::Refused => laggards.push(*id),
+            }
+        }
+        Self::disconnect(&mut members, laggards);
+        full
+    }
+
+    /// Removes `laggards` and tells the others, which may find more laggards.
+    fn disconnect(members: &mut HashMap<u64, Member>, mut laggards: Vec<u64>) {
+        while !laggards.is_empty() {
+            let mut notices = Vec::new();
+            for m in laggards.drain(..).filter_map(|id| members.remove(&id)) {
+                log::warn!(
+                    "chat: {}: outbox full, disconnected (not drained for {STALL:?})",
+                    m.nick
+                );
+                let _ = m.conn.shutdown(Shutdown::Both);
+                notices.push(Arc::<str>::from(format!(
+                    "* {} was disconnected (too slow)\n",
+                    m.nick
+                )));
+            }
+            for notice in notices {
+                for (id, m) in members.iter() {
+                    if let Pushed::Refused = m.outbox.push(notice.clone()) {
+                        laggards.push(*id);
+                    }
+                }
+            }
+            laggards.sort_unstable();
+            laggards.dedup();
+        }
+    }
+
+    /// The sender's side of backpressure: waits (outside the room's lock) until each of
+    /// `full` has drained under [`OUTBOX_BYTES`]; members that stalled instead are
+    /// disconnected.
+    fn wait_for_room(&self, full: Vec<Arc<Outbox>>) {
+        let stalled = full.iter().filter(|o| !o.wait_for_room()).count();
+        if stalled > 0 {
+            let mut members = self.members.lock();
+            let laggards = members
                 .iter()
-                .filter(|(id, m)| Some(**id) != skip && m.outbox.try_send(line.clone()).is_err())
+                .filter(|(_, m)| m.outbox.is_stalled())
                 .map(|(id, _)| *id)
                 .collect();
-            for m in laggards.iter().filter_map(|id| members.remove(id)) {
-                log::warn!("chat: {}: outbox full, disconnected", m.nick);
-                let _ = m.conn.shutdown(Shutdown::Both);
-                let notice = format!("* {} was disconnected (too slow)\n", m.nick);
-                pending.push((None, notice.into()));
-            }
+            Self::disconnect(&mut members, laggards);
         }
     }
 
@@ -99,17 +235,25 @@ struct Session<'a> {
     id: u64,
     peer: ClientAddr,
     conn: Connection,
-    outbox: Sender<Arc<str>>,
+    outbox: Arc<Outbox>,
     nick: Option<String>,
 }
 
 impl Session<'_> {
     /// Queues a line for this client only; `false` if it cannot take more (too slow or gone).
     fn tell(&self, line: &str) -> bool {
-        match self.outbox.try_send(format!("{line}\n").into()) {
-            Ok(()) => true,
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => false,
+        match self.outbox.push(format!("{line}\n").into()) {
+            Pushed::Queued(false) => true,
+            // Its own replies: this member's input waits for its output.
+            Pushed::Queued(true) => self.outbox.wait_for_room(),
+            Pushed::Refused => false,
         }
+    }
+
+    /// Sends `line` to the room and waits for the outboxes it filled.
+    fn broadcast(&self, skip: Option<u64>, line: String) {
+        let full = self.room.broadcast(skip, line);
+        self.room.wait_for_room(full);
     }
 
     /// Reads lines until the client quits, closes or falls behind.
@@ -145,8 +289,7 @@ impl Session<'_> {
             (Input::Empty, _) => true,
             (Input::Text(name), None) | (Input::Command("nick", name), _) => self.set_nick(name),
             (Input::Text(text), Some(nick)) => {
-                self.room
-                    .broadcast(Some(self.id), format!("<{nick}> {text}"));
+                self.broadcast(Some(self.id), format!("<{nick}> {text}"));
                 true
             }
             (Input::Command("who", _), _) => self.tell(&self.room.who()),
@@ -180,7 +323,7 @@ impl Session<'_> {
                     None => format!("* {nick} joined"),
                 };
                 log::info!("chat: {}: {}", self.peer, &notice[2..]);
-                self.room.broadcast(Some(self.id), notice);
+                self.broadcast(Some(self.id), notice);
                 self.nick = Some(nick.to_string());
                 told
             }
@@ -266,20 +409,42 @@ fn read_line(r: &mut impl BufRead, buf: &mut Vec<u8>) -> io::Result<Line> {
     Ok(Line::Text(String::from_utf8(std::mem::take(buf))))
 }
 
-/// The writer thread of one member: sends what is queued, a batch per `send`.
-fn write_outbox(conn: &Connection, outbox: &Receiver<Arc<str>>) {
+/// The writer thread of one member: sends what is queued, a batch per `send`, and tells
+/// the outbox of each batch sent (its progress).
+fn write_outbox(conn: &Connection, outbox: &Outbox) {
     let mut batch = Vec::new();
-    while let Ok(line) = outbox.recv() {
+    loop {
         batch.clear();
-        batch.extend_from_slice(line.as_bytes());
-        while batch.len() < 64 * 1024 {
-            let Ok(more) = outbox.try_recv() else { break };
-            batch.extend_from_slice(more.as_bytes());
+        {
+            let mut st = outbox.state.lock();
+            while st.lines.is_empty() && !st.closed {
+                outbox.ready.wait(&mut st);
+            }
+            if st.lines.is_empty() {
+                return; // closed, and everything sent
+            }
+            while batch.len() < BATCH {
+                let Some(line) = st.lines.pop_front() else {
+                    break;
+                };
+                batch.extend_from_slice(line.as_bytes());
+            }
         }
-        if conn.send_all(&batch).is_err() {
+        let sent = conn.send_all(&batch);
+        let mut st = outbox.state.lock();
+        if sent.is_err() {
+            st.closed = true;
+            st.lines.clear();
+            st.pending = 0;
+            drop(st);
+            outbox.room.notify_all();
             let _ = conn.shutdown(Shutdown::Both); // the reader notices too
             return;
         }
+        st.pending -= batch.len();
+        st.progress = Some(Instant::now());
+        drop(st);
+        outbox.room.notify_all();
     }
 }
 
@@ -287,12 +452,12 @@ fn write_outbox(conn: &Connection, outbox: &Receiver<Arc<str>>) {
 pub fn chat_stream(room: &Room, req: &mut StreamRequest) -> io::Result<()> {
     let peer = req.client_address().clone();
     let conn = req.connection().clone();
-    let (outbox, rx) = crossbeam_channel::bounded(OUTBOX);
+    let outbox = Arc::new(Outbox::default());
     let writer = {
-        let conn = conn.clone();
+        let (conn, outbox) = (conn.clone(), outbox.clone());
         thread::Builder::new()
             .name("chat-writer".into())
-            .spawn(move || write_outbox(&conn, &rx))?
+            .spawn(move || write_outbox(&conn, &outbox))?
     };
     let id = room.next_id.fetch_add(1, Ordering::Relaxed);
     let mut session = Session {
@@ -308,9 +473,9 @@ pub fn chat_stream(room: &Room, req: &mut StreamRequest) -> io::Result<()> {
     match (room.leave(id), &end) {
         (Some(nick), Ok(End::TooSlow)) => {
             let _ = session.conn.shutdown(Shutdown::Both); // unblocks the writer
-            room.broadcast(None, format!("* {nick} was disconnected (too slow)"));
+            session.broadcast(None, format!("* {nick} was disconnected (too slow)"));
         }
-        (Some(nick), _) => room.broadcast(None, format!("* {nick} left")),
+        (Some(nick), _) => session.broadcast(None, format!("* {nick} left")),
         // Named, yet no longer in the room: a broadcast found its outbox full.
         (None, _) if session.nick.is_some() => end = Ok(End::TooSlow),
         (None, _) => {}
@@ -319,13 +484,15 @@ pub fn chat_stream(room: &Room, req: &mut StreamRequest) -> io::Result<()> {
         .nick
         .take()
         .unwrap_or_else(|| "(no nickname)".into());
-    drop(session); // the last sender: the writer sends what is queued, then ends
+    // The writer sends what is queued, then ends.
+    session.outbox.close();
+    drop(session);
     let _ = writer.join();
     let how = match end? {
         End::Quit => "quit",
         End::Closed => "closed the connection",
         End::Idle => "was idle too long",
-        End::TooSlow => "was too slow (outbox full)",
+        End::TooSlow => "was too slow (outbox not drained)",
     };
     log::info!("chat: {peer}: {who} {how}");
     Ok(())

@@ -14,7 +14,7 @@ use super::body::BodyReader;
 use super::frame::Framing;
 use super::json::{BodyLen, FileHeader};
 use super::name::{NameError, sanitize_file_name};
-use super::sys;
+use super::{partial, sys};
 
 /// The buffer file transfers copy through, on both sides: 64 KiB (see the benchmark in
 /// `benches/framing.rs`: it beats `io::copy`'s 8 KiB in both directions).
@@ -289,6 +289,7 @@ pub struct FileReceiver {
 impl FileReceiver {
     /// A receiver storing into `dir`, which must exist, with the defaults above.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
+        partial::note_first_use();
         FileReceiver {
             dir: dir.into(),
             max_size: DEFAULT_MAX_FILE_SIZE,
@@ -324,6 +325,16 @@ impl FileReceiver {
     /// The directory files are stored in.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Removes the temporary files that writers which are gone left in the directory:
+    /// [`remove_stale_partial_files`](super::remove_stale_partial_files) on
+    /// [`dir`](Self::dir). Call it at start, before receiving.
+    ///
+    /// # Errors
+    /// Reading the directory.
+    pub fn remove_stale_partial_files(&self) -> io::Result<Vec<PathBuf>> {
+        super::remove_stale_partial_files(&self.dir)
     }
 
     /// Reads exactly `len` bytes from `body` and stores them as `name` in the directory,
@@ -446,10 +457,12 @@ impl FileReceiver {
     }
 }
 
-/// A temporary file that is removed when dropped, unless disarmed.
+/// A temporary file that is removed when dropped, unless disarmed; registered meanwhile
+/// (see [`remove_partial_files`](super::remove_partial_files)).
 struct TempFile {
     path: PathBuf,
     armed: bool,
+    _registered: partial::Registered,
 }
 
 impl TempFile {
@@ -464,9 +477,18 @@ impl TempFile {
             let nanos = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.subsec_nanos());
-            let path = dir.join(format!(".socketserver-{pid}-{seq}-{nanos:09}.part"));
+            let path = dir.join(partial::temp_name(pid, seq, nanos));
+            // Registered before it exists: a signal in between finds nothing to remove.
+            let registered = partial::register(&path);
             match sys::create_exclusive(&path) {
-                Ok(file) => return Ok((file, TempFile { path, armed: true })),
+                Ok(file) => {
+                    let temp = TempFile {
+                        path,
+                        armed: true,
+                        _registered: registered,
+                    };
+                    return Ok((file, temp));
+                }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last_err = Some(e),
                 Err(e) => return Err(e),
             }
@@ -481,8 +503,11 @@ impl TempFile {
 
 impl Drop for TempFile {
     fn drop(&mut self) {
+        // Removed before it is unregistered; `remove_partial_files` may have removed it
+        // already (NotFound).
         if self.armed
             && let Err(e) = fs::remove_file(&self.path)
+            && e.kind() != io::ErrorKind::NotFound
         {
             log::warn!(
                 "could not remove temporary file {}: {e}",

@@ -35,6 +35,7 @@
 //! | JSON header + body | [`Framing::write_message`], [`Framing::read_message`], [`FileHeader`], [`TransferHeader`], [`UploadHeader`], [`to_python_json`] | `json.rs` |
 //! | file transfer | [`Framing::send_file`], [`Framing::send_file_message`], [`FileReceiver`], [`md5_hex`] | `file.rs` |
 //! | peer-supplied file names | [`sanitize_file_name`], [`NameError`] | `name.rs` |
+//! | temporary files of transfers | [`remove_partial_files`], [`remove_stale_partial_files`] | `partial.rs` |
 //!
 //! ## Frames
 //! [`Framing`] is a `Copy` value: a header format ([`LengthPrefix`]; default 4-byte
@@ -77,7 +78,10 @@
 //! copies through 8 KiB). [`FileReceiver`] stores a received body under a
 //! checked name: into a temporary file, `fsync`ed, checked against an MD5 if one is given,
 //! and renamed into place only when complete, without ever replacing an existing file
-//! unless asked. A transfer that fails leaves nothing behind.
+//! unless asked. A transfer that fails leaves nothing behind. A process ended by a signal
+//! does not run the destructor that removes a temporary file: a SIGTERM handler calls
+//! [`remove_partial_files`], and [`remove_stale_partial_files`] at start removes the files of
+//! writers that died (SIGKILL, a crash).
 //!
 //! # Trade-offs
 //! After any read error the stream is out of sync (the rest of a bad frame is not skipped):
@@ -102,6 +106,7 @@ mod frame;
 mod json;
 mod message;
 mod name;
+mod partial;
 mod sys;
 
 pub use body::BodyReader;
@@ -116,3 +121,4 @@ pub use json::{
 pub(crate) use message::MessageReader;
 pub use message::{DEFAULT_MAX_LINE, Decoded, Decoder, MessageFraming};
 pub use name::{MAX_FILE_NAME_LEN, NameError, sanitize_file_name};
+pub use partial::{remove_partial_files, remove_stale_partial_files};

@@ -91,6 +91,44 @@ pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     }
 }
 
+/// Whether process `pid` exists (`kill(pid, 0)`: success, or `EPERM` for another user's
+/// process). Where that cannot be asked, every process is taken to exist.
+pub(crate) fn process_exists(pid: u32) -> bool {
+    #[cfg(unix)]
+    {
+        let Ok(pid) = libc::pid_t::try_from(pid) else {
+            return false;
+        };
+        if pid <= 0 {
+            return false;
+        }
+        // SAFETY: kill(2) with signal 0 sends nothing; it only checks that `pid` exists.
+        if unsafe { libc::kill(pid, 0) } == 0 {
+            return true;
+        }
+        io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = pid;
+        true
+    }
+}
+
+/// `unlink(2)` of a NUL-terminated path, ignoring errors. Async-signal-safe.
+///
+/// # Safety
+/// `path` must point to a NUL-terminated string that stays valid during the call.
+pub(crate) unsafe fn unlink_raw(path: *const std::ffi::c_char) {
+    #[cfg(unix)]
+    // SAFETY: the caller guarantees a valid NUL-terminated path.
+    unsafe {
+        libc::unlink(path);
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -45,36 +45,58 @@ impl AsRawFd for Connection {
     }
 }
 
+/// Retries `op` while it fails with `EINTR`, and only then.
+///
+/// Accepted sockets carry `SO_RCVTIMEO`/`SO_SNDTIMEO`, and Linux never restarts a `recv` or
+/// `send` interrupted by a signal on such a socket, even with `SA_RESTART` (signal(7)). A
+/// Ctrl-C handler thread, a profiler or a debugger would otherwise turn into
+/// `Interrupted` errors in the middle of a request. Each retry starts the socket's timeout
+/// over.
+fn retry_interrupted<T>(mut op: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+    loop {
+        match op() {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            r => return r,
+        }
+    }
+}
+
+/// `recv`, retried on `EINTR` (never fails with [`io::ErrorKind::Interrupted`]).
 impl Read for &Connection {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        (&*self.0).read(buf)
+        retry_interrupted(|| (&*self.0).read(buf))
     }
 }
 
+/// `recv`, retried on `EINTR` (never fails with [`io::ErrorKind::Interrupted`]).
 impl Read for Connection {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        (&*self.0).read(buf)
+        (&*self).read(buf)
     }
 }
 
+/// `send`/`sendmsg`, retried on `EINTR` (never fails with [`io::ErrorKind::Interrupted`]);
+/// a write may still be short.
 impl Write for &Connection {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        (&*self.0).write(buf)
+        retry_interrupted(|| (&*self.0).write(buf))
     }
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        (&*self.0).write_vectored(bufs)
+        retry_interrupted(|| (&*self.0).write_vectored(bufs))
     }
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
 }
 
+/// `send`/`sendmsg`, retried on `EINTR` (never fails with [`io::ErrorKind::Interrupted`]);
+/// a write may still be short.
 impl Write for Connection {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        (&*self.0).write(buf)
+        (&*self).write(buf)
     }
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        (&*self.0).write_vectored(bufs)
+        (&*self).write_vectored(bufs)
     }
     fn flush(&mut self) -> io::Result<()> {
         Ok(())

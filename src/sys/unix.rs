@@ -63,7 +63,8 @@ pub(crate) fn send_to_waiting(
     to: &socket2::SockAddr,
     timeout: Option<Duration>,
 ) -> io::Result<usize> {
-    let deadline = timeout.map(|t| std::time::Instant::now() + t);
+    // A timeout too large to add to `now` (years) waits forever instead of panicking.
+    let deadline = timeout.and_then(|t| std::time::Instant::now().checked_add(t));
     loop {
         match sock.send_to(buf, to) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {

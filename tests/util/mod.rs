@@ -205,8 +205,27 @@ pub fn spawn_example_server_with_env(
     env: &[(&str, &str)],
 ) -> (ChildProc, SocketAddr) {
     let mut cmd = std::process::Command::new(example_path(name));
-    cmd.arg("server").args(["--addr", "127.0.0.1:0"]).args(args);
     cmd.envs(env.iter().copied());
+    spawn_example_server_cmd(cmd, args)
+}
+
+/// [`spawn_example_server`] in a process group of its own (its pid is the group id), so
+/// that a test can signal the server and its children at once, as systemd or a terminal
+/// does, without signalling itself.
+#[track_caller]
+pub fn spawn_example_server_in_own_group(name: &str, args: &[&str]) -> (ChildProc, SocketAddr) {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = std::process::Command::new(example_path(name));
+    cmd.process_group(0);
+    spawn_example_server_cmd(cmd, args)
+}
+
+#[track_caller]
+fn spawn_example_server_cmd(
+    mut cmd: std::process::Command,
+    args: &[&str],
+) -> (ChildProc, SocketAddr) {
+    cmd.arg("server").args(["--addr", "127.0.0.1:0"]).args(args);
     let proc = ChildProc::spawn(cmd);
     let line = ChildProc::expect_line(&proc.stderr, "listening on ");
     let addr = line["listening on ".len()..]
