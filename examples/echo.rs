@@ -2,7 +2,7 @@
 //! or one datagram back per datagram with `--udp`. The first server of every tutorial.
 //!
 //! How to run:
-//!     cargo run --release --example echo -- server [--addr 127.0.0.1:9000] [--mode sync|threading|forking] [--udp]
+//!     cargo run --release --example echo -- server [--addr 127.0.0.1:9000] [--mode evented|sync|threading|forking] [--udp]
 //! How to poke it:
 //!     printf 'hello\n' | cargo run --release --example echo -- client [--udp]
 //!     nc 127.0.0.1 9000          (TCP; type lines, see them back)
@@ -12,29 +12,12 @@
 
 mod common;
 
-use std::io::{self, Read, Write};
+use std::io;
 use std::process::ExitCode;
 
-use socketserver::{DatagramRequest, StreamRequest};
+use socketserver::DatagramRequest;
 
 const ADDR: &str = "127.0.0.1:9000";
-
-/// TCP: copy every read back until EOF. `wfile` never writes partially.
-fn echo_stream(req: &mut StreamRequest) -> io::Result<()> {
-    let peer = req.client_address().clone();
-    let mut buf = [0u8; 16 * 1024];
-    let mut total = 0u64;
-    loop {
-        let n = req.rfile.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        req.wfile.write_all(&buf[..n])?;
-        total += n as u64;
-    }
-    log::info!("echo: {peer}: echoed {total} bytes");
-    Ok(())
-}
 
 /// UDP: the reply is the datagram itself.
 fn echo_datagram(req: &mut DatagramRequest) -> io::Result<()> {
@@ -51,7 +34,7 @@ fn main() -> ExitCode {
         "echo",
         "Echo server and client (TCP, or UDP with --udp)",
         ADDR,
-        echo_stream,
+        || common::Chunks::new("echo", "echoed", |_: &mut [u8]| {}),
         echo_datagram,
     )
 }

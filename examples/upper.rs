@@ -3,7 +3,7 @@
 //! read, until the client closes — over TCP, or one datagram back per datagram with `--udp`.
 //!
 //! How to run:
-//!     cargo run --release --example upper -- server [--addr 127.0.0.1:9001] [--mode sync|threading|forking] [--udp]
+//!     cargo run --release --example upper -- server [--addr 127.0.0.1:9001] [--mode evented|sync|threading|forking] [--udp]
 //! How to poke it:
 //!     printf 'hello\nwörld\n' | cargo run --release --example upper -- client [--udp]
 //!     nc 127.0.0.1 9001          (TCP; type lines, see them back upper-cased)
@@ -14,33 +14,12 @@
 
 mod common;
 
-use std::io::{self, Read, Write};
+use std::io;
 use std::process::ExitCode;
 
-use socketserver::{DatagramRequest, StreamRequest};
+use socketserver::DatagramRequest;
 
 const ADDR: &str = "127.0.0.1:9001";
-
-/// TCP: upper-case every read and send it back, until EOF. Python's
-/// `self.request.sendall(self.data.upper())`, without its `recv(1024)` truncation.
-fn upper_stream(req: &mut StreamRequest) -> io::Result<()> {
-    let peer = req.client_address().clone();
-    let mut buf = [0u8; 16 * 1024];
-    let mut total = 0u64;
-    loop {
-        let n = req.rfile.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        // In place `to_ascii_uppercase`: bytes >= 0x80 (all of UTF-8's multi-byte
-        // sequences) are left alone.
-        buf[..n].make_ascii_uppercase();
-        req.wfile.write_all(&buf[..n])?;
-        total += n as u64;
-    }
-    log::info!("upper: {peer}: upper-cased {total} bytes");
-    Ok(())
-}
 
 /// UDP: the reply is the datagram, upper-cased (an empty one gets an empty one back).
 fn upper_datagram(req: &mut DatagramRequest) -> io::Result<()> {
@@ -54,7 +33,7 @@ fn main() -> ExitCode {
         "upper",
         "Upper-case server and client (TCP, or UDP with --udp)",
         ADDR,
-        upper_stream,
+        || common::Chunks::new("upper", "upper-cased", <[u8]>::make_ascii_uppercase),
         upper_datagram,
     )
 }

@@ -377,6 +377,8 @@ where
                     }
                     Ok(1) if b[0] == FORCE => handle.force_close(),
                     Ok(1) => {}
+                    // A signal (the terminal's Ctrl-C) is not the parent going away.
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                     // EOF or error: the parent is gone; stop, and force if it stays gone.
                     _ => {
                         handle.request_shutdown();

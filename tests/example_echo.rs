@@ -54,9 +54,10 @@ fn udp_echo_round_trips_in_every_mode() {
     }
 }
 
+/// Threading mode: an accepted connection keeps being served through the grace period.
 #[test]
 fn sigint_lets_an_in_flight_connection_finish() {
-    let (mut server, addr) = spawn_example_server("echo", &[]);
+    let (mut server, addr) = spawn_example_server("echo", &["--mode", "threading"]);
     let mut c = connect(addr);
     c.write_all(b"before\n").unwrap();
     let mut buf = [0u8; 7];
@@ -69,6 +70,32 @@ fn sigint_lets_an_in_flight_connection_finish() {
     assert_eq!(&buf, b"after!\n");
     drop(c);
     assert_eq!(server.wait_exit(), Some(0));
+    let summary = ChildProc::expect_line(&server.stderr, "stopped:");
+    assert!(summary.contains("1 served"), "{summary}");
+}
+
+/// Evented mode (echo's default): the drain closes a connection waiting for its next
+/// message at once, like Go's `Server.Shutdown`, and the server exits promptly.
+#[test]
+fn evented_sigint_closes_an_idle_connection_at_once_and_exits_promptly() {
+    let (mut server, addr) = spawn_example_server("echo", &[]);
+    let mut c = connect(addr);
+    c.write_all(b"before\n").unwrap();
+    let mut buf = [0u8; 7];
+    c.read_exact(&mut buf).unwrap();
+    let t = std::time::Instant::now();
+    server.signal(libc::SIGINT);
+    assert_eq!(
+        c.read(&mut buf).unwrap_or(0),
+        0,
+        "the idle connection is closed"
+    );
+    assert_eq!(server.wait_exit(), Some(0));
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(2),
+        "{:?}",
+        t.elapsed()
+    );
     let summary = ChildProc::expect_line(&server.stderr, "stopped:");
     assert!(summary.contains("1 served"), "{summary}");
 }

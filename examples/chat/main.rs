@@ -97,8 +97,11 @@ fn main() -> ExitCode {
             args,
             opts: ServerOptions { udp: false },
         } => {
-            let why = match args.mode {
+            let why = match args.mode.unwrap_or(ModeArg::Threading) {
                 ModeArg::Threading => None,
+                ModeArg::Evented => Some(
+                    "the room is not yet a message handler (it keeps a writer thread per member)",
+                ),
                 ModeArg::Sync => Some("sync mode serves one connection at a time: a room of one"),
                 ModeArg::Forking => Some("forking mode gives each member a room of its own"),
             };
@@ -115,7 +118,7 @@ fn main() -> ExitCode {
             args,
             opts: ServerOptions { udp: true },
         } => {
-            if args.mode == ModeArg::Forking {
+            if matches!(args.mode, Some(ModeArg::Forking | ModeArg::Evented)) {
                 let msg = "the UDP relay needs --mode threading or sync: forked children cannot share the peer table";
                 common::usage_error(msg);
             }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use log::LevelFilter;
 use socketserver::{
-    BindAddr, Forking, IntoHandler, Mode, Server, Stats, Synchronous, Threading, Transport,
+    BindAddr, Evented, Forking, IntoHandler, Mode, Server, Stats, Synchronous, Threading, Transport,
 };
 
 /// The command line of every example: `server` or `client`, each with the shared options
@@ -89,6 +89,8 @@ pub enum ModeArg {
     Threading,
     /// One child process per request (`ForkingTCPServer`).
     Forking,
+    /// A readiness loop: idle connections hold no thread (stream examples only).
+    Evented,
 }
 
 /// The options every example server takes.
@@ -97,9 +99,9 @@ pub struct ServerArgs {
     /// Address to listen on (port 0: the OS picks one; the log line tells which).
     #[arg(long)]
     pub addr: Option<String>,
-    /// Execution mode.
-    #[arg(long, value_enum, default_value_t = ModeArg::Threading)]
-    pub mode: ModeArg,
+    /// Execution mode (default: the example's own; evented for echo and upper over TCP).
+    #[arg(long, value_enum)]
+    pub mode: Option<ModeArg>,
 }
 
 /// The options every example client takes.
@@ -145,6 +147,10 @@ pub struct Settings {
     pub max_connections: Option<usize>,
     /// Grace period for in-flight requests after Ctrl-C.
     pub shutdown_grace: Duration,
+    /// `--mode` when none is given.
+    pub default_mode: ModeArg,
+    /// How message handlers' byte streams are cut into messages.
+    pub framing: socketserver::framing::MessageFraming,
     /// Forking mode: keep logging on in the children (`Builder::log_in_children`; off by
     /// default). Safe enough here: besides the serving thread, which forks, only the Ctrl-C
     /// handler and the deadline watchdog log, and only on a signal or an expired deadline.
@@ -161,6 +167,8 @@ impl Settings {
             connection_deadline: Some(Duration::from_secs(600)),
             max_connections: Some(1024),
             shutdown_grace: Duration::from_secs(10),
+            default_mode: ModeArg::Threading,
+            framing: socketserver::framing::MessageFraming::default(),
             log_in_children: false,
         }
     }
@@ -174,10 +182,11 @@ where
     for<'a> &'a str: BindAddr<T>,
     H: IntoHandler<T::Request, Marker>,
 {
-    let result = match args.mode {
+    let result = match args.mode.unwrap_or(settings.default_mode) {
         ModeArg::Sync => serve_in::<T, Synchronous, H, Marker>(settings, args, handler),
         ModeArg::Threading => serve_in::<T, Threading, H, Marker>(settings, args, handler),
         ModeArg::Forking => serve_in::<T, Forking, H, Marker>(settings, args, handler),
+        ModeArg::Evented => serve_in::<T, Evented, H, Marker>(settings, args, handler),
     };
     match result {
         Ok(stats) => {
@@ -205,7 +214,21 @@ where
     for<'a> &'a str: BindAddr<T>,
     H: IntoHandler<T::Request, Marker>,
 {
-    let forking = args.mode == ModeArg::Forking;
+    let mode = args.mode.unwrap_or(s.default_mode);
+    let forking = mode == ModeArg::Forking;
+    if mode == ModeArg::Evented {
+        // 10 000 idle clients need 10 000 descriptors: raise the soft limit, as Go does.
+        match socketserver::raise_fd_limit() {
+            Ok((before, after)) if after > before => {
+                log::info!(
+                    "{}: descriptor limit raised from {before} to {after}",
+                    s.name
+                )
+            }
+            Ok(_) => {}
+            Err(e) => log::warn!("{}: cannot raise the descriptor limit: {e}", s.name),
+        }
+    }
     let name = s.name;
     let addr = args.addr.as_deref().unwrap_or(s.default_addr);
     let server = Server::<T, M>::builder()
@@ -214,6 +237,7 @@ where
         .max_connections(s.max_connections)
         .shutdown_grace(s.shutdown_grace)
         .log_in_children(s.log_in_children)
+        .framing(s.framing.clone())
         // Forked children do not log (fork safety), so the parent logs each request.
         .verify_request(move |peer| {
             if forking {
@@ -224,9 +248,8 @@ where
         .bind(addr, handler)
         .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
     log::info!(
-        "{name}: listening on {} ({:?} mode)",
+        "{name}: listening on {} ({mode:?} mode)",
         server.server_address()?,
-        args.mode
     );
     socketserver::shutdown_on_ctrl_c([server.handle()]).map_err(io::Error::other)?;
     server.serve_forever()?;
@@ -317,12 +340,16 @@ where
         "Run the server.",
         "Send each line of stdin, print each reply.",
     );
-    let settings = Settings::new(name, default_addr);
+    let mut settings = Settings::new(name, default_addr);
+    settings.framing = socketserver::framing::MessageFraming::Raw;
     match cli.cmd {
         Cmd::Server { args, opts } if opts.udp => {
             serve::<socketserver::Udp, _, _>(&settings, &args, datagram)
         }
-        Cmd::Server { args, .. } => serve::<socketserver::Tcp, _, _>(&settings, &args, stream),
+        Cmd::Server { args, .. } => {
+            settings.default_mode = ModeArg::Evented;
+            serve::<socketserver::Tcp, _, _>(&settings, &args, stream)
+        }
         Cmd::Client { args, opts } => {
             let addr = args.addr.as_deref().unwrap_or(default_addr);
             let result = if opts.udp {
@@ -332,5 +359,46 @@ where
             };
             result.map_or_else(|e| client_failed(name, e), |()| ExitCode::SUCCESS)
         }
+    }
+}
+
+/// The TCP handler of echo and upper: transforms every chunk that arrives and sends it
+/// back, in every mode (a [`socketserver::MessageHandler`] with `MessageFraming::Raw`), and
+/// logs how many bytes it served when the connection ends.
+pub struct Chunks {
+    name: &'static str,
+    verb: &'static str,
+    transform: fn(&mut [u8]),
+    total: u64,
+}
+
+impl Chunks {
+    pub fn new(name: &'static str, verb: &'static str, transform: fn(&mut [u8])) -> Chunks {
+        Chunks {
+            name,
+            verb,
+            transform,
+            total: 0,
+        }
+    }
+}
+
+impl socketserver::MessageHandler for Chunks {
+    fn handle(&mut self, ch: &mut socketserver::Channel, msg: &[u8]) -> io::Result<()> {
+        let mut reply = msg.to_vec();
+        (self.transform)(&mut reply);
+        ch.push(&reply);
+        self.total += msg.len() as u64;
+        Ok(())
+    }
+
+    fn finish(&mut self, ch: &mut socketserver::Channel) -> io::Result<()> {
+        log::info!(
+            "{}: {}: {} bytes",
+            self.name,
+            ch.client_address(),
+            self.total
+        );
+        Ok(())
     }
 }

@@ -59,6 +59,10 @@ pub enum MessageFraming {
     /// Negative or oversized lengths close the connection with `InvalidData` before any
     /// memory is reserved for them.
     Frames(Framing),
+    /// No framing: whatever bytes have arrived are one message (asyncio's
+    /// `data_received`), at most 16 KiB per read. For byte-stream protocols such as echo,
+    /// where a message boundary means nothing.
+    Raw,
     /// A decoder of your own, built once per connection.
     Custom(Arc<dyn Fn() -> Box<dyn Decoder> + Send + Sync>),
 }
@@ -76,6 +80,7 @@ impl fmt::Debug for MessageFraming {
         match self {
             MessageFraming::Lines { max } => f.debug_struct("Lines").field("max", max).finish(),
             MessageFraming::Frames(fr) => f.debug_tuple("Frames").field(fr).finish(),
+            MessageFraming::Raw => f.write_str("Raw"),
             MessageFraming::Custom(_) => f.write_str("Custom(..)"),
         }
     }
@@ -90,6 +95,7 @@ impl MessageFraming {
                 scanned: 0,
             }),
             MessageFraming::Frames(fr) => Box::new(FrameDecoder(*fr)),
+            MessageFraming::Raw => Box::new(RawDecoder),
             MessageFraming::Custom(make) => make(),
         }
     }
@@ -125,6 +131,22 @@ impl Decoder for LineDecoder {
         }
         self.scanned = buf.len();
         Ok(Decoded::Incomplete { need: None })
+    }
+}
+
+struct RawDecoder;
+
+impl Decoder for RawDecoder {
+    fn decode(&mut self, buf: &[u8]) -> io::Result<Decoded> {
+        Ok(if buf.is_empty() {
+            Decoded::Incomplete { need: None }
+        } else {
+            Decoded::Message {
+                start: 0,
+                end: buf.len(),
+                consumed: buf.len(),
+            }
+        })
     }
 }
 
