@@ -55,7 +55,11 @@
 //!   [`DatagramRequestHandler`] (UDP, Unix datagram), passed as its constructor:
 //!   `ThreadingTcpServer::bind(addr, MyHandler::default)`, or `move || MyHandler::new(db.clone())`
 //!   to share state;
-//! - or, for stateless handlers, a closure `|req: &mut StreamRequest| -> io::Result<()>`.
+//! - or, for stateless handlers, a closure `|req: &mut StreamRequest| -> io::Result<()>`;
+//! - or, for message protocols on streams, a [`MessageHandler`]: one per connection,
+//!   called once per complete message (framing set by [`Builder::framing`]), replying
+//!   through a [`Channel`] that never blocks. It runs in every stream mode, and is what the
+//!   [`Evented`] mode runs.
 //!
 //! `setup` runs first; if it succeeds, `handle`, then `finish` — even when `handle` fails or
 //! panics. Errors and panics go to the `handle_error` hook (default: one `log::error!`
@@ -71,6 +75,11 @@
 //! | [`Udp`] | [`UdpServer`] | [`ThreadingUdpServer`] | [`ForkingUdpServer`] |
 //! | [`UnixStream`](transport::UnixStream) | [`UnixStreamServer`] | [`ThreadingUnixStreamServer`] | [`ForkingUnixStreamServer`] |
 //! | [`UnixDatagram`](transport::UnixDatagram) | [`UnixDatagramServer`] | [`ThreadingUnixDatagramServer`] | [`ForkingUnixDatagramServer`] |
+//!
+//! Stream transports also have [`Evented`] servers ([`EventedTcpServer`],
+//! [`EventedUnixStreamServer`]): the tutorials' `select`/`epoll` loop, where idle
+//! connections wait in epoll/kqueue and hold no thread, and threads run only while a message
+//! is handled.
 //!
 //! All are [`Server<T, M>`](Server); configure one with [`Server::builder`]: every
 //! [`Builder`] method names its default and the socket option behind it (backlog 1024,
@@ -110,7 +119,7 @@
 //! | `request` | what a handler receives: [`StreamRequest`], [`DatagramRequest`] |
 //! | [`transport`] | which socket: [`Tcp`], [`Udp`], [`UnixStream`](transport::UnixStream), [`UnixDatagram`](transport::UnixDatagram) |
 //! | `handler` | the handler traits and factories |
-//! | [`mode`] | who runs a request: [`Synchronous`], [`Threading`], [`Forking`]; the request pipeline |
+//! | [`mode`] | who runs a request: [`Synchronous`], [`Threading`], [`Forking`], [`Evented`]; the request pipeline |
 //! | `server` | Python's lifecycle and the serving loop: [`Server`], [`Builder`] |
 //! | [`prefork`], `signal` | on top: several processes; Ctrl-C |
 //!
