@@ -393,9 +393,9 @@ impl socketserver::MessageHandler for Chunks {
     }
 
     fn finish(&mut self, ch: &mut socketserver::Channel) -> io::Result<()> {
+        let (name, verb) = (self.name, self.verb);
         log::info!(
-            "{}: {}: {} bytes",
-            self.name,
+            "{name}: {}: {verb} {} bytes",
             ch.client_address(),
             self.total
         );
