@@ -524,3 +524,44 @@ fn ten_thousand_idle_connections_hold_no_thread_and_new_clients_are_served() {
     drop(child.stdin.take());
     let _ = child.wait();
 }
+
+mod split_and_coalesced {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+        /// Random lines, written in random pieces (coalesced and split anywhere), come back
+        /// numbered one by one, in order, over a real socket.
+        #[test]
+        fn lines_in_random_pieces_are_handled_one_by_one(
+            lines in proptest::collection::vec("[a-z ]{0,40}", 1..30),
+            cuts in proptest::collection::vec(1usize..64, 1..40),
+        ) {
+            let srv = evented(Numbered::default);
+            let addr = srv.server.server_address().unwrap();
+            let wire: Vec<u8> = lines.iter().flat_map(|l| format!("{l}\n").into_bytes()).collect();
+            let expected: Vec<u8> = lines
+                .iter()
+                .enumerate()
+                .flat_map(|(i, l)| format!("{} {l}\n", i + 1).into_bytes())
+                .collect();
+            let mut s = connect(addr);
+            s.set_nodelay(true).unwrap();
+            let mut at = 0;
+            for c in cuts.iter().cycle() {
+                if at >= wire.len() {
+                    break;
+                }
+                let end = (at + c).min(wire.len());
+                s.write_all(&wire[at..end]).unwrap();
+                at = end;
+            }
+            s.shutdown(Shutdown::Write).unwrap();
+            let mut got = Vec::new();
+            s.read_to_end(&mut got).unwrap();
+            prop_assert_eq!(got, expected);
+        }
+    }
+}
