@@ -10,6 +10,11 @@
 //!   timeout, counted as lost).
 //! - [`upload`]: one connection sends N bytes, half-closes, and waits for the server's 8-byte
 //!   count: the time is the whole upload, as the server saw it.
+//! - [`idle`]: N connections held open and silent; meanwhile a probe opens a fresh
+//!   connection every 200 ms for one echo, and a few of the held connections ("talkers")
+//!   send one message a second each.
+//! - [`slowloris`]: L connections each trickling one byte a second (never a newline) while
+//!   the [`echo`] load runs beside them (L = 0 is the comparison run).
 //!
 //! Every driver calls `mark` at the window's start and end (the harness samples the server's
 //! CPU time there) and once more after the window while the connections are still open
@@ -18,6 +23,7 @@
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Barrier, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -69,7 +75,14 @@ pub enum Mark {
     End,
     /// After the window; every connection is still open.
     Held,
+    /// Idle and slow-loris loads: the background connections are open (before `Start`).
+    Setup,
+    /// Every [`SAMPLE_EVERY`] during the window (the harness samples the server's threads).
+    Sample,
 }
+
+/// How often [`Mark::Sample`] is called during a window.
+pub const SAMPLE_EVERY: Duration = Duration::from_millis(100);
 
 /// Latency percentiles of the requests completed in the window.
 #[derive(Debug, Clone, Copy, Default)]
@@ -104,6 +117,20 @@ pub struct Outcome {
     /// UDP: requests sent in the window, and those that got no reply in time.
     pub sent: u64,
     pub lost: u64,
+    /// Idle: connections held; slow loris: slow connections (attempted).
+    pub background: usize,
+    /// Idle / slow-loris: how long opening the background connections took.
+    pub setup: Duration,
+    /// Idle: the talkers' messages (one a second each): completed, failed, latency.
+    pub msgs: u64,
+    pub msg_failed: u64,
+    pub msg_latency: Latency,
+    /// Idle / slow-loris: background connections the server closed (found closed at the
+    /// end), and those that could not be opened.
+    pub dropped: usize,
+    pub bg_failed: usize,
+    /// Idle: every probe's latency (ns), to pool percentiles over repetitions.
+    pub samples: Vec<u64>,
 }
 
 impl Outcome {
@@ -166,18 +193,7 @@ impl Tally {
         }
         o.min_per_conn = min.unwrap_or(0);
         lat.sort_unstable();
-        let pick = |p: f64| -> Duration {
-            if lat.is_empty() {
-                return Duration::ZERO;
-            }
-            let i = ((p * lat.len() as f64).ceil() as usize).clamp(1, lat.len()) - 1;
-            Duration::from_nanos(lat[i])
-        };
-        o.latency = Latency {
-            p50: pick(0.50),
-            p99: pick(0.99),
-            max: pick(1.0),
-        };
+        o.latency = percentiles(&lat);
         o
     }
 }
@@ -216,7 +232,7 @@ impl Sync {
         self.go.wait();
         sleep_until(start);
         mark(Mark::Start);
-        sleep_until(end);
+        sample_until(end, mark);
         mark(Mark::End);
         self.held.wait();
         mark(Mark::Held);
@@ -230,6 +246,43 @@ fn sleep_until(t: Instant) {
     if t > now {
         thread::sleep(t - now);
     }
+}
+
+/// Sleeps until `end`, calling `mark(Mark::Sample)` every [`SAMPLE_EVERY`].
+fn sample_until(end: Instant, mark: &mut dyn FnMut(Mark)) {
+    loop {
+        let now = Instant::now();
+        if now >= end {
+            return;
+        }
+        thread::sleep(SAMPLE_EVERY.min(end - now));
+        if Instant::now() < end {
+            mark(Mark::Sample);
+        }
+    }
+}
+
+/// Percentiles of a sorted sample (ns).
+fn percentiles(lat: &[u64]) -> Latency {
+    let pick = |p: f64| -> Duration {
+        if lat.is_empty() {
+            return Duration::ZERO;
+        }
+        let i = ((p * lat.len() as f64).ceil() as usize).clamp(1, lat.len()) - 1;
+        Duration::from_nanos(lat[i])
+    };
+    Latency {
+        p50: pick(0.50),
+        p99: pick(0.99),
+        max: pick(1.0),
+    }
+}
+
+/// Percentiles of an unsorted sample (ns), pooled from several runs.
+pub fn pooled(samples: impl IntoIterator<Item = u64>) -> Latency {
+    let mut v: Vec<u64> = samples.into_iter().collect();
+    v.sort_unstable();
+    percentiles(&v)
 }
 
 /// The message for connection `cid`, request `seq`: a 12-byte header (seq, cid) then a
@@ -789,4 +842,311 @@ pub fn upload(addr: SocketAddr, bytes: u64, mark: &mut dyn FnMut(Mark)) -> Outco
         }
     }
     o
+}
+
+// ----- idle connections ------------------------------------------------------------------
+
+/// What the [`idle`] load does.
+#[derive(Debug, Clone)]
+pub struct IdleOpts {
+    /// Connections held open.
+    pub held: usize,
+    /// Of those, how many send one message a second each (staggered).
+    pub talkers: usize,
+    /// A probe (fresh connection, one echo, close) this often.
+    pub probe_every: Duration,
+    /// Message size (probes and talkers), one line.
+    pub size: usize,
+    /// Pause between opening the connections and the window.
+    pub settle: Duration,
+    /// The measurement window.
+    pub window: Duration,
+}
+
+/// Connect attempts that may fail before the rest are given up (each may take its timeout).
+const MAX_CONNECT_FAILURES: usize = 50;
+
+/// Opens up to `n` connections from spread source addresses (`seed` picks the first);
+/// stops early after [`MAX_CONNECT_FAILURES`] failures. Returns them and the failures.
+fn open_many(addr: SocketAddr, n: usize, seed: u64) -> (Vec<TcpStream>, usize) {
+    let mut conns = Vec::with_capacity(n);
+    let mut failed = 0;
+    for i in 0..n {
+        match connect_from(addr, seed + i as u64).and_then(|c| c.set_nodelay(true).map(|()| c)) {
+            Ok(c) => conns.push(c),
+            Err(_) => {
+                failed += 1;
+                if failed >= MAX_CONNECT_FAILURES {
+                    failed += n - i - 1; // the rest: not attempted, counted as failed
+                    break;
+                }
+            }
+        }
+    }
+    (conns, failed)
+}
+
+/// Connections the peer has closed (or reset): `POLLRDHUP`, `POLLHUP` or `POLLERR` now.
+fn count_closed(conns: &[TcpStream]) -> usize {
+    let mut fds: Vec<libc::pollfd> = conns
+        .iter()
+        .map(|c| libc::pollfd {
+            fd: c.as_raw_fd(),
+            events: libc::POLLRDHUP,
+            revents: 0,
+        })
+        .collect();
+    // SAFETY: `fds` is a valid array of `fds.len()` pollfd structures; timeout 0.
+    let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 0) };
+    if n <= 0 {
+        return 0;
+    }
+    fds.iter()
+        .filter(|f| f.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0)
+        .count()
+}
+
+/// One echo of `out` on `c` (blocking, with the socket's timeouts).
+fn echo_once(mut c: &TcpStream, out: &[u8], back: &mut [u8]) -> io::Result<bool> {
+    c.write_all(out)?;
+    c.read_exact(back)?;
+    Ok(back == out)
+}
+
+/// Holds `o.held` idle connections; during the window a probe connects every
+/// `o.probe_every` for one echo and `o.talkers` of the held connections send one message a
+/// second each. Probe latency is connect to the last byte of the echo. Outcome: `requests`
+/// and `latency` are the probes that succeeded, `errors` those that failed (`sent` = all);
+/// `msgs`/`msg_failed`/`msg_latency` the talkers'; `conns`/`bg_failed` the held connections,
+/// `dropped` those the server closed.
+pub fn idle(addr: SocketAddr, o: &IdleOpts, mark: &mut dyn FnMut(Mark)) -> Outcome {
+    let mut out = Outcome {
+        conns: o.held,
+        background: o.held,
+        ..Outcome::default()
+    };
+    let t0 = Instant::now();
+    let (held, failed) = open_many(addr, o.held, 0);
+    out.setup = t0.elapsed();
+    out.bg_failed = failed;
+    out.connect_failed = failed;
+    let talkers = o.talkers.min(held.len());
+    for c in &held[..talkers] {
+        let _ = c.set_read_timeout(Some(Duration::from_secs(1)));
+        let _ = c.set_write_timeout(Some(Duration::from_secs(1)));
+    }
+    thread::sleep(o.settle);
+    mark(Mark::Setup);
+    let start = Instant::now();
+    let end = start + o.window;
+    mark(Mark::Start);
+    let (probes, msgs) = thread::scope(|s| {
+        let probe = s.spawn(|| probe_loop(addr, o, start, end));
+        let talk = s.spawn(|| talk_loop(&held[..talkers], o, start, end));
+        sample_until(end, mark);
+        (
+            probe.join().expect("probe thread"),
+            talk.join().expect("talker thread"),
+        )
+    });
+    mark(Mark::End);
+    out.dropped = count_closed(&held);
+    mark(Mark::Held);
+    drop(held);
+    out.elapsed = o.window;
+    out.sent = (probes.0.len() + probes.1) as u64;
+    out.requests = probes.0.len() as u64;
+    out.errors = probes.1 as u64;
+    out.bytes = out.requests * o.size as u64;
+    out.bad = probes.2 + msgs.2;
+    out.samples = probes.0.clone();
+    out.latency = pooled(probes.0);
+    out.msgs = msgs.0.len() as u64;
+    out.msg_failed = msgs.1 as u64;
+    out.msg_latency = pooled(msgs.0);
+    out.min_per_conn = u64::from(out.requests > 0);
+    out
+}
+
+/// The probe: (latencies ns, failures, bad echoes).
+fn probe_loop(
+    addr: SocketAddr,
+    o: &IdleOpts,
+    start: Instant,
+    end: Instant,
+) -> (Vec<u64>, usize, u64) {
+    let (mut lat, mut failed, mut bad) = (Vec::new(), 0, 0);
+    let mut outb = vec![0u8; o.size.max(13)];
+    let mut back = vec![0u8; outb.len()];
+    for k in 0u32.. {
+        let due = start + o.probe_every * k;
+        if due >= end {
+            break;
+        }
+        sleep_until(due);
+        fill(&mut outb, 1_000_000 + k, u64::from(k));
+        let t0 = Instant::now();
+        // Source addresses far from the held connections' (the seed is only a spread).
+        let r = connect_from(addr, 7 + u64::from(k)).and_then(|c| {
+            c.set_nodelay(true)?;
+            c.set_read_timeout(Some(Duration::from_secs(2)))?;
+            c.set_write_timeout(Some(Duration::from_secs(2)))?;
+            echo_once(&c, &outb, &mut back)
+        });
+        match r {
+            Ok(ok) => {
+                lat.push(since(t0));
+                bad += u64::from(!ok);
+            }
+            Err(_) => failed += 1,
+        }
+    }
+    (lat, failed, bad)
+}
+
+/// The talkers: talker `i` sends at `start + k s + i/n s`. A talker whose echo fails is
+/// not used again (its later messages count as failed). (latencies, failures, bad).
+fn talk_loop(
+    talkers: &[TcpStream],
+    o: &IdleOpts,
+    start: Instant,
+    end: Instant,
+) -> (Vec<u64>, usize, u64) {
+    let (mut lat, mut failed, mut bad) = (Vec::new(), 0, 0);
+    if talkers.is_empty() {
+        return (lat, failed, bad);
+    }
+    let mut dead = vec![false; talkers.len()];
+    let mut outb = vec![0u8; o.size.max(13)];
+    let mut back = vec![0u8; outb.len()];
+    let step = Duration::from_secs(1) / talkers.len() as u32;
+    'run: for k in 0u32.. {
+        for (i, c) in talkers.iter().enumerate() {
+            let due = start + Duration::from_secs(u64::from(k)) + step * i as u32;
+            if due >= end {
+                break 'run;
+            }
+            sleep_until(due);
+            if dead[i] {
+                failed += 1;
+                continue;
+            }
+            fill(&mut outb, i as u32, u64::from(k));
+            let t0 = Instant::now();
+            match echo_once(c, &outb, &mut back) {
+                Ok(ok) => {
+                    lat.push(since(t0));
+                    bad += u64::from(!ok);
+                }
+                Err(_) => {
+                    failed += 1;
+                    dead[i] = true;
+                }
+            }
+        }
+    }
+    (lat, failed, bad)
+}
+
+// ----- slow loris --------------------------------------------------------------------------
+
+/// What the [`slowloris`] load does beside the echo.
+#[derive(Debug, Clone)]
+pub struct LorisOpts {
+    /// Slow connections (0: the comparison run, echo alone with the same timing).
+    pub loris: usize,
+    /// The trickle's time slots per `every` (at least `loris`): the comparison run keeps
+    /// the same generator wake-ups without sockets, so that the two runs differ only in
+    /// the slow connections (on 2 vCPUs a thread waking every millisecond changes the
+    /// echo's latency by itself).
+    pub pace: usize,
+    /// Each sends one byte this often (staggered over the connections).
+    pub every: Duration,
+    /// Pause between opening them and the echo load (at least `every`, so that each has
+    /// sent a byte).
+    pub settle: Duration,
+}
+
+/// `l.loris` connections each send one byte (`x`, never a newline) every `l.every`, while
+/// [`echo`] runs with `opts`. Outcome: the echo's, plus `bg_failed` (slow connections not
+/// opened), `dropped` (those the server closed), `setup` and `sent`/`lost`: bytes trickled
+/// and sends that failed.
+pub fn slowloris(
+    addr: SocketAddr,
+    opts: &Opts,
+    l: &LorisOpts,
+    mark: &mut dyn FnMut(Mark),
+) -> Outcome {
+    let t0 = Instant::now();
+    let (conns, failed) = open_many(addr, l.loris, 100_000);
+    let setup = t0.elapsed();
+    for c in &conns {
+        let _ = c.set_nonblocking(true);
+    }
+    let stop = AtomicBool::new(false);
+    // A hard bound on the trickle, whatever happens to the echo.
+    let limit = Instant::now() + l.settle + opts.warmup + opts.window + Duration::from_secs(30);
+    let (mut o, trickled, send_failed, dropped) = thread::scope(|s| {
+        let slots = l.pace.max(conns.len());
+        let (conns, stop) = (&conns, &stop);
+        let trickle = s.spawn(move || trickle_loop(conns, slots, l.every, stop, limit));
+        sleep_until(Instant::now() + l.settle);
+        mark(Mark::Setup);
+        let o = echo(addr, opts, mark);
+        stop.store(true, Ordering::SeqCst);
+        let (sent, failed) = trickle.join().expect("trickle thread");
+        let dropped = count_closed(conns);
+        (o, sent, failed, dropped)
+    });
+    drop(conns);
+    o.setup = setup;
+    o.background = l.loris;
+    o.bg_failed = failed;
+    o.dropped = dropped;
+    o.sent = trickled;
+    o.lost = send_failed;
+    o
+}
+
+/// One byte per connection per `every`, in `slots` (≥ connections) evenly spread time
+/// slots, slot `i` for connection `i` (slots without a connection only sleep); until `stop`
+/// or `limit`. (bytes sent, sends that failed other than `WouldBlock`.)
+fn trickle_loop(
+    conns: &[TcpStream],
+    slots: usize,
+    every: Duration,
+    stop: &AtomicBool,
+    limit: Instant,
+) -> (u64, u64) {
+    let (mut sent, mut failed) = (0u64, 0u64);
+    if slots == 0 {
+        return (0, 0);
+    }
+    let mut dead = vec![false; conns.len()];
+    let step = every / slots as u32;
+    let start = Instant::now();
+    'run: for k in 0u32.. {
+        for i in 0..slots {
+            let due = start + every * k + step * i as u32;
+            if stop.load(Ordering::Relaxed) || due >= limit {
+                break 'run;
+            }
+            sleep_until(due);
+            let (Some(mut c), Some(dead)) = (conns.get(i), dead.get_mut(i)) else {
+                continue;
+            };
+            if *dead {
+                continue;
+            }
+            match c.write(b"x") {
+                Ok(_) => sent += 1,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => {
+                    failed += 1;
+                    *dead = true;
+                }
+            }
+        }
+    }
+    (sent, failed)
 }

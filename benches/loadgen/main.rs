@@ -1,5 +1,5 @@
 //! Load generator and side-by-side comparison: this crate's `ThreadingTcpServer` /
-//! `ThreadingUdpServer` against tokio, plain std (thread per connection; a single-thread
+//! `ThreadingUdpServer` (and `EventedTcpServer`, `crate-evented`) against tokio, plain std (thread per connection; a single-thread
 //! `recv_from` loop for UDP) and Python's `socketserver`, in the same run, with the same
 //! load generator, over loopback only.
 //!
@@ -12,7 +12,27 @@
 //! cargo bench --bench loadgen -- --out /tmp/perf.md        # also write the report there
 //! cargo bench --bench loadgen -- --reps 5 --secs 3 --only echo,udp --servers crate,tokio
 //! LOADGEN_REPS=5 LOADGEN_SECS=3 LOADGEN_UPLOAD_MIB=1024 cargo bench --bench loadgen
+//! cargo bench --bench loadgen -- --reps 3 --secs 2 --only echo --servers crate-evented,crate,tokio,std
+//! cargo bench --bench loadgen -- --reps 3 --only idle --servers crate-evented,tokio,std
+//! cargo bench --bench loadgen -- --reps 3 --only slowloris --servers crate-evented,tokio,std
 //! ```
+//!
+//! The evented scenarios (servers `crate-evented`, `tokio`, `std`; `--servers crate-evented`
+//! also selects `crate-evented-lines`, the same server with line framing, for the slow loris):
+//!
+//! - `idle`: 10 000 connections (`--idle-conns`) held open and silent, then for a 10 s window
+//!   (`--idle-secs`) a probe connects every 200 ms for one echo and 16 of the held
+//!   connections send one line a second each. Reported: probe and message latency
+//!   (pooled over repetitions), failures, connections the server dropped, the server's
+//!   threads (before, with the connections held, most during the window) and RSS (before any
+//!   connection, with all held) and its growth per connection.
+//! - `slowloris`: 1 000 connections (`--loris`) each send one byte a second (never a
+//!   newline) beside the 64-connection poll-client echo; the same echo without them
+//!   (`slowloris-base`, a fresh server, same timing) is the comparison.
+//!
+//! Both hold more descriptors than the usual soft limit: the generator and every server raise
+//! `RLIMIT_NOFILE` to the hard limit (`setrlimit(2)`); the generator prints its limits, the
+//! report shows each server's (from `/proc/PID/limits`).
 //!
 //! The load generator alone, against any server on this machine (e.g. the echo example):
 //!
@@ -59,7 +79,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand};
 
-use drive::{Driver, Mark, Opts, Outcome};
+use drive::{Driver, IdleOpts, LorisOpts, Mark, Opts, Outcome};
 use procs::{Mem, ServerProc};
 
 const PYTHON_PEER: &str = concat!(
@@ -83,7 +103,7 @@ struct Cli {
 enum Cmd {
     /// Run one peer server (used by the harness).
     Serve {
-        /// crate, crate-wide, crate-sync, std, tokio.
+        /// crate, crate-wide, crate-sync, crate-evented, crate-evented-lines, std, tokio.
         #[arg(long)]
         server: String,
         /// tcp-echo, tcp-sink, udp-echo.
@@ -97,7 +117,8 @@ enum Cmd {
     Drive {
         #[arg(long)]
         addr: SocketAddr,
-        /// echo, connrate, udp, upload.
+        /// echo, connrate, udp, upload, idle (-c connections held), slowloris (1 000 slow
+        /// connections beside a -c echo).
         #[arg(long, default_value = "echo")]
         load: String,
         /// Connections (clients).
@@ -136,9 +157,19 @@ struct RunArgs {
     #[arg(long)]
     upload_mib: Option<u64>,
     /// Scenario groups to run, comma-separated: echo, scaling, connrate, udp, upload,
-    /// shutdown (default: all).
+    /// idle, slowloris, shutdown (default: all).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// idle: connections held (default 10 000; env LOADGEN_IDLE_CONNS).
+    #[arg(long)]
+    idle_conns: Option<usize>,
+    /// idle: the window with the probe and the talkers, seconds (default 10; env
+    /// LOADGEN_IDLE_SECS).
+    #[arg(long)]
+    idle_secs: Option<f64>,
+    /// slowloris: slow connections (default 1 000; env LOADGEN_LORIS).
+    #[arg(long)]
+    loris: Option<usize>,
     /// Servers to run, comma-separated (default: all).
     #[arg(long, value_delimiter = ',')]
     servers: Vec<String>,
@@ -169,6 +200,13 @@ pub struct Config {
     pub pin: bool,
     /// `/proc/PID/stat` of the `ksoftirqd` threads.
     pub softirq_threads: Vec<String>,
+    /// idle: connections held, and the window.
+    pub idle_conns: usize,
+    pub idle_window: Duration,
+    /// slowloris: slow connections.
+    pub loris: usize,
+    /// The generator's `RLIMIT_NOFILE`: soft before raising, soft now, hard.
+    pub nofile: (libc::rlim_t, libc::rlim_t, libc::rlim_t),
 }
 
 fn env<T: std::str::FromStr>(name: &str) -> Option<T> {
@@ -209,6 +247,21 @@ impl Config {
             python,
             pin: !a.no_pin && env::<u8>("LOADGEN_NO_PIN").is_none() && procs::online_cpus() >= 2,
             softirq_threads: softirq_threads(),
+            idle_conns: a
+                .idle_conns
+                .or(env("LOADGEN_IDLE_CONNS"))
+                .unwrap_or(if quick { 2_000 } else { 10_000 }),
+            idle_window: Duration::from_secs_f64(
+                a.idle_secs
+                    .or(env("LOADGEN_IDLE_SECS"))
+                    .unwrap_or(if quick { 3.0 } else { 10.0 })
+                    .max(0.5),
+            ),
+            loris: a
+                .loris
+                .or(env("LOADGEN_LORIS"))
+                .unwrap_or(if quick { 200 } else { 1_000 }),
+            nofile: (0, 0, 0),
             label: if smoke {
                 "smoke (cargo test)".into()
             } else if a.quick {
@@ -222,7 +275,7 @@ impl Config {
             c.warmup = Duration::from_millis(50);
             c.upload_bytes = 16 << 20;
             c.groups = vec!["echo".into(), "udp".into(), "shutdown".into()];
-            c.servers = vec!["crate".into(), "std".into()];
+            c.servers = vec!["crate".into(), "crate-evented".into(), "std".into()];
             c.shutdown_reps = 5;
         }
         c.reps = c.reps.max(1);
@@ -237,7 +290,9 @@ impl Config {
         (s != "python" || self.python)
             && (self.servers.is_empty()
                 || self.servers.iter().any(|x| x == s)
-                || (s == "crate-wide" && self.servers.iter().any(|x| x == "crate")))
+                || (s == "crate-wide" && self.servers.iter().any(|x| x == "crate"))
+                || (s == "crate-evented-lines"
+                    && self.servers.iter().any(|x| x == "crate-evented")))
     }
 }
 
@@ -248,6 +303,10 @@ pub enum Load {
     ConnRate,
     Udp,
     Upload,
+    /// Held idle connections, a probe and a few talkers.
+    Idle,
+    /// The echo beside slow connections (none: the comparison run).
+    Slowloris,
 }
 
 /// One measured scenario: a load, its parameters and the servers it runs against.
@@ -261,12 +320,14 @@ pub struct Scenario {
     pub servers: Vec<&'static str>,
     /// Echo only.
     pub driver: Driver,
+    /// Idle: connections held; slow loris: slow connections.
+    pub background: usize,
 }
 
 impl Scenario {
     fn service(&self) -> &'static str {
         match self.load {
-            Load::Echo | Load::ConnRate => "tcp-echo",
+            Load::Echo | Load::ConnRate | Load::Idle | Load::Slowloris => "tcp-echo",
             Load::Udp => "udp-echo",
             Load::Upload => "tcp-sink",
         }
@@ -277,7 +338,7 @@ impl Scenario {
 pub const ECHO_CONNS: [usize; 5] = [1, 8, 64, 256, 1024];
 
 fn scenarios(cfg: &Config) -> Vec<Scenario> {
-    let tcp = ["crate", "tokio", "std", "python"];
+    let tcp = ["crate", "crate-evented", "tokio", "std", "python"];
     let mut v = Vec::new();
     for c in ECHO_CONNS {
         let group = if c == 1024 { "scaling" } else { "echo" };
@@ -311,6 +372,7 @@ fn scenarios(cfg: &Config) -> Vec<Scenario> {
                 size: 64,
                 servers: servers.clone(),
                 driver,
+                background: 0,
             });
         }
     }
@@ -323,6 +385,7 @@ fn scenarios(cfg: &Config) -> Vec<Scenario> {
             size: 64,
             servers: tcp.to_vec(),
             driver: Driver::Threads,
+            background: 0,
         });
     }
     if cfg.wants_group("udp") {
@@ -334,6 +397,7 @@ fn scenarios(cfg: &Config) -> Vec<Scenario> {
             size: 64,
             servers: vec!["crate", "crate-sync", "tokio", "std", "python"],
             driver: Driver::Threads,
+            background: 0,
         });
     }
     if cfg.wants_group("upload") {
@@ -345,7 +409,39 @@ fn scenarios(cfg: &Config) -> Vec<Scenario> {
             size: 0,
             servers: vec!["crate", "std", "tokio", "python"],
             driver: Driver::Threads,
+            background: 0,
         });
+    }
+    if cfg.wants_group("idle") {
+        v.push(Scenario {
+            id: "idle".into(),
+            title: format!(
+                "{} idle connections held; a probe (connect, 64 B line, echo) every 200 ms; 16 talkers, one 64 B line a second each",
+                cfg.idle_conns
+            ),
+            load: Load::Idle,
+            conns: cfg.idle_conns,
+            size: 64,
+            servers: vec!["crate-evented", "tokio", "std"],
+            driver: Driver::Threads,
+            background: cfg.idle_conns,
+        });
+    }
+    if cfg.wants_group("slowloris") {
+        for (id, loris) in [("slowloris-base", 0), ("slowloris", cfg.loris)] {
+            v.push(Scenario {
+                id: id.into(),
+                title: format!(
+                    "TCP echo, 64 B, C = 64, poll client, beside {loris} connections sending 1 byte a second"
+                ),
+                load: Load::Slowloris,
+                conns: 64,
+                size: 64,
+                servers: vec!["crate-evented", "crate-evented-lines", "tokio", "std"],
+                driver: Driver::Poll,
+                background: loris,
+            });
+        }
     }
     for s in &mut v {
         s.servers.retain(|name| cfg.wants_server(name));
@@ -370,6 +466,14 @@ pub struct Point {
     pub mem: Mem,
     /// The server's memory when it is ready, before any connection.
     pub mem_idle: Mem,
+    /// Idle / slow loris: the server's memory with the background connections open, before
+    /// the window.
+    pub mem_start: Mem,
+    /// The most threads seen during the window (sampled every 100 ms, and at its start
+    /// and end).
+    pub threads_max: u64,
+    /// The server's `RLIMIT_NOFILE` (soft, hard), from `/proc/PID/limits`.
+    pub server_nofile: (u64, u64),
     /// Extra attempts because others disturbed the first one.
     pub retries: usize,
 }
@@ -466,6 +570,7 @@ fn run_pinned(cfg: &Config, sc: &Scenario, cmd: Command, rep: usize) -> io::Resu
     let mut p = Point {
         rep,
         mem_idle: proc.mem(),
+        server_nofile: proc.nofile(),
         ..Point::default()
     };
     let (mut s0, mut g0, mut k0) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
@@ -476,7 +581,10 @@ fn run_pinned(cfg: &Config, sc: &Scenario, cmd: Command, rep: usize) -> io::Resu
             g0 = procs::self_cpu();
             k0 = softirq_cpu(&cfg.softirq_threads);
             m0 = machine_jiffies();
+            p.threads_max = p.threads_max.max(proc.mem().threads);
         }
+        Mark::Setup => p.mem_start = proc.mem(),
+        Mark::Sample => p.threads_max = p.threads_max.max(proc.mem().threads),
         Mark::End => {
             p.server_cpu = proc.cpu().saturating_sub(s0);
             p.gen_cpu = procs::self_cpu().saturating_sub(g0);
@@ -493,7 +601,10 @@ fn run_pinned(cfg: &Config, sc: &Scenario, cmd: Command, rep: usize) -> io::Resu
                 p.noise_pct = (others / core_secs * 100.0).max(0.0);
             }
         }
-        Mark::Held => p.mem = proc.mem(),
+        Mark::Held => {
+            p.mem = proc.mem();
+            p.threads_max = p.threads_max.max(p.mem.threads);
+        }
     };
     let addr = proc.addr;
     let outcome = match sc.load {
@@ -501,6 +612,29 @@ fn run_pinned(cfg: &Config, sc: &Scenario, cmd: Command, rep: usize) -> io::Resu
         Load::ConnRate => drive::connrate(addr, &opts, &mut mark),
         Load::Udp => drive::udp(addr, &opts, &mut mark),
         Load::Upload => drive::upload(addr, cfg.upload_bytes, &mut mark),
+        Load::Idle => drive::idle(
+            addr,
+            &IdleOpts {
+                held: sc.background,
+                talkers: 16,
+                probe_every: Duration::from_millis(200),
+                size: sc.size,
+                settle: Duration::from_millis(500),
+                window: cfg.idle_window,
+            },
+            &mut mark,
+        ),
+        Load::Slowloris => drive::slowloris(
+            addr,
+            &opts,
+            &LorisOpts {
+                loris: sc.background,
+                pace: cfg.loris,
+                every: Duration::from_secs(1),
+                settle: Duration::from_millis(1200),
+            },
+            &mut mark,
+        ),
     };
     proc.stop();
     p.outcome = outcome;
@@ -596,9 +730,39 @@ fn compare(cfg: &Config) -> Results {
                     }
                 }
                 match attempt {
+                    Ok(p) if sc.load == Load::Idle => {
+                        let o = &p.outcome;
+                        eprintln!(
+                            "  [{done:>3}/{total}] rep {} {:<12} {:<10} held {}/{} (dropped {}) in {:.1} s  probe p50 {:.2} ms p99 {:.2} ms failed {}/{}  msgs failed {}/{}  threads {} -> {} (max {})  rss {:.1} -> {:.1} MiB ({:.0} B/conn)  noise {:.0}%",
+                            rep + 1,
+                            sc.id,
+                            server,
+                            o.background - o.bg_failed,
+                            o.background,
+                            o.dropped,
+                            o.setup.as_secs_f64(),
+                            o.latency.p50.as_secs_f64() * 1e3,
+                            o.latency.p99.as_secs_f64() * 1e3,
+                            o.errors,
+                            o.sent,
+                            o.msg_failed,
+                            o.msgs + o.msg_failed,
+                            p.mem_idle.threads,
+                            p.mem_start.threads,
+                            p.threads_max,
+                            p.mem_idle.rss_kib as f64 / 1024.0,
+                            p.mem.rss_kib as f64 / 1024.0,
+                            report::growth_per_conn(&p),
+                            p.noise_pct,
+                        );
+                        r.points
+                            .entry((sc.id.clone(), server.to_string()))
+                            .or_default()
+                            .push(p);
+                    }
                     Ok(p) => {
                         eprintln!(
-                            "  [{done:>3}/{total}] rep {} {:<12} {:<10} {:>10.0}/s  p99 {:>8.1} us  cpu {:>6.1} us/req  rss {:>6.1} MiB  starved {}  noise {:.0}%",
+                            "  [{done:>3}/{total}] rep {} {:<14} {:<19} {:>10.0}/s  p99 {:>8.1} us  cpu {:>6.1} us/req  rss {:>6.1} MiB  threads {}  starved {}  noise {:.0}%",
                             rep + 1,
                             sc.id,
                             server,
@@ -606,6 +770,7 @@ fn compare(cfg: &Config) -> Results {
                             p.outcome.latency.p99.as_secs_f64() * 1e6,
                             report::cpu_per_req_us(&p),
                             p.mem.rss_kib as f64 / 1024.0,
+                            p.threads_max,
                             p.outcome.starved,
                             p.noise_pct,
                         );
@@ -662,6 +827,29 @@ fn drive_one(
     };
     let mut mark = |_: Mark| {};
     let o = match load {
+        "idle" => drive::idle(
+            addr,
+            &IdleOpts {
+                held: conns,
+                talkers: 16,
+                probe_every: Duration::from_millis(200),
+                size,
+                settle: Duration::from_millis(500),
+                window: Duration::from_secs_f64(secs),
+            },
+            &mut mark,
+        ),
+        "slowloris" => drive::slowloris(
+            addr,
+            &opts,
+            &LorisOpts {
+                loris: 1_000,
+                pace: 1_000,
+                every: Duration::from_secs(1),
+                settle: Duration::from_millis(1200),
+            },
+            &mut mark,
+        ),
         "echo" => drive::echo(addr, &opts, &mut mark),
         "connrate" => drive::connrate(addr, &opts, &mut mark),
         "udp" => drive::udp(addr, &opts, &mut mark),
@@ -669,7 +857,7 @@ fn drive_one(
         other => {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!("unknown load {other:?}: echo, connrate, udp, upload"),
+                format!("unknown load {other:?}: echo, connrate, udp, upload, idle, slowloris"),
             ));
         }
     };
@@ -693,8 +881,27 @@ fn drive_one(
     Ok(())
 }
 
+/// Raises this process's descriptor limit and says so on stderr.
+fn raise_own_nofile() -> (libc::rlim_t, libc::rlim_t, libc::rlim_t) {
+    match servers::raise_nofile() {
+        Ok((before, now, hard)) => {
+            eprintln!("loadgen: RLIMIT_NOFILE soft {before} -> {now} (hard {hard})");
+            (before, now, hard)
+        }
+        Err(e) => {
+            eprintln!("loadgen: cannot raise RLIMIT_NOFILE: {e}");
+            (0, 0, 0)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let nofile = if matches!(cli.cmd, Some(Cmd::Serve { .. })) {
+        (0, 0, 0) // the server raises its own
+    } else {
+        raise_own_nofile()
+    };
     let result = match cli.cmd {
         Some(Cmd::Serve {
             server,
@@ -718,7 +925,8 @@ fn main() -> ExitCode {
                      `cargo bench --bench loadgen` for the comparison"
                 );
             }
-            let cfg = Config::from_args(&cli.run, smoke);
+            let mut cfg = Config::from_args(&cli.run, smoke);
+            cfg.nofile = nofile;
             let results = compare(&cfg);
             let text = report::render(&cfg, &results);
             println!("{text}");

@@ -68,6 +68,18 @@ impl ServerProc {
         mem_of(&format!("/proc/{}/status", self.pid))
     }
 
+    /// Its `RLIMIT_NOFILE` (soft, hard), from `/proc/PID/limits` (0 for "unlimited" or
+    /// unreadable).
+    pub fn nofile(&self) -> (u64, u64) {
+        let s = std::fs::read_to_string(format!("/proc/{}/limits", self.pid)).unwrap_or_default();
+        s.lines()
+            .find_map(|l| l.strip_prefix("Max open files"))
+            .map_or((0, 0), |rest| {
+                let mut it = rest.split_whitespace().map(|v| v.parse().unwrap_or(0));
+                (it.next().unwrap_or(0), it.next().unwrap_or(0))
+            })
+    }
+
     /// SIGTERM, wait up to 3 s, then SIGKILL; always reaps the child.
     pub fn stop(mut self) {
         // SAFETY: kill(2) on our own child's pid, which has not been reaped yet.

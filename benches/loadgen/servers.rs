@@ -8,14 +8,26 @@
 //! - `tcp-echo`: every read is written back, until EOF;
 //! - `tcp-sink`: reads until EOF and discards, then sends the byte count (8 bytes, LE);
 //! - `udp-echo`: each datagram is sent back to its sender.
+//!
+//! `crate-evented` is `EventedTcpServer` (`tcp-echo` only) with a [`Decoder`] that makes
+//! everything buffered one message, so that its handler echoes whatever one read brought,
+//! as the byte-stream echoes of the other peers do; `crate-evented-lines` is the same server
+//! with the default framing (`MessageFraming::Lines`), echoing line by line (the slow-loris
+//! scenario: a line that never ends is half a message the reactor holds without a thread).
+//!
+//! Every server first raises its `RLIMIT_NOFILE` to the hard limit (the idle scenario holds
+//! 10 000 connections); the harness reads the result from `/proc/PID/limits`.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::sync::Arc;
 use std::thread;
 
 use socket2::{Domain, Socket, Type};
+use socketserver::framing::{Decoded, Decoder, MessageFraming};
 use socketserver::{
-    DatagramRequest, StreamRequest, ThreadingTcpServer, ThreadingUdpServer, UdpServer,
+    Channel, DatagramRequest, EventedTcpServer, MessageHandler, StreamRequest, ThreadingTcpServer,
+    ThreadingUdpServer, UdpServer,
 };
 
 fn ready(addr: SocketAddr) {
@@ -56,9 +68,75 @@ fn echo_loop(mut r: impl Read, mut w: impl Write) -> io::Result<u64> {
     }
 }
 
+/// Raises this process's soft `RLIMIT_NOFILE` to its hard limit; returns (soft before,
+/// soft after, hard).
+pub fn raise_nofile() -> io::Result<(libc::rlim_t, libc::rlim_t, libc::rlim_t)> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into a valid rlimit.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let before = lim.rlim_cur;
+    if lim.rlim_cur < lim.rlim_max {
+        lim.rlim_cur = lim.rlim_max;
+        // SAFETY: setrlimit reads a valid rlimit.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok((before, lim.rlim_cur, lim.rlim_max))
+}
+
+/// The evented echo's framing: every byte buffered is one message (a byte-stream echo).
+struct Everything;
+
+impl Decoder for Everything {
+    fn decode(&mut self, buf: &[u8]) -> io::Result<Decoded> {
+        Ok(if buf.is_empty() {
+            Decoded::Incomplete { need: None }
+        } else {
+            Decoded::Message {
+                start: 0,
+                end: buf.len(),
+                consumed: buf.len(),
+            }
+        })
+    }
+}
+
+/// The evented echo's handler: the message back.
+struct EventedEcho;
+
+impl MessageHandler for EventedEcho {
+    fn handle(&mut self, ch: &mut Channel, msg: &[u8]) -> io::Result<()> {
+        ch.push(msg);
+        Ok(())
+    }
+}
+
 /// Runs one server until the process is killed.
 pub fn serve(server: &str, service: &str, max_workers: Option<usize>) -> io::Result<()> {
+    // Best effort: a server that cannot raise it still serves (the harness reports the
+    // limit it has).
+    let _ = raise_nofile();
     match (server, service) {
+        ("crate-evented" | "crate-evented-lines", "tcp-echo") => {
+            let mut b = EventedTcpServer::builder();
+            if let Some(max) = max_workers {
+                b = b.workers(4, max);
+            }
+            if server == "crate-evented" {
+                b = b.framing(MessageFraming::Custom(Arc::new(|| {
+                    Box::new(Everything) as Box<dyn Decoder>
+                })));
+            }
+            let s = b.bind(any_port(), || EventedEcho)?;
+            ready(s.server_address()?);
+            s.serve_forever()
+        }
         ("crate", "tcp-echo" | "tcp-sink") => {
             let mut b = ThreadingTcpServer::builder();
             if let Some(max) = max_workers {
