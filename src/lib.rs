@@ -161,8 +161,8 @@ pub use options::{
     DEFAULT_READ_TIMEOUT, DEFAULT_SHUTDOWN_GRACE, DEFAULT_WRITE_TIMEOUT, Overload, PoolConfig,
 };
 pub use request::{
-    Channel, ChannelHandle, Connection, DatagramRequest, ReplyBuffer, Request, SocketWriter,
-    StreamRequest,
+    BlockingStream, Channel, ChannelHandle, Connection, DatagramRequest, ReplyBuffer, Request,
+    SocketWriter, StreamRequest,
 };
 pub use server::{
     Builder, EventedTcpServer, EventedUnixStreamServer, ForkingTcpServer, ForkingUdpServer,

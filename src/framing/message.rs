@@ -189,6 +189,8 @@ pub(crate) struct MessageReader {
 
 /// Bytes read at most per `read` call.
 const CHUNK: usize = 16 * 1024;
+/// Half a message up to this size is kept in a buffer of its own size between turns.
+const SMALL_PARTIAL: usize = 1024;
 
 impl MessageReader {
     pub(crate) fn new(framing: &MessageFraming) -> MessageReader {
@@ -220,11 +222,6 @@ impl MessageReader {
             }
         };
         self.buf.truncate(len + *r.as_ref().unwrap_or(&0));
-        if self.buf.is_empty() {
-            // Give an idle connection's memory back.
-            self.buf = Vec::new();
-            self.start = 0;
-        }
         r
     }
 
@@ -265,6 +262,49 @@ impl MessageReader {
     /// The message found by the last successful [`next`](Self::next).
     pub(crate) fn message(&self) -> &[u8] {
         &self.buf[self.current.0..self.current.1]
+    }
+
+    /// The bytes read but not yet consumed (what follows the current message).
+    pub(crate) fn unread(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+
+    /// Drops the first `n` unread bytes (a taken-over connection read them).
+    pub(crate) fn consume(&mut self, n: usize) {
+        self.start = (self.start + n).min(self.buf.len());
+    }
+
+    /// Before a turn: an empty reader borrows the thread's spare buffer, so that parked
+    /// connections hold no input buffer at all.
+    pub(crate) fn adopt(&mut self, spare: &mut Vec<u8>) {
+        if self.buf.capacity() == 0 {
+            std::mem::swap(&mut self.buf, spare);
+            self.buf.clear();
+            self.start = 0;
+        }
+    }
+
+    /// After a turn: gives the buffer back to the thread when nothing is left in it, and
+    /// keeps only a right-sized copy of half a message (a slow client holds bytes, not a
+    /// 16 KiB buffer).
+    pub(crate) fn release(&mut self, spare: &mut Vec<u8>) {
+        let left = self.buffered();
+        if left == 0 {
+            if spare.capacity() < self.buf.capacity() {
+                std::mem::swap(&mut self.buf, spare);
+            }
+            self.buf = Vec::new();
+            self.start = 0;
+        } else if left <= SMALL_PARTIAL && self.buf.capacity() > 4 * SMALL_PARTIAL {
+            let rest = self.buf[self.start..].to_vec();
+            let mut old = std::mem::replace(&mut self.buf, rest);
+            self.start = 0;
+            self.current = (0, 0);
+            if spare.capacity() < old.capacity() {
+                old.clear();
+                *spare = old;
+            }
+        }
     }
 
     /// At the peer's end of stream: the unterminated rest, as a last message (lines only

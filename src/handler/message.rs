@@ -15,7 +15,7 @@ use parking_lot::Mutex;
 
 use super::{BaseRequestHandler, HandlerFactory, IntoHandler};
 use crate::framing::{MessageFraming, MessageReader};
-use crate::request::{Channel, Closing, Connection, Outlet, StreamRequest};
+use crate::request::{BlockingStream, Channel, Closing, Connection, Outlet, StreamRequest};
 
 /// A handler for message protocols on stream transports (TCP, Unix stream): one instance
 /// per connection, called once per complete message. Framing is chosen when the server is
@@ -58,6 +58,46 @@ pub trait MessageHandler: Send + 'static {
     /// Called once per complete message (for lines: the newline included). An error closes
     /// the connection (after `finish`) and goes to `handle_error`.
     fn handle(&mut self, channel: &mut Channel, message: &[u8]) -> io::Result<()>;
+
+    /// The connection in blocking mode, after a `handle` that called
+    /// [`Channel::take_over`]: read a large body as it arrives, write a long reply as it is
+    /// made (see [`BlockingStream`]). Return to give the connection back to message framing
+    /// (after what this read); an error closes it, as from `handle`. Default: an
+    /// `Unsupported` error (a handler that never takes over need not write it).
+    ///
+    /// ```
+    /// use std::io::{self, BufRead};
+    /// use socketserver::{BlockingStream, Channel, MessageHandler};
+    ///
+    /// /// `BODY n` is followed by n raw bytes, counted as they stream in.
+    /// #[derive(Default)]
+    /// struct Sink { want: u64 }
+    ///
+    /// impl MessageHandler for Sink {
+    ///     fn handle(&mut self, ch: &mut Channel, line: &[u8]) -> io::Result<()> {
+    ///         let n = std::str::from_utf8(line).ok().and_then(|l| l.trim().strip_prefix("BODY "));
+    ///         self.want = n.and_then(|n| n.parse().ok()).ok_or(io::ErrorKind::InvalidData)?;
+    ///         ch.take_over();
+    ///         Ok(())
+    ///     }
+    ///     fn handle_blocking(&mut self, ch: &mut Channel, body: &mut BlockingStream) -> io::Result<()> {
+    ///         let got = io::copy(&mut io::Read::take(body, self.want), &mut io::sink())?;
+    ///         ch.push(format!("got {got}\n").as_bytes());
+    ///         Ok(())
+    ///     }
+    /// }
+    /// ```
+    fn handle_blocking(
+        &mut self,
+        channel: &mut Channel,
+        stream: &mut BlockingStream<'_>,
+    ) -> io::Result<()> {
+        let _ = (channel, stream);
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "Channel::take_over() was called but the handler has no handle_blocking",
+        ))
+    }
 
     /// Called once when the connection ends — the peer closed, the handler closed it, an
     /// error, a timeout, or the server's drain — even after `handle` failed or panicked.
@@ -136,6 +176,10 @@ impl Outlet for BlockingOutlet {
     fn is_open(&self) -> bool {
         *self.lock.lock()
     }
+
+    fn raw_fd(&self) -> std::os::fd::RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(&self.conn)
+    }
 }
 
 impl Blocking {
@@ -188,6 +232,12 @@ impl BaseRequestHandler<StreamRequest> for Blocking {
             while ch.closing == Closing::No && ch.outlet.is_open() && reader.next()? {
                 handler.handle(ch, reader.message())?;
                 Blocking::flush(ch)?;
+                if std::mem::take(&mut ch.take_over) {
+                    let sock = req.connection().socket();
+                    let mut stream = BlockingStream::new(&mut reader, sock, None)?;
+                    handler.handle_blocking(ch, &mut stream)?;
+                    Blocking::flush(ch)?;
+                }
             }
             if ch.closing != Closing::No || !ch.outlet.is_open() {
                 return Ok(());

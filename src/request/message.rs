@@ -11,6 +11,7 @@
 
 use std::fmt;
 use std::io;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 
 use crate::addr::ClientAddr;
@@ -26,6 +27,8 @@ pub(crate) trait Outlet: Send + Sync + fmt::Debug {
     fn close(&self);
     /// Still open?
     fn is_open(&self) -> bool;
+    /// The socket's descriptor (-1 once it is gone).
+    fn raw_fd(&self) -> RawFd;
 }
 
 /// How a channel ends, as its handler asked.
@@ -52,6 +55,8 @@ pub struct Channel {
     client_address: ClientAddr,
     server: ServerHandle,
     pub(crate) closing: Closing,
+    /// The handler asked for the connection in blocking mode after this message.
+    pub(crate) take_over: bool,
 }
 
 impl Channel {
@@ -66,6 +71,7 @@ impl Channel {
             client_address,
             server,
             closing: Closing::No,
+            take_over: false,
         }
     }
 
@@ -78,6 +84,20 @@ impl Channel {
     /// `close_when_done`). No further message is handled.
     pub fn close_when_done(&mut self) {
         self.closing = Closing::WhenDone;
+    }
+
+    /// Asks for the connection in blocking mode once this `handle` returns: the replies
+    /// queued so far are sent, then
+    /// [`MessageHandler::handle_blocking`](crate::MessageHandler::handle_blocking) gets a
+    /// [`BlockingStream`](crate::BlockingStream) to read and write the socket directly — a
+    /// large body streamed to disk, a long reply written as it is produced — for as long as
+    /// it likes, bounded by the server's read and write timeouts. When it returns, framing
+    /// resumes after what it read (in evented mode the connection goes back to the poller).
+    ///
+    /// The thread is held meanwhile, as in the classic modes: keep it for bodies and
+    /// transfers, not for waiting on a slow peer's next message.
+    pub fn take_over(&mut self) {
+        self.take_over = true;
     }
 
     /// A handle to this connection, for other threads and other connections' handlers.
@@ -101,6 +121,15 @@ impl Channel {
     /// Takes the replies queued by the handler (for the runner to send).
     pub(crate) fn take_out(&mut self) -> Vec<u8> {
         std::mem::take(&mut self.out)
+    }
+}
+
+/// The connection's socket (for `poll(2)` on it, `getsockopt`…): reading or writing it
+/// directly bypasses the server's framing and output queue; use
+/// [`take_over`](Channel::take_over) for that.
+impl AsRawFd for Channel {
+    fn as_raw_fd(&self) -> RawFd {
+        self.outlet.raw_fd()
     }
 }
 

@@ -5,11 +5,13 @@
 mod datagram;
 mod message;
 mod stream;
+mod takeover;
 
 pub use datagram::{DatagramRequest, ReplyBuffer};
 pub use message::{Channel, ChannelHandle};
 pub(crate) use message::{Closing, Outlet};
 pub use stream::{Connection, SocketWriter, StreamRequest};
+pub use takeover::BlockingStream;
 
 use std::io;
 use std::mem::MaybeUninit;

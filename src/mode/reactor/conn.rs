@@ -2,7 +2,7 @@
 //! leaf lock any thread may take to push), and its handler side (`State`, touched only by
 //! the thread that owns the connection for a turn).
 
-use std::io;
+use std::io::{self, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::Ordering;
@@ -20,7 +20,7 @@ use crate::error::HandlerError;
 use crate::framing::{MessageFraming, MessageReader};
 use crate::handler::MessageHandler;
 use crate::options::Options;
-use crate::request::{Channel, Closing, Outlet};
+use crate::request::{BlockingStream, Channel, Closing, Outlet};
 
 /// Reads per turn at most (16 KiB each): a client sending without pause cannot hold a
 /// thread.
@@ -110,9 +110,14 @@ impl Outlet for ConnOutlet {
     }
 
     fn is_open(&self) -> bool {
-        self.0
-            .upgrade()
-            .is_some_and(|c| !c.io.lock().closed && !c.io.lock().close_requested)
+        self.0.upgrade().is_some_and(|c| {
+            let io = c.io.lock();
+            !io.closed && !io.close_requested
+        })
+    }
+
+    fn raw_fd(&self) -> RawFd {
+        self.0.upgrade().map_or(-1, |c| c.sock.as_raw_fd())
     }
 }
 
@@ -261,7 +266,7 @@ impl Conn {
     }
 
     /// One turn of this connection on a reactor thread.
-    pub(super) fn turn(self: &Arc<Self>, s: &Shared, ctx: &Arc<Context>) {
+    pub(super) fn turn(self: &Arc<Self>, s: &Shared, ctx: &Arc<Context>, spare: &mut Vec<u8>) {
         let expire = {
             let mut io = self.io.lock();
             if io.owned || io.closed {
@@ -272,6 +277,7 @@ impl Conn {
         };
         let mut guard = self.state.lock();
         let st = &mut *guard;
+        st.reader.adopt(spare);
         if !st.set_up {
             st.set_up = true;
             let ok = stage(ctx, &self.addr, || st.handler.setup(&mut st.channel));
@@ -308,6 +314,7 @@ impl Conn {
                         let ok = stage(ctx, &self.addr, || {
                             st.handler.handle(&mut st.channel, st.reader.message())
                         });
+                        let ok = ok && (!st.channel.take_over || self.blocking(s, ctx, st));
                         ctx.in_flight.fetch_sub(1, Ordering::SeqCst);
                         if !ok {
                             failed = true;
@@ -393,6 +400,7 @@ impl Conn {
             self.close(s, ctx, st, true);
             return;
         }
+        st.reader.release(spare);
         let more_buffered = handled >= o.max_messages_per_turn;
         io.partial_since = match (st.reader.buffered() > 0, io.partial_since) {
             (false, _) => None,
@@ -424,6 +432,56 @@ impl Conn {
             io.owned = true;
             drop(io);
             self.close(s, ctx, st, true);
+        }
+    }
+
+    /// A take-over ([`Channel::take_over`]): the replies queued so far are sent, then the
+    /// handler has the socket in blocking mode (the server's read and write timeouts) until
+    /// `handle_blocking` returns; pushes from elsewhere meanwhile wait in the queue. `true`
+    /// if it succeeded and the socket is non-blocking again.
+    fn blocking(&self, s: &Shared, ctx: &Arc<Context>, st: &mut State) -> bool {
+        st.channel.take_over = false;
+        let queued = {
+            let mut io = self.io.lock();
+            let sent = io.sent;
+            let mut queued = io.out.split_off(sent);
+            io.out.clear();
+            io.sent = 0;
+            queued.extend_from_slice(&st.channel.out);
+            st.channel.out.clear();
+            queued
+        };
+        let timeouts = Some((s.options.read_timeout, s.options.write_timeout));
+        let State {
+            handler,
+            channel,
+            reader,
+            ..
+        } = st;
+        let ok = stage(ctx, &self.addr, || {
+            let mut stream = BlockingStream::new(reader, &self.sock, timeouts)?;
+            stream.write_all(&queued)?;
+            handler.handle_blocking(channel, &mut stream)
+        });
+        self.io.lock().last_input = Instant::now();
+        match self.sock.set_nonblocking(true) {
+            Ok(()) => ok,
+            Err(e) => {
+                log::error!(
+                    "socketserver: connection from {}: back to non-blocking mode: {e}",
+                    self.addr
+                );
+                false
+            }
+        }
+    }
+
+    /// The grace period is over: a handler still running on this connection gets its
+    /// socket shut (its blocking reads and writes fail at once; a command it runs can see
+    /// `POLLHUP`).
+    pub(super) fn shut_if_busy(&self) {
+        if self.io.lock().owned {
+            let _ = self.sock.shutdown(std::net::Shutdown::Both);
         }
     }
 

@@ -226,6 +226,7 @@ impl Reactor {
             let n = s.conns.read().len();
             log::warn!("socketserver: grace period over: closing {n} connection(s)");
             s.forced.store(true, Ordering::SeqCst);
+            s.shut_busy();
             s.schedule_all();
             s.wait_empty(Instant::now() + Duration::from_secs(2), None);
         }
@@ -260,6 +261,7 @@ impl Reactor {
         let s = &self.shared;
         if s.draining.load(Ordering::SeqCst) {
             s.forced.store(true, Ordering::SeqCst);
+            s.shut_busy();
             s.schedule_all();
         }
     }
@@ -301,6 +303,14 @@ impl Shared {
             self.cv.notify_one();
         } else if sched.leader {
             let _ = self.poller.notify();
+        }
+    }
+
+    /// Shuts the sockets of connections whose handler is running (the forced close).
+    fn shut_busy(&self) {
+        let conns: Vec<Arc<Conn>> = self.conns.read().values().cloned().collect();
+        for c in conns {
+            c.shut_if_busy();
         }
     }
 
@@ -366,6 +376,8 @@ fn run(s: &Arc<Shared>, ctx: &Arc<Context>) {
     let mut events = Events::with_capacity(
         std::num::NonZeroUsize::new(256).unwrap_or(std::num::NonZeroUsize::MIN),
     );
+    // The input buffer lent to each connection for its turn (see `MessageReader::adopt`).
+    let mut spare = Vec::new();
     let keep_alive = s.options.pool.keep_alive;
     let min = s.options.pool.min_workers.max(2);
     let mut sched = s.sched.lock();
@@ -387,7 +399,7 @@ fn run(s: &Arc<Shared>, ctx: &Arc<Context>) {
             drop(sched);
             let conn = s.conns.read().get(&key).cloned();
             if let Some(conn) = conn {
-                conn.turn(s, ctx);
+                conn.turn(s, ctx, &mut spare);
             }
             sched = s.sched.lock();
             continue;
