@@ -16,7 +16,7 @@
 //! child).
 //!
 //! How to run:
-//!     cargo run --release --example remote_cmd -- server [--addr 127.0.0.1:9004] [--mode sync|threading|forking] [--timeout 10] [--max-output BYTES] [--allow-remote]
+//!     cargo run --release --example remote_cmd -- server [--addr 127.0.0.1:9004] [--mode sync|threading|forking|evented] [--timeout 10] [--max-output BYTES] [--allow-remote]
 //! How to poke it:
 //!     printf 'echo hi\nls -l /\nsleep 1; date >&2\n' | cargo run --release --example remote_cmd -- client
 //! You should see `remote_cmd: listening on 127.0.0.1:9004` on the server's stderr and one
@@ -38,8 +38,8 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use common::{Cmd, NoOptions, Settings};
 use md5::{Digest, Md5};
-use socketserver::framing::{Framing, TransferHeader};
-use socketserver::{StreamRequest, Tcp};
+use socketserver::framing::{Framing, MessageFraming, TransferHeader};
+use socketserver::{Channel, MessageHandler, Tcp};
 
 const ADDR: &str = "127.0.0.1:9004";
 /// The tutorials' `conn.recv(1024)`: one command per read.
@@ -168,31 +168,40 @@ fn kill_commands_on_termination_in_children(server_pid: u32) {
     }
 }
 
-/// One connection: read a command, run it, reply; until the client closes.
-fn serve_commands(req: &mut StreamRequest, limits: Limits, server_pid: u32) -> io::Result<()> {
-    kill_commands_on_termination_in_children(server_pid);
-    let peer = req.client_address().clone();
-    let conn = req.connection().as_raw_fd();
-    let mut buf = [0u8; MAX_COMMAND];
-    loop {
-        let n = req.rfile.read(&mut buf)?;
-        if n == 0 {
-            return Ok(());
+/// One connection, as a message handler (the same code in every mode): each read of the
+/// socket is a command (the tutorials' `conn.recv(1024)`), run while the handler holds its
+/// thread — in evented mode the other connections keep being served meanwhile — and
+/// answered with the JSON header and the output.
+struct Commands {
+    limits: Limits,
+    server_pid: u32,
+}
+
+impl MessageHandler for Commands {
+    fn setup(&mut self, _ch: &mut Channel) -> io::Result<()> {
+        kill_commands_on_termination_in_children(self.server_pid);
+        Ok(())
+    }
+
+    fn handle(&mut self, ch: &mut Channel, data: &[u8]) -> io::Result<()> {
+        for piece in data.chunks(MAX_COMMAND) {
+            let command = piece.trim_ascii();
+            let started = Instant::now();
+            let (body, status) = run(command, self.limits, ch.as_raw_fd())?;
+            let name = String::from_utf8_lossy(command);
+            log::info!(
+                "remote_cmd: {}: {name:?}: {status}, {} bytes in {:.2?}",
+                ch.client_address(),
+                body.len(),
+                started.elapsed()
+            );
+            Framing::python().write_message(
+                &mut *ch,
+                &TransferHeader::for_bytes(name, &body),
+                &body[..],
+            )?;
         }
-        let command = buf[..n].trim_ascii();
-        let started = Instant::now();
-        let (body, status) = run(command, limits, conn)?;
-        let name = String::from_utf8_lossy(command);
-        log::info!(
-            "remote_cmd: {peer}: {name:?}: {status}, {} bytes in {:.2?}",
-            body.len(),
-            started.elapsed()
-        );
-        Framing::python().write_message(
-            &mut req.wfile,
-            &TransferHeader::for_bytes(name, &body),
-            &body[..],
-        )?;
+        Ok(())
     }
 }
 
@@ -386,6 +395,8 @@ fn main() -> ExitCode {
     settings.read_timeout = Some(Duration::from_secs(300));
     settings.connection_deadline = Some(Duration::from_secs(3600));
     settings.log_in_children = true;
+    // Each read is a command.
+    settings.framing = MessageFraming::Raw;
     match cli.cmd {
         Cmd::Server {
             args,
@@ -406,10 +417,10 @@ fn main() -> ExitCode {
                 max_output: usize::try_from(max_output).unwrap_or(usize::MAX),
             };
             let server_pid = std::process::id();
-            let code =
-                common::serve::<Tcp, _, _>(&settings, &args, move |req: &mut StreamRequest| {
-                    serve_commands(req, limits, server_pid)
-                });
+            let code = common::serve::<Tcp, _, _>(&settings, &args, move || Commands {
+                limits,
+                server_pid,
+            });
             // The server is gone (after its grace period, stragglers may still run a
             // command): no command outlives it.
             kill_running_commands();

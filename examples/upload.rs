@@ -14,7 +14,7 @@
 //! at the end of `main`, and at start for writers that died (SIGKILL).
 //!
 //! How to run:
-//!     cargo run --release --example upload -- server --dir uploads [--addr 127.0.0.1:9003] [--mode sync|threading|forking] [--max-size BYTES] [--quota BYTES] [--overwrite]
+//!     cargo run --release --example upload -- server --dir uploads [--addr 127.0.0.1:9003] [--mode sync|threading|forking|evented] [--max-size BYTES] [--quota BYTES] [--overwrite]
 //! How to poke it:
 //!     printf 'msg|hello\nfile|Cargo.toml\nq\n' | cargo run --release --example upload -- client
 //! You should see `upload: listening on 127.0.0.1:9003` on the server's stderr, then
@@ -28,14 +28,16 @@ use std::io::{self, BufRead, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
 use common::{Cmd, NoOptions, Settings};
 use socketserver::framing::{
-    FileReceiver, Framing, UPLOAD_CLOSE, UploadHeader, from_json_header, remove_partial_files,
+    FileReceiver, Framing, MessageFraming, UPLOAD_CLOSE, UploadHeader, from_json_header,
+    remove_partial_files,
 };
-use socketserver::{StreamRequest, Tcp};
+use socketserver::{BlockingStream, Channel, MessageHandler, Tcp};
 
 const ADDR: &str = "127.0.0.1:9003";
 /// Headers and messages; a file's body is streamed and limited by `--max-size` instead.
@@ -66,56 +68,112 @@ struct Storage {
     overwrite: bool,
 }
 
-/// One connection: items until `close` or end of stream. Any error closes the connection
-/// (the stream is out of sync) and is logged with the peer by the server's `handle_error`.
-fn serve_upload(req: &mut StreamRequest, rx: &FileReceiver, quota: &Quota) -> io::Result<()> {
-    remove_partial_files_on_termination_in_children(quota.server_pid);
-    let peer = req.client_address().clone();
-    let (mut buf, mut messages, mut files) = (Vec::new(), 0u32, 0u32);
-    loop {
-        let header = match FRAMING.read_frame_into(&mut req.rfile, &mut buf) {
-            Ok(Some(_)) => buf.as_slice(),
-            Ok(None) => break,
-            Err(e) => return Err(context("bad header frame", e)),
-        };
-        if header == UPLOAD_CLOSE {
-            break;
-        }
-        match from_json_header::<UploadHeader>(header).map_err(|e| context("bad header", e))? {
-            UploadHeader::Msg => {
-                let text = FRAMING.read_frame_into(&mut req.rfile, &mut buf);
-                if text.map_err(|e| context("bad message frame", e))?.is_none() {
-                    let eof = io::Error::new(io::ErrorKind::UnexpectedEof, "stream ended");
-                    return Err(context("no message text", eof));
+/// One connection, as a message handler (the same code in every mode): a header frame,
+/// then its payload. A message's text is a frame like the header; a file's body is
+/// streamed to disk in blocking mode (`Channel::take_over`), never held whole in memory.
+/// Any error closes the connection (the stream is out of sync) and is logged with the peer
+/// by the server's `handle_error`.
+struct Uploader {
+    store: Arc<Store>,
+    /// What the next frame is.
+    next: Next,
+    messages: u32,
+    files: u32,
+}
+
+/// Where files go, shared by every connection.
+struct Store {
+    rx: FileReceiver,
+    quota: Quota,
+}
+
+enum Next {
+    Header,
+    Text,
+    /// The file's body follows its header frame: read in `handle_blocking`.
+    Body(String),
+}
+
+impl MessageHandler for Uploader {
+    fn setup(&mut self, _ch: &mut Channel) -> io::Result<()> {
+        remove_partial_files_on_termination_in_children(self.store.quota.server_pid);
+        Ok(())
+    }
+
+    fn handle(&mut self, ch: &mut Channel, frame: &[u8]) -> io::Result<()> {
+        let peer = ch.client_address();
+        match std::mem::replace(&mut self.next, Next::Header) {
+            Next::Header if frame == UPLOAD_CLOSE => ch.close_when_done(),
+            Next::Header => {
+                match from_json_header::<UploadHeader>(frame)
+                    .map_err(|e| context("bad header", e))?
+                {
+                    UploadHeader::Msg => self.next = Next::Text,
+                    UploadHeader::File { file_name } => {
+                        self.next = Next::Body(file_name);
+                        ch.take_over();
+                    }
                 }
-                let text = String::from_utf8_lossy(&buf);
+            }
+            Next::Text => {
+                let text = String::from_utf8_lossy(frame);
                 let shown: String = text.chars().take(LOGGED_CHARS).collect();
                 let more = if shown.len() < text.len() { "..." } else { "" };
                 log::info!("upload: {peer}: message: {shown:?}{more}");
-                messages += 1;
+                self.messages += 1;
             }
-            UploadHeader::File { file_name } => {
-                let what = format!("file {file_name:?} not stored");
-                let len = FILE_FRAMING
-                    .read_header(&mut req.rfile)
-                    .map_err(|e| context(&what, e))?
-                    .ok_or_else(|| context(&what, io::ErrorKind::UnexpectedEof.into()))?;
-                // Held until the file is in place (and counted on disk), or has failed.
-                let _reserved = quota.reserve(len).map_err(|e| context(&what, e))?;
-                let got = rx
-                    .receive(&file_name, &mut req.rfile, len, None)
-                    .map_err(|e| context(&what, e.into()))?;
-                log::info!(
-                    "upload: {peer}: stored {file_name:?} ({} bytes) as {}",
-                    got.bytes,
-                    got.path.display()
-                );
-                files += 1;
+            Next::Body(name) => {
+                return Err(io::Error::other(format!(
+                    "the body of {name:?} was not read"
+                )));
             }
         }
+        Ok(())
     }
-    log::info!("upload: {peer}: done: {messages} message(s), {files} file(s)");
-    Ok(())
+
+    fn handle_blocking(&mut self, ch: &mut Channel, body: &mut BlockingStream) -> io::Result<()> {
+        let Next::Body(file_name) = std::mem::replace(&mut self.next, Next::Header) else {
+            return Ok(());
+        };
+        let what = format!("file {file_name:?} not stored");
+        let len = FILE_FRAMING
+            .read_header(body)
+            .map_err(|e| context(&what, e))?
+            .ok_or_else(|| context(&what, io::ErrorKind::UnexpectedEof.into()))?;
+        // Held until the file is in place (and counted on disk), or has failed.
+        let _reserved = self
+            .store
+            .quota
+            .reserve(len)
+            .map_err(|e| context(&what, e))?;
+        let got = self
+            .store
+            .rx
+            .receive(&file_name, body, len, None)
+            .map_err(|e| context(&what, e.into()))?;
+        log::info!(
+            "upload: {}: stored {file_name:?} ({} bytes) as {}",
+            ch.client_address(),
+            got.bytes,
+            got.path.display()
+        );
+        self.files += 1;
+        Ok(())
+    }
+
+    fn finish(&mut self, ch: &mut Channel) -> io::Result<()> {
+        if let Next::Text = self.next {
+            let eof = io::Error::new(io::ErrorKind::UnexpectedEof, "stream ended");
+            return Err(context("no message text", eof));
+        }
+        log::info!(
+            "upload: {}: done: {} message(s), {} file(s)",
+            ch.client_address(),
+            self.messages,
+            self.files
+        );
+        Ok(())
+    }
 }
 
 /// `--quota`: the bytes the upload directory may hold in all: what is on disk, counted
@@ -232,6 +290,7 @@ fn main() -> ExitCode {
         "Read `msg|TEXT`, `file|PATH` and `q` lines from stdin and send them.",
     );
     let mut settings = Settings::new("upload", ADDR);
+    settings.framing = MessageFraming::Frames(FRAMING);
     // A session may carry many large files: an hour per connection (1 GiB at 300 KB/s),
     // and the idle timeout (60 s without a byte) still applies.
     settings.connection_deadline = Some(Duration::from_secs(3600));
@@ -274,10 +333,13 @@ fn main() -> ExitCode {
                     ""
                 }
             );
-            let code =
-                common::serve::<Tcp, _, _>(&settings, &args, move |req: &mut StreamRequest| {
-                    serve_upload(req, &rx, &quota)
-                });
+            let store = Arc::new(Store { rx, quota });
+            let code = common::serve::<Tcp, _, _>(&settings, &args, move || Uploader {
+                store: store.clone(),
+                next: Next::Header,
+                messages: 0,
+                files: 0,
+            });
             // Stragglers still receiving after the grace period end with the process, and
             // their destructors do not run: remove their temporary files.
             remove_partial_files();

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use socketserver::framing::{Framing, TransferHeader, md5_hex};
 use util::*;
 
-const MODES: [&str; 3] = ["sync", "threading", "forking"];
+const MODES: [&str; 4] = ["sync", "threading", "forking", "evented"];
 const PY_CLIENT: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/python/remote_cmd_client.py"
@@ -112,10 +112,11 @@ impl Drop for KillGroup {
 }
 
 /// Issue 17.2: a command still running when the server goes is killed with its group: the
-/// threading server at the end of `main`, the forking server's child on its SIGTERM.
+/// threading and evented servers at the end of `main`, the forking server's child on its
+/// SIGTERM. Meanwhile the running command stalls no other client.
 #[test]
-fn a_running_command_dies_with_the_server_in_threading_and_forking_modes() {
-    for mode in ["threading", "forking"] {
+fn a_running_command_stalls_no_one_and_dies_with_the_server_in_every_concurrent_mode() {
+    for mode in ["threading", "forking", "evented"] {
         let tmp = tempfile::tempdir().unwrap();
         let pidfile = tmp.path().join("pgid");
         let (mut server, addr) =
@@ -134,6 +135,14 @@ fn a_running_command_dies_with_the_server_in_threading_and_forking_modes() {
             .unwrap();
         let _guard = KillGroup(pgid);
         assert!(group_alive(pgid), "{mode}");
+        let mut other = connect(addr);
+        let (_, body) = run_command(&mut other, "echo other");
+        assert_eq!(body, b"other\n", "{mode}");
+        assert!(
+            group_alive(pgid),
+            "{mode}: still running while the other was served"
+        );
+        drop(other);
         server.signal(libc::SIGINT);
         ChildProc::expect_line(&server.stderr, "shutting down");
         server.signal(libc::SIGINT); // force: no 10 s grace period

@@ -231,7 +231,13 @@ impl MessageReader {
         if self.start == self.buf.len() {
             return Ok(false);
         }
-        match self.decoder.decode(&self.buf[self.start..])? {
+        let decoded = self.decoder.decode(&self.buf[self.start..]).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("bad message: {e}; closing the connection"),
+            )
+        })?;
+        match decoded {
             Decoded::Incomplete { need } => {
                 if let Some(n) = need {
                     // Grow ahead of the bytes, at most 1 MiB at a time.
@@ -305,6 +311,17 @@ impl MessageReader {
                 *spare = old;
             }
         }
+    }
+
+    /// The error for a peer that closed with `n` bytes of a message buffered (framings
+    /// other than lines).
+    pub(crate) fn truncated(n: usize) -> io::Error {
+        io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!(
+                "the stream ended inside a message ({n} bytes of it received); closing the connection"
+            ),
+        )
     }
 
     /// At the peer's end of stream: the unterminated rest, as a last message (lines only

@@ -249,10 +249,7 @@ impl BaseRequestHandler<StreamRequest> for Blocking {
                         handler.handle(ch, &rest)?;
                         Blocking::flush(ch)?;
                     } else {
-                        return Err(io::Error::new(
-                            io::ErrorKind::UnexpectedEof,
-                            format!("the peer closed inside a message ({} bytes)", rest.len()),
-                        ));
+                        return Err(MessageReader::truncated(rest.len()));
                     }
                 }
                 return Ok(());

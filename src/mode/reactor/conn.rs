@@ -350,10 +350,7 @@ impl Conn {
                             });
                             failed |= !ok;
                         } else {
-                            let e = io::Error::new(
-                                io::ErrorKind::UnexpectedEof,
-                                format!("the peer closed inside a message ({} bytes)", rest.len()),
-                            );
+                            let e = MessageReader::truncated(rest.len());
                             ctx.report_error(&self.addr, &HandlerError::Io(e));
                             failed = true;
                         }
