@@ -385,16 +385,43 @@ fn client_without_a_server_fails_with_a_message() {
 
 #[test]
 fn modes_that_cannot_share_a_room_are_refused() {
-    for args in [
-        &["--mode", "sync"][..],
-        &["--mode", "forking"],
-        &["--udp", "--mode", "forking"],
+    for (args, needed) in [
+        (&["--mode", "sync"][..], "--mode evented"),
+        (&["--mode", "forking"], "--mode evented"),
+        (&["--mode", "threading"], "--mode evented"),
+        (&["--udp", "--mode", "forking"], "--mode threading"),
+        (&["--udp", "--mode", "evented"], "--mode threading"),
     ] {
         let mut cmd = std::process::Command::new(example_path("chat"));
         cmd.args(["server", "--addr", "127.0.0.1:0"]).args(args);
         let mut server = ChildProc::spawn(cmd);
         assert_eq!(server.wait_exit(), Some(2), "{args:?}");
         let why = ChildProc::expect_line(&server.stderr, "error:");
-        assert!(why.contains("--mode threading"), "{args:?}: {why}");
+        assert!(why.contains(needed), "{args:?}: {why}");
     }
+}
+
+/// Evented: 300 members in the room, talking, hold no thread each (the old room had a
+/// reader and a writer thread per member).
+#[test]
+fn a_room_of_300_members_holds_no_thread_per_member() {
+    const N: usize = 300;
+    let (server, addr) = spawn_example_server("chat", &[]);
+    let mut members: Vec<Member> = (0..N)
+        .map(|i| Member::join(addr, &format!("m{i:03}")))
+        .collect();
+    members[0].say("hello all");
+    for m in &members[1..] {
+        m.expect("<m000> hello all");
+    }
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.child.id())).unwrap();
+    let threads: usize = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(threads < 32, "{threads} threads for {N} members");
+    drop(members);
 }

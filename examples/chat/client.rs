@@ -7,8 +7,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::Duration;
 
-use crate::room::timed_out;
-
 /// Sends stdin line by line while a reader thread prints what arrives; `/quit` at the end.
 pub fn tcp_client(addr: &str, nick: Option<&str>) -> io::Result<()> {
     let conn = TcpStream::connect(addr)
@@ -94,4 +92,12 @@ pub fn udp_client(addr: &str, nick: Option<&str>) -> io::Result<()> {
         sock.send(format!("{prefix}{}", line?).as_bytes())?;
     }
     Ok(())
+}
+
+/// A read that hit `SO_RCVTIMEO`.
+fn timed_out(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
 }

@@ -3,7 +3,7 @@
 //! shared by every connection (the room), where a slow member must never stall the others.
 //!
 //! How to run:
-//!     cargo run --release --example chat -- server [--addr 127.0.0.1:9002] [--udp] [--mode threading|sync]
+//!     cargo run --release --example chat -- server [--addr 127.0.0.1:9002] [--udp] [--mode evented|threading|sync]
 //! How to poke it:
 //!     cargo run --release --example chat -- client --nick alice     (and --nick bob in another terminal)
 //!     nc 127.0.0.1 9002              (the first line you type is your nickname)
@@ -22,24 +22,25 @@
 //! - A line over 4096 bytes → `! line too long ...`, invalid UTF-8 → `! invalid UTF-8 ...`:
 //!   the line is dropped, the connection stays. `\r\n` is accepted, empty lines are ignored,
 //!   and a connection idle for an hour is closed.
-//! - Each member has an outbox, written to its socket by its own thread, so a broadcast
-//!   never waits on a socket. It holds 256 KiB; beyond, the sender waits for it to drain
-//!   (its own input is read more slowly). A member whose outbox has not drained for 5 s
-//!   (it stopped reading) is disconnected — the others see
-//!   `* NAME was disconnected (too slow)`; one that keeps reading never is.
+//! - No thread per member: the server is evented, and a line for a member is queued on its
+//!   connection, sent when its socket can take it; a broadcast never waits. A member more
+//!   than 1 MiB behind, or that read nothing for 5 s while lines waited for it (it stopped
+//!   reading), is disconnected — the others see `* NAME was disconnected (too slow)`.
 //!
 //! UDP relay. Each datagram goes, unchanged, to every other peer heard from in the last 10
 //! minutes (at most 1024; when full, the longest silent is forgotten). An empty datagram only
 //! says hello: a new peer gets `* relay: ...` back. Forwarding never waits either: when the
 //! server's send buffer is full, that copy is dropped (UDP may lose datagrams anyway).
 //!
-//! Modes. The room lives in the server's memory, so TCP chat needs `--mode threading` (the
-//! default): `sync` would serve one member at a time, and `forking` would give each member a
-//! room of its own — both are refused. The UDP relay handles one datagram per request, so
-//! `sync` works too; `forking` is refused (children cannot share the peer table). Each member
-//! holds a pool worker, so at most 256 are served at once; more wait in the kernel backlog.
-//! On Ctrl-C, members get one second, then their connections are closed.
-
+//! Modes. The room lives in the server's memory and every member's connection stays open,
+//! so TCP chat runs in evented mode (the default): idle members wait in the poller and hold
+//! no thread, so thousands can be in the room. `threading` would block a broadcast on a slow
+//! member's socket, `sync` would serve one member at a time, and `forking` would give each
+//! member a room of its own: all three are refused. The UDP relay handles one datagram per
+//! request, so it runs in `threading` (its default) or `sync`; `forking` and `evented` are
+//! refused (children cannot share the peer table; evented is for streams). On Ctrl-C,
+//! members get one second, then their connections are closed.
+//!
 mod client;
 #[path = "../common/mod.rs"]
 mod common;
@@ -48,7 +49,7 @@ mod room;
 
 use client::{tcp_client, udp_client};
 use relay::{Relay, relay_datagram};
-use room::{Room, chat_stream};
+use room::{Room, Session};
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -56,10 +57,11 @@ use std::time::Duration;
 
 use clap::Args;
 use common::{Cmd, ModeArg, Settings};
-use socketserver::{DatagramRequest, StreamRequest, Tcp, Udp};
+use socketserver::{DatagramRequest, Tcp, Udp};
 
 const ADDR: &str = "127.0.0.1:9002";
-const MAX_MEMBERS: usize = 256; // = the default pool's most workers: one per member
+/// Members at once; beyond, new connections wait in the kernel backlog.
+const MAX_MEMBERS: usize = 4096;
 
 /// The server's own option.
 #[derive(Args)]
@@ -84,7 +86,7 @@ fn main() -> ExitCode {
     let cli = common::parse::<ServerOptions, ClientOptions>(
         "chat",
         "Chat room server and client (TCP, or a UDP relay with --udp)",
-        "Run the server (TCP: threading mode only; UDP: threading or sync).",
+        "Run the server (TCP: evented mode only; UDP: threading or sync).",
         "Send each line of stdin, print what arrives meanwhile; `/quit` at the end of stdin.",
     );
     let mut settings = Settings::new("chat", ADDR);
@@ -92,27 +94,29 @@ fn main() -> ExitCode {
     settings.connection_deadline = None;
     settings.max_connections = Some(MAX_MEMBERS);
     settings.shutdown_grace = Duration::from_secs(1);
+    settings.write_timeout = Some(Duration::from_secs(5));
     match cli.cmd {
         Cmd::Server {
             args,
             opts: ServerOptions { udp: false },
         } => {
-            let why = match args.mode.unwrap_or(ModeArg::Threading) {
-                ModeArg::Threading => None,
-                ModeArg::Evented => Some(
-                    "the room is not yet a message handler (it keeps a writer thread per member)",
-                ),
+            let why = match args.mode.unwrap_or(ModeArg::Evented) {
+                ModeArg::Evented => None,
+                ModeArg::Threading => {
+                    Some("threading mode would block a broadcast on a slow member's socket")
+                }
                 ModeArg::Sync => Some("sync mode serves one connection at a time: a room of one"),
                 ModeArg::Forking => Some("forking mode gives each member a room of its own"),
             };
             if let Some(why) = why {
-                let msg = format!("chat needs --mode threading (the default): {why}");
+                let msg = format!("chat needs --mode evented (the default): {why}");
                 common::usage_error(msg);
             }
             let room = Arc::new(Room::default());
-            common::serve::<Tcp, _, _>(&settings, &args, move |req: &mut StreamRequest| {
-                chat_stream(&room, req)
-            })
+            settings.framing = room::framing();
+            settings.default_mode = ModeArg::Evented;
+            settings.max_output = Some(room::MAX_BEHIND);
+            common::serve::<Tcp, _, _>(&settings, &args, move || Session::new(room.clone()))
         }
         Cmd::Server {
             args,

@@ -141,6 +141,12 @@ pub struct Settings {
     pub default_addr: &'static str,
     /// Idle timeout: `SO_RCVTIMEO` on each connection.
     pub read_timeout: Option<Duration>,
+    /// `SO_SNDTIMEO`; in evented mode, how long a peer may read nothing while output
+    /// waits for it. `None`: the crate's default.
+    pub write_timeout: Option<Duration>,
+    /// Evented mode: most bytes queued for a peer that does not read (`None`: the crate's
+    /// default, 1 MiB).
+    pub max_output: Option<usize>,
     /// Whole-connection deadline (slowloris defence); `None` for long-lived sessions.
     pub connection_deadline: Option<Duration>,
     /// Most connections open at once; beyond, new ones wait in the kernel backlog.
@@ -164,6 +170,8 @@ impl Settings {
             name,
             default_addr,
             read_timeout: Some(Duration::from_secs(60)),
+            write_timeout: None,
+            max_output: None,
             connection_deadline: Some(Duration::from_secs(600)),
             max_connections: Some(1024),
             shutdown_grace: Duration::from_secs(10),
@@ -231,7 +239,14 @@ where
     }
     let name = s.name;
     let addr = args.addr.as_deref().unwrap_or(s.default_addr);
-    let server = Server::<T, M>::builder()
+    let mut builder = Server::<T, M>::builder();
+    if let Some(t) = s.write_timeout {
+        builder = builder.write_timeout(Some(t));
+    }
+    if let Some(n) = s.max_output {
+        builder = builder.max_output(n);
+    }
+    let server = builder
         .read_timeout(s.read_timeout)
         .connection_deadline(s.connection_deadline)
         .max_connections(s.max_connections)
