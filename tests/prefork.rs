@@ -26,7 +26,36 @@ fn handler(req: &mut StreamRequest) -> io::Result<()> {
     writeln!(req.wfile, "{}", std::process::id())
 }
 
+/// The same protocol as a message handler for evented workers: "go" takes the connection
+/// over (a request in flight, in the drain's eyes, until "done" is written).
+struct PidLines;
+
+impl MessageHandler for PidLines {
+    fn handle(&mut self, ch: &mut Channel, line: &[u8]) -> io::Result<()> {
+        if line == b"go\n" {
+            ch.take_over();
+        } else {
+            writeln!(ch, "{}", std::process::id())?;
+            ch.close_when_done();
+        }
+        Ok(())
+    }
+
+    fn handle_blocking(&mut self, ch: &mut Channel, s: &mut BlockingStream) -> io::Result<()> {
+        s.write_all(b"started\n")?;
+        let mut line = String::new();
+        s.read_line(&mut line)?;
+        s.write_all(b"done\n")?;
+        ch.close_when_done();
+        Ok(())
+    }
+}
+
 fn prefork_parent(reuse_port: bool) {
+    prefork_run(reuse_port, false)
+}
+
+fn prefork_run(reuse_port: bool, evented: bool) {
     init_stderr_log();
     // Pick a free port first: workers with SO_REUSEPORT each bind it.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -37,13 +66,23 @@ fn prefork_parent(reuse_port: bool) {
     let prefork = Prefork::new(2).reuse_port(reuse_port);
     shutdown_on_ctrl_c([prefork.handle()]).unwrap();
     println!("PORT {port}");
-    prefork
-        .run(("127.0.0.1", port), |listener| {
-            ThreadingTcpServer::builder()
-                .read_timeout(None)
-                .from_socket(listener, handler)
-        })
-        .unwrap();
+    if evented {
+        prefork
+            .run(("127.0.0.1", port), |listener| {
+                EventedTcpServer::builder()
+                    .read_timeout(None)
+                    .from_socket(listener, || PidLines)
+            })
+            .unwrap();
+    } else {
+        prefork
+            .run(("127.0.0.1", port), |listener| {
+                ThreadingTcpServer::builder()
+                    .read_timeout(None)
+                    .from_socket(listener, handler)
+            })
+            .unwrap();
+    }
     println!("EXITED");
 }
 
@@ -51,6 +90,13 @@ fn prefork_parent(reuse_port: bool) {
 fn prefork_child() {
     if is_child() {
         prefork_parent(false);
+    }
+}
+
+#[test]
+fn prefork_evented_child() {
+    if is_child() {
+        prefork_run(false, true);
     }
 }
 
@@ -140,4 +186,9 @@ fn a_sigkilled_worker_is_replaced_and_ctrl_c_leaves_no_process() {
 #[test]
 fn reuse_port_workers_are_replaced_and_drained_too() {
     killed_worker_is_replaced("prefork_reuse_port_child");
+}
+
+#[test]
+fn evented_workers_are_replaced_and_drained_too() {
+    killed_worker_is_replaced("prefork_evented_child");
 }
