@@ -179,15 +179,17 @@ impl Decoder for FrameDecoder {
 /// The input side of a message connection: a buffer and the decoder cutting it. Shared by
 /// the evented reactor and the blocking loop of the classic modes.
 pub(crate) struct MessageReader {
+    /// Initialized memory (zeroed once, when it grows: never again per read);
+    /// `buf[start..end]` are the bytes read and not yet consumed.
     buf: Vec<u8>,
-    /// Start of the bytes not yet consumed.
     start: usize,
+    end: usize,
     decoder: Box<dyn Decoder>,
     /// The range of the message returned by the last `next`.
     current: (usize, usize),
 }
 
-/// Bytes read at most per `read` call.
+/// Bytes of room made for each `read` call at least.
 const CHUNK: usize = 16 * 1024;
 /// Half a message up to this size is kept in a buffer of its own size between turns.
 const SMALL_PARTIAL: usize = 1024;
@@ -197,6 +199,7 @@ impl MessageReader {
         MessageReader {
             buf: Vec::new(),
             start: 0,
+            end: 0,
             decoder: framing.decoder(),
             current: (0, 0),
         }
@@ -204,45 +207,57 @@ impl MessageReader {
 
     /// Bytes buffered that are not yet a whole message (half a message).
     pub(crate) fn buffered(&self) -> usize {
-        self.buf.len() - self.start
+        self.end - self.start
+    }
+
+    /// Makes `buf` at least `len` bytes long (zeroing only what is new).
+    fn grow_to(&mut self, len: usize) {
+        if self.buf.len() < len {
+            self.buf.resize(len, 0);
+        }
     }
 
     /// One `read` into the buffer: `Ok(0)` is the peer's end of stream.
     pub(crate) fn read_from<R: Read + ?Sized>(&mut self, r: &mut R) -> io::Result<usize> {
-        if self.start > 0 && (self.start == self.buf.len() || self.start >= self.buf.len() / 2) {
-            self.buf.drain(..self.start);
+        if self.start > 0 && (self.start == self.end || self.buf.len() - self.end < CHUNK) {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
             self.start = 0;
         }
-        let len = self.buf.len();
-        self.buf.resize(len + CHUNK, 0);
-        let r = loop {
-            match r.read(&mut self.buf[len..]) {
+        if self.buf.len() - self.end < CHUNK {
+            self.grow_to(self.end + CHUNK);
+        }
+        let n = loop {
+            match r.read(&mut self.buf[self.end..]) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                other => break other,
+                other => break other?,
             }
         };
-        self.buf.truncate(len + *r.as_ref().unwrap_or(&0));
-        r
+        self.end += n.min(self.buf.len() - self.end);
+        Ok(n)
     }
 
     /// The next complete message, if one is buffered: `Ok(true)` and [`message`](Self::message)
     /// returns it.
     pub(crate) fn next(&mut self) -> io::Result<bool> {
-        if self.start == self.buf.len() {
+        if self.start == self.end {
             return Ok(false);
         }
-        let decoded = self.decoder.decode(&self.buf[self.start..]).map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("bad message: {e}; closing the connection"),
-            )
-        })?;
+        let decoded = self
+            .decoder
+            .decode(&self.buf[self.start..self.end])
+            .map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("bad message: {e}; closing the connection"),
+                )
+            })?;
         match decoded {
             Decoded::Incomplete { need } => {
                 if let Some(n) = need {
                     // Grow ahead of the bytes, at most 1 MiB at a time.
                     let want = n.min(self.buffered() + (1 << 20));
-                    self.buf.reserve(want.saturating_sub(self.buffered()));
+                    self.grow_to(self.start + want);
                 }
                 Ok(false)
             }
@@ -252,7 +267,7 @@ impl MessageReader {
                 consumed,
             } => {
                 let (s, e, c) = (self.start + start, self.start + end, self.start + consumed);
-                if !(start <= end && end <= consumed && c <= self.buf.len()) {
+                if !(start <= end && end <= consumed && c <= self.end) {
                     return Err(io::Error::new(
                         io::ErrorKind::InvalidData,
                         "decoder returned a message outside the buffer",
@@ -272,12 +287,12 @@ impl MessageReader {
 
     /// The bytes read but not yet consumed (what follows the current message).
     pub(crate) fn unread(&self) -> &[u8] {
-        &self.buf[self.start..]
+        &self.buf[self.start..self.end]
     }
 
     /// Drops the first `n` unread bytes (a taken-over connection read them).
     pub(crate) fn consume(&mut self, n: usize) {
-        self.start = (self.start + n).min(self.buf.len());
+        self.start = (self.start + n).min(self.end);
     }
 
     /// Before a turn: an empty reader borrows the thread's spare buffer, so that parked
@@ -285,8 +300,8 @@ impl MessageReader {
     pub(crate) fn adopt(&mut self, spare: &mut Vec<u8>) {
         if self.buf.capacity() == 0 {
             std::mem::swap(&mut self.buf, spare);
-            self.buf.clear();
             self.start = 0;
+            self.end = 0;
         }
     }
 
@@ -301,13 +316,14 @@ impl MessageReader {
             }
             self.buf = Vec::new();
             self.start = 0;
+            self.end = 0;
         } else if left <= SMALL_PARTIAL && self.buf.capacity() > 4 * SMALL_PARTIAL {
-            let rest = self.buf[self.start..].to_vec();
-            let mut old = std::mem::replace(&mut self.buf, rest);
+            let rest = self.buf[self.start..self.end].to_vec();
+            let old = std::mem::replace(&mut self.buf, rest);
             self.start = 0;
+            self.end = left;
             self.current = (0, 0);
             if spare.capacity() < old.capacity() {
-                old.clear();
                 *spare = old;
             }
         }
@@ -327,8 +343,8 @@ impl MessageReader {
     /// At the peer's end of stream: the unterminated rest, as a last message (lines only
     /// make sense of it; other framings report a truncated message).
     pub(crate) fn take_rest(&mut self) -> Vec<u8> {
-        let rest = self.buf[self.start..].to_vec();
-        self.start = self.buf.len();
+        let rest = self.buf[self.start..self.end].to_vec();
+        self.start = self.end;
         rest
     }
 }

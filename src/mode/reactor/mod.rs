@@ -53,12 +53,15 @@ use crate::options::Options;
 use crate::stats::Stats;
 use conn::Conn;
 
-/// How long the serving thread's tick lets "nobody waits in the poller and nobody is idle"
-/// last before it starts another thread.
+/// How long a turn may run with nobody waiting in the poller before the serving thread's
+/// tick brings in another thread (a handler that blocks).
 const STARVED: Duration = Duration::from_millis(2);
+/// A thread that takes a connection from a ready queue at least this long wakes an idle
+/// thread to share the work (one wake at a time).
+const SHARE: usize = 16;
 
 /// Scheduling state, under one lock.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Sched {
     /// Connections with work, in order.
     ready: VecDeque<usize>,
@@ -66,10 +69,28 @@ struct Sched {
     leader: bool,
     /// Threads waiting on the condition variable.
     idle: usize,
+    /// An idle thread has been woken and has not run yet.
+    waking: bool,
+    /// Threads running a turn.
+    busy: usize,
     /// Threads alive.
     total: usize,
-    /// Since when nobody waits in the poller and nobody is idle.
-    starved_since: Option<Instant>,
+    /// When a turn last started or ended.
+    progress: Instant,
+}
+
+impl Default for Sched {
+    fn default() -> Sched {
+        Sched {
+            ready: VecDeque::new(),
+            leader: false,
+            idle: 0,
+            waking: false,
+            busy: 0,
+            total: 0,
+            progress: Instant::now(),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -185,20 +206,22 @@ impl Reactor {
         }
     }
 
-    /// Called from the serving loop's tick: starts a thread if the reactor has been
-    /// starved (every thread busy, nobody waiting in the poller) for a while.
+    /// Called from the serving loop's tick: when a turn has run for a while with nobody
+    /// waiting in the poller (a handler that blocks), wakes an idle thread or, with none,
+    /// starts one while the pool is below its maximum.
     pub(crate) fn tick(&self) {
         let s = &self.shared;
         let ctx = s.ctx.lock().clone();
         let Some(ctx) = ctx else { return };
         let mut sched = s.sched.lock();
-        if let Some(t) = sched.starved_since
-            && t.elapsed() >= STARVED
-            && !sched.leader
-            && sched.idle == 0
-            && sched.total < s.options.pool.max_workers.max(2)
-        {
-            sched.starved_since = None;
+        if sched.leader || sched.busy == 0 || sched.waking || sched.progress.elapsed() < STARVED {
+            return;
+        }
+        sched.progress = Instant::now();
+        if sched.idle > 0 {
+            sched.waking = true;
+            s.cv.notify_one();
+        } else if sched.total < s.options.pool.max_workers.max(2) {
             drop(sched);
             s.spawn_thread(&ctx);
         }
@@ -386,27 +409,26 @@ fn run(s: &Arc<Shared>, ctx: &Arc<Context>) {
             break;
         }
         if let Some(key) = sched.ready.pop_front() {
-            // Someone must wait in the poller while this thread works.
-            if !sched.leader {
-                if sched.idle > 0 {
-                    s.cv.notify_one();
-                } else if sched.starved_since.is_none() {
-                    sched.starved_since = Some(Instant::now());
-                }
-            } else if !sched.ready.is_empty() && sched.idle > 0 {
+            // The thread that read a message runs its handler: no hand-off. A long queue
+            // is shared with one more thread; a turn that blocks is the tick's business.
+            if sched.ready.len() >= SHARE && sched.idle > 0 && !sched.waking {
+                sched.waking = true;
                 s.cv.notify_one();
             }
+            sched.busy += 1;
+            sched.progress = Instant::now();
             drop(sched);
             let conn = s.conns.read().get(&key).cloned();
             if let Some(conn) = conn {
                 conn.turn(s, ctx, &mut spare);
             }
             sched = s.sched.lock();
+            sched.busy -= 1;
+            sched.progress = Instant::now();
             continue;
         }
         if !sched.leader {
             sched.leader = true;
-            sched.starved_since = None;
             drop(sched);
             events.clear();
             let r = s.poller.wait(&mut events, s.poll_timeout());
@@ -429,9 +451,9 @@ fn run(s: &Arc<Shared>, ctx: &Arc<Context>) {
             continue;
         }
         sched.idle += 1;
-        sched.starved_since = None;
         let timed_out = s.cv.wait_for(&mut sched, keep_alive).timed_out();
         sched.idle -= 1;
+        sched.waking = false;
         if timed_out && sched.total > min && sched.ready.is_empty() {
             break;
         }
