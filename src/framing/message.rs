@@ -184,6 +184,8 @@ pub(crate) struct MessageReader {
     buf: Vec<u8>,
     start: usize,
     end: usize,
+    /// The last read returned less than its room.
+    short: bool,
     decoder: Box<dyn Decoder>,
     /// The range of the message returned by the last `next`.
     current: (usize, usize),
@@ -200,6 +202,7 @@ impl MessageReader {
             buf: Vec::new(),
             start: 0,
             end: 0,
+            short: false,
             decoder: framing.decoder(),
             current: (0, 0),
         }
@@ -217,6 +220,12 @@ impl MessageReader {
         }
     }
 
+    /// Did the last [`read_from`](Self::read_from) return less than it had room for (the
+    /// socket had no more for now)?
+    pub(crate) fn short_read(&self) -> bool {
+        self.short
+    }
+
     /// One `read` into the buffer: `Ok(0)` is the peer's end of stream.
     pub(crate) fn read_from<R: Read + ?Sized>(&mut self, r: &mut R) -> io::Result<usize> {
         if self.start > 0 && (self.start == self.end || self.buf.len() - self.end < CHUNK) {
@@ -227,13 +236,15 @@ impl MessageReader {
         if self.buf.len() - self.end < CHUNK {
             self.grow_to(self.end + CHUNK);
         }
+        let room = self.buf.len() - self.end;
         let n = loop {
             match r.read(&mut self.buf[self.end..]) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 other => break other?,
             }
         };
-        self.end += n.min(self.buf.len() - self.end);
+        self.short = n < room;
+        self.end += n.min(room);
         Ok(n)
     }
 

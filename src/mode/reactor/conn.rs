@@ -301,6 +301,7 @@ impl Conn {
         let o = &s.options;
         let mut handled = 0;
         let mut reads = 0;
+        let (mut got_input, mut drained) = (false, false);
         let mut failed = false;
         loop {
             // Messages already buffered first: epoll cannot see them.
@@ -335,6 +336,7 @@ impl Conn {
                 || st.channel.closing != Closing::No
                 || handled >= o.max_messages_per_turn
                 || reads >= READS_PER_TURN
+                || drained
             {
                 break;
             }
@@ -357,7 +359,13 @@ impl Conn {
                     }
                     break;
                 }
-                Ok(_) => self.io.lock().last_input = Instant::now(),
+                Ok(_) => {
+                    got_input = true;
+                    // A read that did not fill the buffer emptied the socket: no second
+                    // `recv` just to hear `EAGAIN`. (The one-shot re-arm reports anything
+                    // that arrives after it.)
+                    drained = st.reader.short_read();
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => {
                     log::debug!("socketserver: connection from {}: {e}", self.addr);
@@ -370,6 +378,9 @@ impl Conn {
         // Send this turn's replies (and anything pushed meanwhile) in as few sends as
         // possible.
         let mut io = self.io.lock();
+        if got_input {
+            io.last_input = Instant::now();
+        }
         if !st.channel.out.is_empty() {
             if io.pending() == 0 {
                 io.out.clear();

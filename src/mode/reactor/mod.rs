@@ -424,7 +424,6 @@ fn run(s: &Arc<Shared>, ctx: &Arc<Context>) {
             }
             sched = s.sched.lock();
             sched.busy -= 1;
-            sched.progress = Instant::now();
             continue;
         }
         if !sched.leader {
