@@ -565,3 +565,31 @@ mod split_and_coalesced {
         }
     }
 }
+
+/// Edge-triggered readiness: a line and the peer's FIN both queued before the accept are
+/// reported by the connection's very first event, which must not be lost (the FIN raises no
+/// later edge).
+#[test]
+fn a_line_and_its_fin_sent_before_the_accept_are_answered_and_closed() {
+    let server = EventedTcpServer::builder()
+        .bind("127.0.0.1:0", Numbered::default)
+        .unwrap();
+    let addr = server.server_address().unwrap();
+    // Not served yet: the kernel completes the handshakes and queues the bytes.
+    let clients: Vec<TcpStream> = (0..50)
+        .map(|i| {
+            let mut s = connect(addr);
+            writeln!(s, "early {i}").unwrap();
+            s.shutdown(Shutdown::Write).unwrap();
+            s
+        })
+        .collect();
+    let srv = Running::start(server);
+    for (i, mut s) in clients.into_iter().enumerate() {
+        let mut got = String::new();
+        s.read_to_string(&mut got)
+            .expect("reply, then the server's close");
+        assert_eq!(got, format!("1 early {i}\n"));
+    }
+    srv.stop().unwrap();
+}

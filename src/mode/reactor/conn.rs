@@ -10,10 +10,10 @@ use std::sync::{Arc, Weak};
 use std::time::Instant;
 
 use parking_lot::Mutex;
-use polling::Event;
 use socket2::Socket;
 
 use super::Shared;
+use super::poller::Ready;
 use crate::addr::ClientAddr;
 use crate::context::{Context, ServerHandle};
 use crate::error::HandlerError;
@@ -37,9 +37,12 @@ struct Io {
     /// A thread is running this connection's turn.
     owned: bool,
     closed: bool,
-    /// Armed (while parked) for readability / writability.
-    want_read: bool,
-    armed_write: bool,
+    /// An event came while a thread owned the connection: the owner looks again before
+    /// it lets go (edge-triggered, that readiness is reported only once).
+    again: bool,
+    /// The peer has closed its side: a short read does not mean the socket is empty (the
+    /// FIN is still to be read, and no new edge will report it).
+    read_closed: bool,
     /// A pusher asked to close once the queue is sent.
     close_requested: bool,
     /// Set by the timer sweep: close now, for this reason.
@@ -142,8 +145,8 @@ impl Conn {
                 sent: 0,
                 owned: false,
                 closed: false,
-                want_read: false,
-                armed_write: false,
+                again: false,
+                read_closed: false,
                 close_requested: false,
                 expire: None,
                 opened: now,
@@ -208,11 +211,8 @@ impl Conn {
             shared.schedule(self.key);
             return Err(e);
         }
-        if io.pending() > 0 && !io.armed_write {
-            io.armed_write = true;
-            let ev = interest(self.key, io.want_read, true);
-            shared.poller.modify(&self.sock, ev)?;
-        }
+        // Bytes left over: the send hit EAGAIN, so the kernel reports writability when
+        // the peer reads (the socket is watched for both directions all along).
         Ok(())
     }
 
@@ -266,14 +266,22 @@ impl Conn {
     }
 
     /// One turn of this connection on a reactor thread.
-    pub(super) fn turn(self: &Arc<Self>, s: &Shared, ctx: &Arc<Context>, spare: &mut Vec<u8>) {
-        let expire = {
+    pub(super) fn turn(
+        self: &Arc<Self>,
+        s: &Shared,
+        ctx: &Arc<Context>,
+        spare: &mut Vec<u8>,
+        ready: Ready,
+    ) {
+        let (expire, read_closed) = {
             let mut io = self.io.lock();
+            io.read_closed |= ready.closed;
             if io.owned || io.closed {
-                return; // a duplicate event: the owner re-arms with the full state
+                io.again = true;
+                return;
             }
             io.owned = true;
-            io.expire
+            (io.expire, io.read_closed)
         };
         let mut guard = self.state.lock();
         let st = &mut *guard;
@@ -364,9 +372,12 @@ impl Conn {
                     // A read that did not fill the buffer emptied the socket: no second
                     // `recv` just to hear `EAGAIN`. (The one-shot re-arm reports anything
                     // that arrives after it.)
-                    drained = st.reader.short_read();
+                    drained = st.reader.short_read() && !read_closed;
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    drained = true;
+                    break;
+                }
                 Err(e) => {
                     log::debug!("socketserver: connection from {}: {e}", self.addr);
                     st.eof = true;
@@ -416,30 +427,16 @@ impl Conn {
             (true, None) => Some(Instant::now()),
         };
         let want_read = !st.eof && !closing && pending < o.high_water;
-        let want_write = pending > 0;
-        io.want_read = want_read;
-        io.armed_write = want_write;
         io.owned = false;
-        if more_buffered && pending < o.high_water {
-            // Bytes already read wait behind the other ready connections.
+        // Edge-triggered, the kernel reports only what is new: a turn that stopped before
+        // the socket was empty (the read or message cap, a high-water pause since cleared)
+        // or that missed an event while it owned the connection goes round again, behind
+        // the other ready connections. Otherwise the next edge brings it back.
+        let again = std::mem::take(&mut io.again) || (want_read && !drained);
+        if again || (more_buffered && pending < o.high_water) {
             drop(io);
             drop(guard);
             s.schedule(self.key);
-            return;
-        }
-        let r = s
-            .poller
-            .modify(&self.sock, interest(self.key, want_read, want_write));
-        drop(io);
-        if let Err(e) = r {
-            log::error!(
-                "socketserver: cannot re-arm the connection from {}: {e}",
-                self.addr
-            );
-            let mut io = self.io.lock();
-            io.owned = true;
-            drop(io);
-            self.close(s, ctx, st, true);
         }
     }
 
@@ -503,7 +500,7 @@ impl Conn {
                 return;
             }
             io.closed = true;
-            let _ = s.poller.delete(&self.sock);
+            let _ = s.poller.delete(self.sock.as_raw_fd());
         }
         s.conns.write().remove(&self.key);
         if finish {
@@ -524,15 +521,6 @@ pub(super) fn new_arc(conn: Conn) -> Arc<Conn> {
     let conn = Arc::new(conn);
     conn.bind_outlet();
     conn
-}
-
-fn interest(key: usize, read: bool, write: bool) -> Event {
-    match (read, write) {
-        (true, true) => Event::all(key),
-        (true, false) => Event::readable(key),
-        (false, true) => Event::writable(key),
-        (false, false) => Event::none(key),
-    }
 }
 
 /// Runs one handler stage, reporting an error or a panic. `true` if it succeeded.

@@ -1,31 +1,38 @@
 //! The evented executor: idle connections wait in the poller (epoll on Linux, kqueue on
-//! macOS and the BSDs, through the `polling` crate); a thread is used only while a
-//! connection has work — a complete message to handle, or output to flush. This is the
+//! macOS and the BSDs, through `mio`: see `poller.rs` for why); a thread is used only while
+//! a connection has work — a complete message to handle, or output to flush. This is the
 //! tutorials' `select`/`epoll` loop, done the way Apache's event MPM and Tomcat's NIO
 //! connector do it.
 //!
 //! # Threads: leader and followers
 //!
-//! Every connection is registered **one-shot**: after an event the kernel reports nothing
-//! more for it until it is re-armed, so exactly one thread owns a connection at a time.
+//! Every connection is registered once, **edge-triggered**, for both directions: no system
+//! call re-arms it after a message. A connection is owned by one thread at a time (the
+//! `owned` flag); an event that comes while it is owned is noted (`again`) and the owner
+//! looks once more before it lets go.
+//!
 //! The reactor's threads are all alike. At any moment at most one of them — the leader —
 //! waits in the poller; the others wait on a condition variable. The leader turns the
-//! events it gets into a ready queue and takes the first connection itself: **the thread
-//! that read a message runs its handler**, with no hand-off. Before it does, it makes sure
-//! another thread will take over waiting (an idle follower is woken; if there is none, the
-//! serving thread's tick starts one while the pool is below its maximum), so a handler
-//! that blocks never stops the others from being served. A thread that finishes takes the
-//! next ready connection, or leads, or waits.
+//! events it gets into a ready queue and runs them itself: **the thread that read a message
+//! runs its handler**, with no hand-off and no wake-up per event (the loop of a
+//! single-threaded server, as long as handlers are quick). A long queue (16 or more) is
+//! shared with one more thread. A handler that blocks is noticed by the serving thread's
+//! tick (every 5 ms): when a turn has run for 2 ms with nobody waiting in the poller, an
+//! idle thread is woken to lead, or, with none idle, one more is started while the pool is
+//! below its maximum — so a database call or a command never stops the other connections
+//! for more than a few milliseconds. A thread that finishes takes the next ready
+//! connection, or leads, or waits.
 //!
 //! # A connection's turn (`conn.rs`)
 //!
-//! Flush queued output; read what the socket has (bounded per turn); cut messages with the
+//! Read what the socket has (bounded per turn; a read that does not fill the buffer emptied
+//! it, unless the peer has closed: then on to the end of stream); cut messages with the
 //! server's [`MessageFraming`](crate::framing::MessageFraming) and handle each (at most
 //! `max_messages_per_turn`, then the connection is re-queued behind the others: a chatty
-//! client cannot hold a thread); flush; then re-arm for reading (unless the output queue is
-//! over the high-water mark: the peer must catch up first) and for writing (if output is
-//! left). The state is stored before re-arming, so a second event can never see it half
-//! done.
+//! client cannot hold a thread); send the replies in one `send`. Over the high-water mark
+//! the connection is not read until the peer catches up (the kernel reports writability
+//! when it does). A turn that stopped before the socket was empty queues itself again:
+//! edge-triggered, nothing else would.
 //!
 //! # Time
 //!
@@ -35,6 +42,7 @@
 //! client trickling half a message is closed at its deadline without ever holding a thread.
 
 mod conn;
+mod poller;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -43,7 +51,6 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex, RwLock};
-use polling::{Events, Poller};
 use socket2::Socket;
 
 use crate::addr::ClientAddr;
@@ -52,6 +59,7 @@ use crate::handler::MessageHandler;
 use crate::options::Options;
 use crate::stats::Stats;
 use conn::Conn;
+use poller::{Poller, Ready};
 
 /// How long a turn may run with nobody waiting in the poller before the serving thread's
 /// tick brings in another thread (a handler that blocks).
@@ -64,7 +72,7 @@ const SHARE: usize = 16;
 #[derive(Debug)]
 struct Sched {
     /// Connections with work, in order.
-    ready: VecDeque<usize>,
+    ready: VecDeque<Ready>,
     /// Is a thread waiting in the poller?
     leader: bool,
     /// Threads waiting on the condition variable.
@@ -183,10 +191,16 @@ impl Reactor {
         }
         let key = s.next_key.fetch_add(1, Ordering::Relaxed);
         let conn = conn::new_arc(Conn::new(key, sock, addr, handler, ctx, Arc::downgrade(s)));
-        // SAFETY: the descriptor is deleted from the poller (`Conn::close`) before it is
-        // closed (the socket is dropped with the last `Arc<Conn>`, after that).
-        unsafe { s.poller.add(conn.raw_fd(), polling::Event::none(key))? };
+        // In the table before the poller watches it: the first event may already say that
+        // the peer has closed (data and FIN before the accept), and must not be dropped.
+        // The descriptor is deleted from the poller (`Conn::close`) before it is closed
+        // (the socket is dropped with the last `Arc<Conn>`, after that).
+        let fd = conn.raw_fd();
         s.conns.write().insert(key, conn);
+        if let Err(e) = s.poller.add(fd, key) {
+            s.conns.write().remove(&key);
+            return Err(e);
+        }
         s.schedule(key);
         Ok(())
     }
@@ -317,7 +331,7 @@ impl Shared {
     /// Puts a connection on the ready queue and makes sure a thread will see it.
     pub(crate) fn schedule(&self, key: usize) {
         let mut sched = self.sched.lock();
-        sched.ready.push_back(key);
+        sched.ready.push_back(Ready { key, closed: false });
         self.wake(&sched);
     }
 
@@ -340,7 +354,9 @@ impl Shared {
     fn schedule_all(&self) {
         let keys: Vec<usize> = self.conns.read().keys().copied().collect();
         let mut sched = self.sched.lock();
-        sched.ready.extend(keys);
+        sched
+            .ready
+            .extend(keys.into_iter().map(|key| Ready { key, closed: false }));
         self.cv.notify_all();
         if sched.leader {
             let _ = self.poller.notify();
@@ -396,9 +412,7 @@ impl Shared {
 
 /// A reactor thread.
 fn run(s: &Arc<Shared>, ctx: &Arc<Context>) {
-    let mut events = Events::with_capacity(
-        std::num::NonZeroUsize::new(256).unwrap_or(std::num::NonZeroUsize::MIN),
-    );
+    let mut events: Vec<Ready> = Vec::with_capacity(256);
     // The input buffer lent to each connection for its turn (see `MessageReader::adopt`).
     let mut spare = Vec::new();
     let keep_alive = s.options.pool.keep_alive;
@@ -408,7 +422,7 @@ fn run(s: &Arc<Shared>, ctx: &Arc<Context>) {
         if s.stopped.load(Ordering::SeqCst) {
             break;
         }
-        if let Some(key) = sched.ready.pop_front() {
+        if let Some(ready) = sched.ready.pop_front() {
             // The thread that read a message runs its handler: no hand-off. A long queue
             // is shared with one more thread; a turn that blocks is the tick's business.
             if sched.ready.len() >= SHARE && sched.idle > 0 && !sched.waking {
@@ -418,9 +432,9 @@ fn run(s: &Arc<Shared>, ctx: &Arc<Context>) {
             sched.busy += 1;
             sched.progress = Instant::now();
             drop(sched);
-            let conn = s.conns.read().get(&key).cloned();
+            let conn = s.conns.read().get(&ready.key).cloned();
             if let Some(conn) = conn {
-                conn.turn(s, ctx, &mut spare);
+                conn.turn(s, ctx, &mut spare, ready);
             }
             sched = s.sched.lock();
             sched.busy -= 1;
@@ -429,16 +443,13 @@ fn run(s: &Arc<Shared>, ctx: &Arc<Context>) {
         if !sched.leader {
             sched.leader = true;
             drop(sched);
-            events.clear();
             let r = s.poller.wait(&mut events, s.poll_timeout());
             s.sweep();
             sched = s.sched.lock();
             sched.leader = false;
             match r {
                 Ok(_) => {
-                    for ev in events.iter() {
-                        sched.ready.push_back(ev.key);
-                    }
+                    sched.ready.extend(events.drain(..));
                 }
                 Err(e) => {
                     log::error!("socketserver: reactor wait failed: {e}");
