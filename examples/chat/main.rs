@@ -93,6 +93,7 @@ fn main() -> ExitCode {
     settings.read_timeout = Some(Duration::from_secs(3600));
     settings.connection_deadline = None;
     settings.max_connections = Some(MAX_MEMBERS);
+    settings.max_connections_evented = Some(MAX_MEMBERS);
     settings.shutdown_grace = Duration::from_secs(1);
     settings.write_timeout = Some(Duration::from_secs(5));
     match cli.cmd {

@@ -151,6 +151,9 @@ pub struct Settings {
     pub connection_deadline: Option<Duration>,
     /// Most connections open at once; beyond, new ones wait in the kernel backlog.
     pub max_connections: Option<usize>,
+    /// The same in evented mode, where an idle connection costs a descriptor and a few
+    /// hundred bytes, not a thread.
+    pub max_connections_evented: Option<usize>,
     /// Grace period for in-flight requests after Ctrl-C.
     pub shutdown_grace: Duration,
     /// `--mode` when none is given.
@@ -164,7 +167,8 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// Defaults for request/response examples: 60 s idle, 10 min per connection.
+    /// Defaults for request/response examples: 60 s idle, 10 min per connection, 1024
+    /// connections at once (16 384 in evented mode).
     pub fn new(name: &'static str, default_addr: &'static str) -> Settings {
         Settings {
             name,
@@ -174,6 +178,7 @@ impl Settings {
             max_output: None,
             connection_deadline: Some(Duration::from_secs(600)),
             max_connections: Some(1024),
+            max_connections_evented: Some(16_384),
             shutdown_grace: Duration::from_secs(10),
             default_mode: ModeArg::Threading,
             framing: socketserver::framing::MessageFraming::default(),
@@ -249,7 +254,11 @@ where
     let server = builder
         .read_timeout(s.read_timeout)
         .connection_deadline(s.connection_deadline)
-        .max_connections(s.max_connections)
+        .max_connections(if mode == ModeArg::Evented {
+            s.max_connections_evented
+        } else {
+            s.max_connections
+        })
         .shutdown_grace(s.shutdown_grace)
         .log_in_children(s.log_in_children)
         .framing(s.framing.clone())

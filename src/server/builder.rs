@@ -270,7 +270,9 @@ impl<T: Transport, M: Mode> Builder<T, M> {
     /// and closes at once, logs (at most once a second) and counts it in
     /// [`Stats::rejected`](crate::Stats::rejected). Default `None`: bounded only by the
     /// mode (one in synchronous mode; workers + queue in threading mode; `max_children` in
-    /// forking mode, where this limit does not apply).
+    /// forking mode, where this limit does not apply; in evented mode, where an idle
+    /// connection holds no thread, by the descriptor limit — `EMFILE` backs the accept loop
+    /// off — see [`raise_fd_limit`](crate::raise_fd_limit)).
     pub fn max_connections(mut self, n: Option<usize>) -> Self {
         self.options.max_connections = n.map(|n| n.max(1));
         self
