@@ -8,10 +8,12 @@ use std::io::{Read, Write};
 use util::*;
 
 const MODES: [&str; 3] = ["sync", "threading", "forking"];
+/// Stream transports run in evented mode too (datagram ones do not).
+const TCP_MODES: [&str; 4] = ["sync", "threading", "forking", "evented"];
 
 #[test]
 fn tcp_echo_round_trips_in_every_mode() {
-    for mode in MODES {
+    for mode in TCP_MODES {
         let (mut server, addr) = spawn_example_server("echo", &["--mode", mode]);
         let out = run_example_client("echo", addr, &[], "hello\n你好\nthird line\n".as_bytes());
         assert_eq!(out.code, Some(0), "{mode}: {out:?}");
