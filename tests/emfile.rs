@@ -11,12 +11,32 @@ use std::time::Duration;
 use socketserver::*;
 use util::*;
 
+/// Echoes lines, as a message handler (for the evented server).
+struct Lines;
+
+impl MessageHandler for Lines {
+    fn handle(&mut self, ch: &mut Channel, line: &[u8]) -> std::io::Result<()> {
+        ch.push(line);
+        Ok(())
+    }
+}
+
 #[test]
 fn emfile_child() {
-    if !is_child() {
-        return;
+    if is_child() {
+        exhaust_and_serve(ThreadingTcpServer::bind("127.0.0.1:0", echo_lines).unwrap());
     }
-    let server = ThreadingTcpServer::bind("127.0.0.1:0", echo_lines).unwrap();
+}
+
+#[test]
+fn emfile_evented_child() {
+    if is_child() {
+        exhaust_and_serve(EventedTcpServer::bind("127.0.0.1:0", || Lines).unwrap());
+    }
+}
+
+/// Lowers `RLIMIT_NOFILE` to a few more descriptors than are open, then serves.
+fn exhaust_and_serve<M: Mode>(server: Server<Tcp, M>) {
     let limit = (open_fds() + 10) as libc::rlim_t;
     // SAFETY: setrlimit with a valid struct.
     let rc = unsafe {
@@ -44,7 +64,16 @@ fn answered(s: &mut TcpStream, wait: Duration) -> bool {
 
 #[test]
 fn server_survives_emfile_without_spinning_and_recovers() {
-    let child = spawn_self("emfile_child");
+    survives_emfile("emfile_child");
+}
+
+#[test]
+fn evented_server_survives_emfile_without_spinning_and_recovers() {
+    survives_emfile("emfile_evented_child");
+}
+
+fn survives_emfile(child: &str) {
+    let child = spawn_self(child);
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], child.port()));
 
     // Fill the child's descriptor table: connections are served until accept hits EMFILE.
