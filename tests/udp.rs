@@ -344,3 +344,39 @@ fn threading_udp_receivers_survive_a_panic_outside_the_handler() {
     });
     run.stop().unwrap();
 }
+
+/// Issue 16: a burst queued before the server runs is taken in `recvmmsg` batches: every
+/// datagram is answered, to its own sender, in order per sender, and oversized ones among
+/// them are each reported and dropped.
+#[test]
+fn a_queued_burst_with_oversized_datagrams_is_served_datagram_by_datagram() {
+    let server = UdpServer::builder()
+        .max_packet_size(100)
+        .bind("127.0.0.1:0", echo_datagram)
+        .unwrap();
+    let addr = server.server_address().unwrap();
+    let clients: Vec<_> = (0..4).map(|_| udp_client()).collect();
+    // Queued while nobody receives: the first receive finds them all.
+    for i in 0..60u32 {
+        let c = &clients[i as usize % 4];
+        if i % 7 == 3 {
+            c.send_to(&[9u8; 150], addr).unwrap();
+        } else {
+            c.send_to(&i.to_le_bytes(), addr).unwrap();
+        }
+    }
+    let run = Running::start(server);
+    let mut buf = [0u8; 200];
+    for (k, c) in clients.iter().enumerate() {
+        for i in (0..60u32).filter(|i| *i as usize % 4 == k && i % 7 != 3) {
+            let (n, from) = c.recv_from(&mut buf).unwrap();
+            assert_eq!(from, addr);
+            assert_eq!(&buf[..n], &i.to_le_bytes(), "client {k}");
+        }
+    }
+    let oversized = (0..60u32).filter(|i| i % 7 == 3).count() as u64;
+    wait_until("every datagram counted", || {
+        let st = run.server.stats();
+        st.truncated == oversized && st.served == 60 - oversized
+    });
+}

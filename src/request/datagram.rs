@@ -3,12 +3,14 @@
 use std::io::{self, Cursor};
 use std::sync::Arc;
 
-use socket2::{MaybeUninitSlice, SockAddr, Socket};
+use parking_lot::Mutex;
+use socket2::{SockAddr, Socket};
 
 use super::sealed::RequestKind;
 use super::{Polled, RecvBuf};
 use crate::addr::ClientAddr;
 use crate::context::{Context, ServerHandle};
+use crate::sys::SendBatch;
 
 /// A request on a datagram transport (UDP, Unix datagram): Python's
 /// `DatagramRequestHandler` after `setup()`.
@@ -34,6 +36,8 @@ pub struct DatagramRequest {
     server: ServerHandle,
     send_empty: bool,
     send_timeout: Option<std::time::Duration>,
+    /// Handled inline in a batch: the reply joins the batch's (`sendmmsg`).
+    batch: Option<Arc<Mutex<SendBatch>>>,
 }
 
 impl DatagramRequest {
@@ -140,6 +144,7 @@ pub struct Packet {
     from: SockAddr,
     addr: ClientAddr,
     socket: Arc<Socket>,
+    batch: Option<Arc<Mutex<SendBatch>>>,
 }
 
 impl RequestKind for DatagramRequest {
@@ -151,32 +156,39 @@ impl RequestKind for DatagramRequest {
         sock: &Arc<Socket>,
         buf: &mut RecvBuf,
     ) -> io::Result<Polled<Packet>> {
-        let mut slices = [MaybeUninitSlice::new(&mut buf[..])];
-        let (n, flags, from) = match sock.recv_from_vectored(&mut slices) {
-            Ok(r) => r,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Polled::WouldBlock),
-            Err(e) => return Err(e),
+        let Some(batch) = buf.0.as_mut() else {
+            return Err(io::Error::other("no receive buffer for a datagram socket"));
         };
-        let addr = ClientAddr::from_sockaddr(&from);
-        if flags.is_truncated() {
+        if !batch.has_pending() {
+            // The last batch emptied the socket: back to waiting, without a `recvmmsg`
+            // just to hear `EAGAIN`.
+            if batch.take_drained() || batch.recv(sock)? == 0 {
+                return Ok(Polled::WouldBlock);
+            }
+        }
+        let limit = ctx.options.max_packet_size;
+        let Some(d) = batch.next() else {
+            return Ok(Polled::WouldBlock);
+        };
+        let addr = ClientAddr::from_sockaddr(&d.from);
+        if d.truncated {
             ctx.stats.truncated.inc();
             let err = io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!(
-                    "datagram from {addr} is larger than max_packet_size ({} bytes): dropped",
-                    buf.len()
+                    "datagram from {addr} is larger than max_packet_size ({limit} bytes): dropped"
                 ),
             );
             ctx.report_error(&addr, &crate::error::HandlerError::Io(err));
             return Ok(Polled::Skipped);
         }
-        // SAFETY: recvmsg initialised the first `n` bytes of `buf`.
-        let data = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), n) }.to_vec();
+        let (data, from) = (d.data.to_vec(), d.from);
         Ok(Polled::Ready(Packet {
             data,
             from,
             addr,
             socket: sock.clone(),
+            batch: buf.1.clone(),
         }))
     }
 
@@ -194,10 +206,18 @@ impl RequestKind for DatagramRequest {
             server: ServerHandle::new(ctx.clone()),
             send_empty: ctx.options.empty_datagram_reply,
             send_timeout: ctx.options.write_timeout,
+            batch: inc.batch,
         })
     }
 
     fn complete(&mut self) -> io::Result<()> {
+        if let Some(batch) = &self.batch {
+            if !self.wfile.is_empty() || self.send_empty {
+                let reply = std::mem::take(&mut self.wfile.buf);
+                batch.lock().push(self.reply_to.clone(), reply);
+            }
+            return Ok(());
+        }
         if !self.wfile.is_empty() || self.send_empty {
             crate::sys::send_to_waiting(
                 &self.socket,

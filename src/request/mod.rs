@@ -14,7 +14,6 @@ pub use stream::{Connection, SocketWriter, StreamRequest};
 pub use takeover::BlockingStream;
 
 use std::io;
-use std::mem::MaybeUninit;
 use std::sync::Arc;
 
 use socket2::Socket;
@@ -33,8 +32,63 @@ pub enum Polled<T> {
     WouldBlock,
 }
 
-/// Scratch space reused by the serving loop between receives (datagram transports).
-pub type RecvBuf = Vec<MaybeUninit<u8>>;
+/// Scratch space reused by the serving loop between receives: for datagram transports a
+/// batch of receive buffers (`recvmmsg(2)` on Linux), nothing for streams.
+#[derive(Debug)]
+pub struct RecvBuf(
+    Option<crate::sys::RecvBatch>,
+    /// Replies of the datagrams handled inline, sent together once the batch is done.
+    Option<Arc<parking_lot::Mutex<crate::sys::SendBatch>>>,
+);
+
+/// Memory the receive buffers of one receiving thread may take at most (virtual: pages
+/// the kernel never writes are never mapped).
+const RECV_BATCH_BYTES: usize = 4 << 20;
+
+impl RecvBuf {
+    /// For a stream transport: no buffer.
+    pub(crate) fn none() -> RecvBuf {
+        RecvBuf(None, None)
+    }
+
+    /// For a datagram transport whose requests are handled on the receiving thread, one
+    /// after the other: up to [`BATCH_SLOTS`](crate::sys::BATCH_SLOTS) buffers of
+    /// `max_packet_size` bytes, and the replies sent together
+    /// ([`flush_replies`](Self::flush_replies)).
+    /// Without `inline`, the requests go elsewhere (a pool, a child) and send their own
+    /// replies.
+    pub(crate) fn datagrams(max_packet_size: usize, inline: bool) -> RecvBuf {
+        let slots = (RECV_BATCH_BYTES / max_packet_size.max(1)).clamp(1, crate::sys::BATCH_SLOTS);
+        RecvBuf(
+            Some(crate::sys::RecvBatch::new(max_packet_size, slots)),
+            inline.then(Arc::default),
+        )
+    }
+
+    /// For a datagram transport, one datagram per receive (`recvmsg(2)`).
+    pub(crate) fn single(max_packet_size: usize) -> RecvBuf {
+        RecvBuf(Some(crate::sys::RecvBatch::new(max_packet_size, 1)), None)
+    }
+
+    /// Sends the replies queued by the datagrams handled since the last flush; a reply that
+    /// cannot be sent goes to `handle_error`.
+    pub(crate) fn flush_replies(&self, ctx: &Context, sock: &Socket) {
+        let Some(replies) = &self.1 else { return };
+        let mut batch = replies.lock();
+        if batch.is_empty() {
+            return;
+        }
+        batch.flush(sock, ctx.options.write_timeout, |to, e| {
+            let addr = ClientAddr::from_sockaddr(to);
+            ctx.report_error(&addr, &crate::error::HandlerError::Io(e));
+        });
+    }
+
+    /// Datagrams already received and not yet handed out.
+    pub(crate) fn has_pending(&self) -> bool {
+        self.0.as_ref().is_some_and(|b| b.has_pending())
+    }
+}
 
 pub(crate) mod sealed {
     use super::*;

@@ -147,7 +147,10 @@ impl Drop for Receivers {
 /// run is over; takes no request after that.
 fn receive<R: Request>(d: &Dispatcher<R>, sock: &Arc<Socket>, sh: &RecvShared) {
     let ctx = &d.ctx;
-    let mut buf = vec![std::mem::MaybeUninit::uninit(); ctx.options.max_packet_size];
+    // One datagram per receive: a batch taken by a receiver whose handler then blocks
+    // would wait behind it, while the point of receivers is that a blocking handler
+    // stops nothing else. (The synchronous server, sequential anyway, takes batches.)
+    let mut buf = crate::request::RecvBuf::single(ctx.options.max_packet_size);
     let mut backoff = Backoff::default();
     let wait = sys::SharedWait::new(sock.as_raw_fd(), sh.waker.fd());
     let over = || sh.over.load(Ordering::SeqCst) || ctx.control.stop_requested();

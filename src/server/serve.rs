@@ -180,9 +180,10 @@ impl<T: Transport, M: Mode> Server<T, M> {
 
     fn recv_buf(&self) -> RecvBuf {
         if <T::Request as RequestKind>::STREAM {
-            Vec::new()
+            RecvBuf::none()
         } else {
-            vec![std::mem::MaybeUninit::uninit(); self.ctx.options.max_packet_size]
+            let inline = matches!(*self.executor, Executor::Inline);
+            RecvBuf::datagrams(self.ctx.options.max_packet_size, inline)
         }
     }
 
@@ -377,13 +378,18 @@ pub(super) fn take_batch<R: Request>(
 ) -> io::Result<()> {
     let ctx = &d.ctx;
     for _ in 0..BATCH {
-        if stop() {
+        // Datagrams already received (a `recvmmsg` batch) are served; nothing new is
+        // taken after `shutdown()`.
+        if stop() && !buf.has_pending() {
             break;
         }
         match R::get_request(ctx, sock, buf) {
             Ok(Polled::Ready(inc)) => {
                 backoff.reset();
                 dispatch(d, inc, sock.as_raw_fd(), receivers);
+                if !buf.has_pending() {
+                    buf.flush_replies(ctx, sock);
+                }
                 // Block policy: stop taking requests there is no room for (receivers run
                 // them inline instead).
                 if (receivers.is_none() && !d.executor.has_room())
@@ -392,7 +398,11 @@ pub(super) fn take_batch<R: Request>(
                     break;
                 }
             }
-            Ok(Polled::Skipped) => {}
+            Ok(Polled::Skipped) => {
+                if !buf.has_pending() {
+                    buf.flush_replies(ctx, sock);
+                }
+            }
             Ok(Polled::WouldBlock) => break,
             Err(e) if is_per_connection(&e) => {
                 ctx.stats.accept_errors.inc();
@@ -408,5 +418,6 @@ pub(super) fn take_batch<R: Request>(
             }
         }
     }
+    buf.flush_replies(ctx, sock);
     Ok(())
 }

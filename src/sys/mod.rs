@@ -8,10 +8,14 @@ mod child;
 #[cfg(unix)]
 mod limits;
 #[cfg(unix)]
+mod mmsg;
+#[cfg(unix)]
 mod unix;
 #[cfg(unix)]
 pub(crate) use child::*;
 #[cfg(unix)]
 pub use limits::raise_fd_limit;
+#[cfg(unix)]
+pub(crate) use mmsg::{BATCH_SLOTS, RecvBatch, SendBatch};
 #[cfg(unix)]
 pub(crate) use unix::*;

@@ -1,0 +1,360 @@
+//! Receiving datagrams in batches: on Linux one `recvmmsg(2)` takes every datagram waiting
+//! (up to the batch size) in one system call; elsewhere one `recvmsg(2)` per datagram.
+//! Truncation (`MSG_TRUNC`) is reported per datagram, as `recvmsg` does.
+
+use std::io;
+use std::mem::MaybeUninit;
+
+use socket2::{MaybeUninitSlice, SockAddr, Socket};
+
+/// Datagrams taken per `recvmmsg` at most.
+pub(crate) const BATCH_SLOTS: usize = 16;
+
+/// One received datagram, borrowed from the batch.
+#[derive(Debug)]
+pub(crate) struct Datagram<'a> {
+    /// Its bytes (at most the slot size).
+    pub(crate) data: &'a [u8],
+    /// It was larger than the slot: the rest is lost (`MSG_TRUNC`).
+    pub(crate) truncated: bool,
+    /// Its sender.
+    pub(crate) from: SockAddr,
+}
+
+/// A batch of receive buffers: `slots` buffers of `size` bytes, and what the last receive
+/// put in them. Uninitialised memory: pages the kernel never writes stay unmapped.
+pub(crate) struct RecvBatch {
+    buf: Vec<MaybeUninit<u8>>,
+    size: usize,
+    slots: usize,
+    /// Per datagram received: length, truncated, sender.
+    got: Vec<(usize, bool, SockAddr)>,
+    next: usize,
+    /// The last receive took fewer datagrams than it had room for: the socket was empty.
+    drained: bool,
+    /// `recvmmsg`'s headers, pointing into `buf`, `iovs` and `addrs` (heap memory that
+    /// never moves: the vectors are never resized). This makes the batch `!Send`: it lives
+    /// on the thread that receives.
+    #[cfg(target_os = "linux")]
+    hdrs: Vec<libc::mmsghdr>,
+    #[cfg(target_os = "linux")]
+    iovs: Vec<libc::iovec>,
+    #[cfg(target_os = "linux")]
+    addrs: Vec<socket2::SockAddrStorage>,
+}
+
+impl std::fmt::Debug for RecvBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecvBatch")
+            .field("size", &self.size)
+            .field("slots", &self.slots)
+            .field("pending", &(self.got.len() - self.next))
+            .finish()
+    }
+}
+
+impl RecvBatch {
+    /// `slots` buffers (at least one) of `size` bytes each.
+    pub(crate) fn new(size: usize, slots: usize) -> RecvBatch {
+        let slots = slots.max(1);
+        #[allow(unused_mut)]
+        let mut b = RecvBatch {
+            buf: vec![MaybeUninit::uninit(); size.saturating_mul(slots)],
+            size,
+            slots,
+            got: Vec::with_capacity(slots),
+            next: 0,
+            drained: false,
+            #[cfg(target_os = "linux")]
+            hdrs: Vec::new(),
+            #[cfg(target_os = "linux")]
+            iovs: Vec::new(),
+            #[cfg(target_os = "linux")]
+            addrs: Vec::new(),
+        };
+        #[cfg(target_os = "linux")]
+        b.link();
+        b
+    }
+
+    /// Points one header per slot at its buffer and address storage.
+    #[cfg(target_os = "linux")]
+    fn link(&mut self) {
+        self.addrs = (0..self.slots)
+            .map(|_| socket2::SockAddrStorage::zeroed())
+            .collect();
+        let base = self.buf.as_mut_ptr();
+        let size = self.size;
+        self.iovs = (0..self.slots)
+            .map(|i| libc::iovec {
+                // SAFETY: slot `i` lies inside `buf` (slots * size bytes).
+                iov_base: unsafe { base.add(i * size) }.cast(),
+                iov_len: size,
+            })
+            .collect();
+        let (iovs, addrs) = (self.iovs.as_mut_ptr(), self.addrs.as_mut_ptr());
+        self.hdrs = (0..self.slots)
+            .map(|i| {
+                // SAFETY: a zeroed mmsghdr is valid; `i` is inside both vectors.
+                let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
+                h.msg_hdr.msg_name = unsafe { addrs.add(i) }.cast();
+                h.msg_hdr.msg_iov = unsafe { iovs.add(i) };
+                h.msg_hdr.msg_iovlen = 1;
+                h
+            })
+            .collect();
+    }
+
+    /// Datagrams received and not yet taken with [`next`](Self::next).
+    pub(crate) fn has_pending(&self) -> bool {
+        self.next < self.got.len()
+    }
+
+    /// Did the last receive leave the socket empty (it took fewer datagrams than it had
+    /// slots)? Asked once: the flag is cleared.
+    pub(crate) fn take_drained(&mut self) -> bool {
+        std::mem::take(&mut self.drained)
+    }
+
+    /// The next datagram of the last receive.
+    pub(crate) fn next(&mut self) -> Option<Datagram<'_>> {
+        let i = self.next;
+        let (len, truncated, from) = self.got.get(i)?.clone();
+        self.next += 1;
+        let slot = &self.buf[i * self.size..i * self.size + len.min(self.size)];
+        // SAFETY: the receive initialised the first `len` bytes of slot `i`.
+        let data = unsafe { std::slice::from_raw_parts(slot.as_ptr().cast::<u8>(), slot.len()) };
+        Some(Datagram {
+            data,
+            truncated,
+            from,
+        })
+    }
+
+    /// Receives what is waiting on the non-blocking `sock`, without waiting: the number of
+    /// datagrams (0 is `WouldBlock`).
+    pub(crate) fn recv(&mut self, sock: &Socket) -> io::Result<usize> {
+        self.got.clear();
+        self.next = 0;
+        self.drained = false;
+        #[cfg(target_os = "linux")]
+        if self.slots > 1 {
+            return self.recv_many(sock);
+        }
+        let mut slices = [MaybeUninitSlice::new(&mut self.buf[..self.size])];
+        match sock.recv_from_vectored(&mut slices) {
+            Ok((n, flags, from)) => {
+                self.got.push((n, flags.is_truncated(), from));
+                Ok(1)
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+            Err(e) => Err(e),
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    fn recv_many(&mut self, sock: &Socket) -> io::Result<usize> {
+        use std::os::fd::AsRawFd;
+        let namelen = socket2::SockAddrStorage::zeroed().size_of();
+        for h in &mut self.hdrs {
+            h.msg_hdr.msg_namelen = namelen;
+            h.msg_hdr.msg_flags = 0;
+            h.msg_len = 0;
+        }
+        let n = loop {
+            // SAFETY: `hdrs` holds `slots` headers whose buffers and address storage live
+            // as long as `self` (see `link`).
+            let r = unsafe {
+                libc::recvmmsg(
+                    sock.as_raw_fd(),
+                    self.hdrs.as_mut_ptr(),
+                    self.slots as libc::c_uint,
+                    libc::MSG_DONTWAIT,
+                    std::ptr::null_mut(),
+                )
+            };
+            if r >= 0 {
+                break r as usize;
+            }
+            let e = io::Error::last_os_error();
+            match e.kind() {
+                io::ErrorKind::Interrupted => continue,
+                io::ErrorKind::WouldBlock => return Ok(0),
+                _ => return Err(e),
+            }
+        };
+        for i in 0..n.min(self.slots) {
+            let h = &self.hdrs[i];
+            let truncated = h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
+            let len = (h.msg_len as usize).min(self.size);
+            let mut storage = socket2::SockAddrStorage::zeroed();
+            // SAFETY: both are `sockaddr_storage`; recvmmsg filled slot `i`'s address.
+            unsafe {
+                *storage.view_as::<libc::sockaddr_storage>() =
+                    *self.addrs[i].view_as::<libc::sockaddr_storage>();
+            }
+            // SAFETY: the address and its length come from the kernel.
+            let from = unsafe { SockAddr::new(storage, h.msg_hdr.msg_namelen) };
+            self.got.push((len, truncated, from));
+        }
+        self.drained = n > 0 && n < self.slots;
+        Ok(n)
+    }
+}
+
+/// Replies queued while a batch of datagrams is handled, sent together: one `sendmmsg(2)`
+/// on Linux (what it leaves, and every reply elsewhere, one `sendto` at a time, waiting up
+/// to the timeout when the send buffer is full).
+#[derive(Debug, Default)]
+pub(crate) struct SendBatch {
+    replies: Vec<(SockAddr, Vec<u8>)>,
+}
+
+impl SendBatch {
+    /// Queues `data` for `to`.
+    pub(crate) fn push(&mut self, to: SockAddr, data: Vec<u8>) {
+        self.replies.push((to, data));
+    }
+
+    /// Nothing queued?
+    pub(crate) fn is_empty(&self) -> bool {
+        self.replies.is_empty()
+    }
+
+    /// Sends everything queued; calls `failed(to, error)` for each reply that could not be
+    /// sent.
+    pub(crate) fn flush(
+        &mut self,
+        sock: &Socket,
+        timeout: Option<std::time::Duration>,
+        mut failed: impl FnMut(&SockAddr, io::Error),
+    ) {
+        #[allow(unused_mut)]
+        let mut sent = 0;
+        #[cfg(target_os = "linux")]
+        if self.replies.len() > 1 {
+            sent = self.send_many(sock);
+        }
+        for (to, data) in self.replies.drain(..).skip(sent) {
+            if let Err(e) = super::send_to_waiting(sock, &data, &to, timeout) {
+                failed(&to, e);
+            }
+        }
+    }
+
+    /// One `sendmmsg` without waiting: how many replies (from the first) it sent.
+    #[cfg(target_os = "linux")]
+    fn send_many(&mut self, sock: &Socket) -> usize {
+        use std::os::fd::AsRawFd;
+        let mut iovs: Vec<libc::iovec> = self
+            .replies
+            .iter()
+            .map(|(_, d)| libc::iovec {
+                iov_base: d.as_ptr().cast_mut().cast(),
+                iov_len: d.len(),
+            })
+            .collect();
+        let mut hdrs: Vec<libc::mmsghdr> = self
+            .replies
+            .iter()
+            .zip(iovs.iter_mut())
+            .map(|((to, _), iov)| {
+                // SAFETY: a zeroed mmsghdr is valid; the pointers set outlive the call.
+                let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
+                h.msg_hdr.msg_name = to.as_ptr().cast_mut().cast();
+                h.msg_hdr.msg_namelen = to.len();
+                h.msg_hdr.msg_iov = iov;
+                h.msg_hdr.msg_iovlen = 1;
+                h
+            })
+            .collect();
+        loop {
+            // SAFETY: `hdrs` holds valid headers pointing at `self.replies` and `iovs`,
+            // which live until the call returns; the kernel only reads them.
+            let r = unsafe {
+                libc::sendmmsg(
+                    sock.as_raw_fd(),
+                    hdrs.as_mut_ptr(),
+                    hdrs.len() as libc::c_uint,
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if r >= 0 {
+                return r as usize;
+            }
+            if io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+                // The first failed: the loop after sends each on its own and reports.
+                return 0;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::UdpSocket;
+
+    #[test]
+    fn a_batch_takes_every_waiting_datagram_and_reports_truncation_per_datagram() {
+        let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+        server.set_nonblocking(true).unwrap();
+        let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let to = server.local_addr().unwrap();
+        client.send_to(b"one", to).unwrap();
+        client.send_to(&[7u8; 100], to).unwrap();
+        client.send_to(b"three", to).unwrap();
+        let sock = Socket::from(server);
+        let mut batch = RecvBatch::new(16, 4);
+        let mut got = Vec::new();
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while got.len() < 3 && std::time::Instant::now() < until {
+            batch.recv(&sock).unwrap();
+            while let Some(d) = batch.next() {
+                assert_eq!(d.from.as_socket(), Some(client.local_addr().unwrap()));
+                got.push((d.data.to_vec(), d.truncated));
+            }
+        }
+        assert_eq!(
+            got,
+            vec![
+                (b"one".to_vec(), false),
+                (vec![7u8; 16], true),
+                (b"three".to_vec(), false)
+            ]
+        );
+        assert!(
+            batch.take_drained(),
+            "three datagrams, four slots: the socket was empty"
+        );
+        assert!(!batch.take_drained());
+        assert_eq!(batch.recv(&sock).unwrap(), 0);
+    }
+
+    #[test]
+    fn a_send_batch_delivers_each_reply_to_its_own_peer_in_order() {
+        let server = Socket::from(UdpSocket::bind("127.0.0.1:0").unwrap());
+        let peers: Vec<UdpSocket> = (0..3)
+            .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
+            .collect();
+        let mut batch = SendBatch::default();
+        for round in 0..2u8 {
+            for (i, p) in peers.iter().enumerate() {
+                batch.push(p.local_addr().unwrap().into(), vec![round, i as u8]);
+            }
+        }
+        let mut errors = 0;
+        batch.flush(&server, None, |_, _| errors += 1);
+        assert_eq!(errors, 0);
+        assert!(batch.is_empty());
+        for (i, p) in peers.iter().enumerate() {
+            p.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+                .unwrap();
+            let mut buf = [0u8; 8];
+            for round in 0..2u8 {
+                let n = p.recv(&mut buf).unwrap();
+                assert_eq!(&buf[..n], &[round, i as u8]);
+            }
+        }
+    }
+}
