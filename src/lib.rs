@@ -150,7 +150,7 @@ pub mod transport;
 
 pub use addr::ClientAddr;
 pub use context::ServerHandle;
-pub use error::HandlerError;
+pub use error::{HandlerError, TimeoutError};
 pub use handler::{
     BaseRequestHandler, Closure, Constructor, DatagramRequestHandler, HandlerFactory, IntoHandler,
     MessageHandler, Messages, StreamRequestHandler,
@@ -158,7 +158,8 @@ pub use handler::{
 pub use mode::{Evented, Forking, Mode, Synchronous, Threading};
 pub use options::{
     DEFAULT_BACKLOG, DEFAULT_HIGH_WATER, DEFAULT_MAX_OUTPUT, DEFAULT_MAX_PACKET_SIZE,
-    DEFAULT_READ_TIMEOUT, DEFAULT_SHUTDOWN_GRACE, DEFAULT_WRITE_TIMEOUT, Overload, PoolConfig,
+    DEFAULT_READ_TIMEOUT, DEFAULT_SHUTDOWN_GRACE, DEFAULT_WBUFSIZE, DEFAULT_WRITE_TIMEOUT,
+    Overload, PoolConfig,
 };
 pub use request::{
     Channel, ChannelHandle, Connection, DatagramRequest, ReplyBuffer, Request, SocketWriter,

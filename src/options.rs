@@ -25,6 +25,7 @@ pub struct Options {
     pub(crate) recv_buffer_size: Option<usize>,
     pub(crate) max_packet_size: usize,
     pub(crate) rbufsize: usize,
+    pub(crate) wbufsize: usize,
     pub(crate) empty_datagram_reply: bool,
     pub(crate) timeout: Option<Duration>,
     pub(crate) shutdown_grace: Duration,
@@ -57,6 +58,8 @@ pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 pub const DEFAULT_HIGH_WATER: usize = 64 * 1024;
 /// Default most bytes queued for one message connection before pushes to it fail.
 pub const DEFAULT_MAX_OUTPUT: usize = 1024 * 1024;
+/// Default capacity of a stream request's `wfile` buffer ([`Builder::wbufsize`](crate::Builder::wbufsize)).
+pub const DEFAULT_WBUFSIZE: usize = 8 * 1024;
 /// Default largest datagram a datagram server receives whole (Python: 8192).
 pub const DEFAULT_MAX_PACKET_SIZE: usize = 65_535;
 
@@ -77,6 +80,7 @@ impl Default for Options {
             recv_buffer_size: None,
             max_packet_size: DEFAULT_MAX_PACKET_SIZE,
             rbufsize: 8 * 1024,
+            wbufsize: DEFAULT_WBUFSIZE,
             empty_datagram_reply: false,
             timeout: None,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,

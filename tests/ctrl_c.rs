@@ -10,11 +10,14 @@ use std::net::SocketAddr;
 use socketserver::*;
 use util::*;
 
-/// Reads "go", says "started <pid>", reads "finish", says "done".
+/// Reads "go", says "started <pid>", reads "finish", says "done": one request in two
+/// steps, so the wait for "finish" is marked as part of it (`mark_busy`), and the drain
+/// waits for it.
 fn two_step(req: &mut StreamRequest) -> io::Result<()> {
     let mut line = String::new();
     req.rfile.read_line(&mut line)?;
     writeln!(req.wfile, "started {}", std::process::id())?;
+    req.mark_busy();
     line.clear();
     req.rfile.read_line(&mut line)?;
     req.wfile.write_all(b"done\n")

@@ -158,6 +158,8 @@ fn handler_blocked_in_read_is_released_when_the_grace_period_ends() {
         ThreadingTcpServer::builder()
             .read_timeout(None)
             .bind("127.0.0.1:0", move |req: &mut StreamRequest| {
+                // Part of a request (else the drain would close it at once as idle).
+                req.mark_busy();
                 let _ = tx.send("reading");
                 let mut buf = Vec::new();
                 let r = req.rfile.read_to_end(&mut buf); // the client never sends

@@ -47,6 +47,14 @@ impl ServerHandle {
         self.0.force_close();
     }
 
+    /// `true` once the server drains: [`Server::server_close`](crate::Server::server_close)
+    /// (or `Drop`, or the Ctrl-C handler's close) has started. A handler can end its
+    /// keep-alive loop after the current request; in classic modes a read that waits for a
+    /// new request returns end of file from then on anyway.
+    pub fn is_draining(&self) -> bool {
+        self.0.tracker.is_draining()
+    }
+
     /// `true` while `serve_forever` runs.
     pub fn is_serving(&self) -> bool {
         self.0.control.is_serving()

@@ -195,7 +195,9 @@ impl<T: Transport, M: Mode> Builder<T, M> {
     }
 
     /// `SO_RCVTIMEO` on each accepted socket: a read waiting longer fails with
-    /// `WouldBlock`/`TimedOut`, ending that request. Default 300 s; `None` waits forever
+    /// [`io::ErrorKind::TimedOut`] and a [`TimeoutError`](crate::TimeoutError) saying
+    /// `read timed out after 300s (read_timeout)`, ending that request; servers count it in
+    /// [`Stats::timeouts`](crate::Stats::timeouts) (not in `errors`) and log it at INFO. Default 300 s; `None` waits forever
     /// (Python's default, `StreamRequestHandler.timeout = None`).
     pub fn read_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.options.read_timeout = timeout;
@@ -203,7 +205,8 @@ impl<T: Transport, M: Mode> Builder<T, M> {
     }
 
     /// `SO_SNDTIMEO` on each accepted socket: a client that stops reading its replies
-    /// releases the worker after this long. Default 30 s; `None` waits forever.
+    /// releases the worker after this long (the send fails with
+    /// [`io::ErrorKind::TimedOut`], `write timed out after 30s (write_timeout)`). Default 30 s; `None` waits forever.
     pub fn write_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.options.write_timeout = timeout;
         self
@@ -295,6 +298,21 @@ impl<T: Transport, M: Mode> Builder<T, M> {
     /// through the buffer). At least 1.
     pub fn rbufsize(mut self, bytes: usize) -> Self {
         self.options.rbufsize = bytes.max(1);
+        self
+    }
+
+    /// Stream transports: the capacity of each request's `wfile` buffer (Python's
+    /// `StreamRequestHandler.wbufsize`). Default [`DEFAULT_WBUFSIZE`](crate::DEFAULT_WBUFSIZE),
+    /// 8 KiB, allocated on a connection's first buffered write. What `wfile` holds is sent
+    /// in one `send(2)`/`sendmsg(2)` when it would overflow, on `flush`, before any read of
+    /// the connection (`rfile` included), before any unbuffered write through
+    /// [`Connection`](crate::Connection), and when the handler returns — so a reply written
+    /// in pieces (`writeln!` is two writes) leaves as one TCP segment even with
+    /// `TCP_NODELAY` on. `0`: unbuffered, every write sent before it returns (Python's
+    /// default, `wbufsize = 0`). A handler that writes and then waits for something other
+    /// than its socket (a lock, a channel, a timer) calls `req.wfile.flush()` first.
+    pub fn wbufsize(mut self, bytes: usize) -> Self {
+        self.options.wbufsize = bytes;
         self
     }
 

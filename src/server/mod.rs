@@ -222,8 +222,12 @@ impl<T: Transport, M: Mode> Server<T, M> {
     }
 
     /// Python's `server_close()`, with a bounded drain: stops the serving loop if it runs,
-    /// closes the server socket (new connections are refused), then waits for requests
-    /// already accepted — queued or running — for at most the grace period
+    /// closes the server socket (new connections are refused), closes at once the stream
+    /// connections whose handler waits for a new request with nothing received (as Go's
+    /// `Server.Shutdown` closes idle keep-alive connections: see
+    /// [`StreamRequest::mark_idle`](crate::StreamRequest::mark_idle); from then on such a
+    /// read returns end of file, so keep-alive handlers end after their current request),
+    /// then waits for requests already accepted — queued or running — for at most the grace period
     /// ([`Builder::shutdown_grace`], default 10 s). Past it, in-flight connections are shut
     /// down (`shutdown(2)`, so handlers blocked in `read` return), requests still queued are
     /// closed (each one logged and counted in [`Stats::dropped`](crate::Stats::dropped)),
@@ -247,8 +251,16 @@ impl<T: Transport, M: Mode> Server<T, M> {
         if let Some(file) = self.socket_file.lock().take() {
             file.remove();
         }
+        // Go's `Server.Shutdown`: connections waiting for a new request close now; those
+        // in the middle of one finish it (and close at their next wait).
+        let idle = self.ctx.tracker.drain_idle();
+        if idle > 0 {
+            log::info!("socketserver: draining: closed {idle} idle connection(s)");
+        }
         let receivers_done = receivers::join_all(&self.ctx, &self.receivers, deadline);
-        self.executor.close(&self.ctx, deadline) && receivers_done
+        let clean = self.executor.close(&self.ctx, deadline) && receivers_done;
+        self.ctx.log_summary();
+        clean
     }
 
     /// The socket, if the server is not closed.

@@ -158,6 +158,32 @@ pub(crate) fn shutdown_fd(fd: RawFd) {
     }
 }
 
+/// `shutdown(SHUT_RD)` on a raw descriptor, ignoring errors: a blocked `recv` returns 0
+/// (end of file) once what was already received has been read; writes still work.
+pub(crate) fn shutdown_read_fd(fd: RawFd) {
+    // SAFETY: as `shutdown_fd`: no memory-safety preconditions; callers guarantee (under the
+    // tracker lock) that `fd` is still the connection they registered.
+    unsafe {
+        libc::shutdown(fd, libc::SHUT_RD);
+    }
+}
+
+/// Has the peer sent bytes not read yet, or closed its side? One non-blocking
+/// `recv(MSG_PEEK | MSG_DONTWAIT)` of one byte; errors count as "nothing pending".
+pub(crate) fn has_pending_input(fd: RawFd) -> bool {
+    let mut byte = 0u8;
+    // SAFETY: a one-byte buffer we own; MSG_PEEK leaves the data in the socket.
+    let n = unsafe {
+        libc::recv(
+            fd,
+            (&raw mut byte).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    n >= 0
+}
+
 /// Sleeps for `d` unless `waker` fires first. Used for accept back-off, so that a server in
 /// back-off still shuts down at once.
 pub(crate) fn sleep_or_wake(waker: &Waker, d: Duration) -> io::Result<()> {

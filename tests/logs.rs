@@ -1,0 +1,155 @@
+//! Log lines a person can read, and timeouts reported as timeouts (issue 13.3, 13.4): a read
+//! timeout is `io::ErrorKind::TimedOut` naming the knob and the duration, counted apart
+//! from errors and logged below ERROR; peers gone are not ERROR lines; repeated
+//! per-connection events get at most one line a second per kind, and the close gives the
+//! totals.
+
+mod util;
+
+use std::io::{self, BufRead, Write};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use socketserver::*;
+use util::*;
+
+/// What `handle_error` saw: kind, message, the `TimeoutError` inside (knob, duration).
+type Seen = (
+    io::ErrorKind,
+    String,
+    Option<(&'static str, Option<Duration>)>,
+);
+
+#[test]
+fn a_read_timeout_is_timed_out_naming_the_knob_and_the_duration() {
+    let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+    let s2 = seen.clone();
+    let server = ThreadingTcpServer::builder()
+        .read_timeout(Some(Duration::from_millis(200)))
+        .handle_error(move |_, err| {
+            if let HandlerError::Io(e) = err {
+                let t = e
+                    .get_ref()
+                    .and_then(|i| i.downcast_ref::<TimeoutError>())
+                    .map(|t| (t.knob(), t.duration()));
+                s2.lock().push((e.kind(), e.to_string(), t));
+            }
+        })
+        .bind("127.0.0.1:0", echo_lines)
+        .unwrap();
+    let addr = server.server_address().unwrap();
+    let run = Running::start(server);
+    let mut c = connect(addr);
+    c.write_all(b"one\n").unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(&c).read_line(&mut line).unwrap();
+    // Then silence: the handler's next read times out.
+    wait_until("the timeout is reported", || !seen.lock().is_empty());
+    let (kind, msg, t) = seen.lock()[0].clone();
+    assert_eq!(kind, io::ErrorKind::TimedOut);
+    assert_eq!(msg, "read timed out after 200ms (read_timeout)");
+    assert_eq!(t, Some(("read_timeout", Some(Duration::from_millis(200)))));
+    let st = run.server.stats();
+    assert_eq!((st.timeouts, st.errors), (1, 0), "{st:?}");
+}
+
+#[test]
+fn a_read_timeout_is_logged_below_error() {
+    let server = ThreadingTcpServer::builder()
+        .read_timeout(Some(Duration::from_millis(100)))
+        .bind("127.0.0.1:0", echo_lines)
+        .unwrap();
+    let addr = server.server_address().unwrap();
+    let run = Running::start(server);
+    let c = connect(addr);
+    let me = c.local_addr().unwrap().to_string();
+    wait_until("the timeout is logged", || !captured_logs(&me).is_empty());
+    let lines = captured_logs(&me);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0].level, log::Level::Info, "{lines:?}");
+    assert!(
+        lines[0]
+            .message
+            .contains("read timed out after 100ms (read_timeout)"),
+        "{lines:?}"
+    );
+    assert_eq!(run.server.stats().timeouts, 1);
+}
+
+/// A handler failing the way a peer gone makes it fail.
+fn peer_gone(req: &mut StreamRequest) -> io::Result<()> {
+    let mut line = String::new();
+    req.rfile.read_line(&mut line)?;
+    Err(io::Error::new(
+        io::ErrorKind::ConnectionReset,
+        format!("gone {line}"),
+    ))
+}
+
+#[test]
+fn many_peers_gone_make_at_most_a_line_a_second_and_the_close_gives_the_totals() {
+    const CLIENTS: usize = 60;
+    let server = Arc::new(
+        ThreadingTcpServer::builder()
+            .bind("127.0.0.1:0", peer_gone)
+            .unwrap(),
+    );
+    let port = server.server_address().unwrap().port();
+    let tag = format!("tag{port}");
+    let run = Running::start_arc(server.clone());
+    let t = Instant::now();
+    for _ in 0..CLIENTS {
+        round_trip(
+            server.server_address().unwrap(),
+            format!("{tag}\n").as_bytes(),
+        );
+    }
+    wait_until("every handler ran", || {
+        server.stats().disconnects == CLIENTS as u64
+    });
+    let secs = t.elapsed().as_secs() as usize;
+    run.stop().unwrap();
+    assert!(server.server_close());
+    let lines = captured_logs(&tag);
+    assert!(
+        !lines.is_empty() && lines.len() <= secs + 2,
+        "{} lines in {secs} s: {lines:?}",
+        lines.len()
+    );
+    assert!(
+        lines.iter().all(|l| l.level == log::Level::Info),
+        "{lines:?}"
+    );
+    let st = server.stats();
+    assert_eq!((st.disconnects, st.errors), (CLIENTS as u64, 0), "{st:?}");
+    let needle = format!("{CLIENTS} disconnects");
+    let summary = captured_logs("log lines left out");
+    assert!(
+        summary.iter().any(|l| l.message.contains(&needle)
+            && l.message
+                .contains(&format!("{} disconnect(s)", CLIENTS - lines.len()))),
+        "no summary with the totals: {summary:?}"
+    );
+}
+
+#[test]
+fn handler_errors_while_serving_are_each_logged_at_error() {
+    let server = ThreadingTcpServer::builder()
+        .bind("127.0.0.1:0", |req: &mut StreamRequest| {
+            let mut line = String::new();
+            req.rfile.read_line(&mut line)?;
+            Err(io::Error::other(format!("bad request {}", line.trim())))
+        })
+        .unwrap();
+    let addr = server.server_address().unwrap();
+    let tag = format!("err{}", addr.port());
+    let run = Running::start(server);
+    for i in 0..5 {
+        round_trip(addr, format!("{tag}-{i}\n").as_bytes());
+    }
+    wait_until("5 errors", || run.server.stats().errors == 5);
+    let lines = captured_logs(&tag);
+    assert_eq!(lines.len(), 5, "{lines:?}");
+    assert!(lines.iter().all(|l| l.level == log::Level::Error));
+}
