@@ -145,8 +145,14 @@ fn a_live_servers_socket_is_never_taken_over() {
     let path = dir.path("s.sock");
     let first = ThreadingUnixStreamServer::bind(&path, echo_line).unwrap();
     let _run = Running::start(first);
-    let second = ThreadingUnixStreamServer::bind(&path, echo_line);
-    assert_eq!(second.unwrap_err().kind(), io::ErrorKind::AddrInUse);
+    let second = ThreadingUnixStreamServer::bind(&path, echo_line).unwrap_err();
+    assert_eq!(second.kind(), io::ErrorKind::AddrInUse);
+    assert!(
+        second
+            .to_string()
+            .starts_with(&format!("bind {}: ", path.display())),
+        "the error names the path: {second}"
+    );
     stream_round_trip(&path); // the first one still serves
 }
 

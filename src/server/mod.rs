@@ -34,6 +34,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Mutex, RwLock};
 use socket2::Socket;
 
+use crate::addr::ClientAddr;
 use crate::context::{Context, ServerHandle};
 use crate::handler::{HandlerFactory, IntoHandler};
 use crate::mode::{Evented, Executor, Forking, Mode, Synchronous, Threading};
@@ -161,16 +162,31 @@ impl<T: Transport, M: Mode> Server<T, M> {
     /// Python's `server_bind()`: sets the pre-bind options (`SO_REUSEADDR`, `SO_REUSEPORT`,
     /// `IPV6_V6ONLY`), calls `bind(2)`, then records the bound address (`getsockname(2)`,
     /// so a port of 0 is resolved). Only needed after [`Builder::build_unbound`].
+    ///
+    /// An error keeps its [`io::ErrorKind`] (`AddrInUse`, `PermissionDenied`…) and names
+    /// the address: `bind 127.0.0.1:7017: Address already in use (os error 98)`.
     pub fn server_bind(&self) -> io::Result<()> {
         let sock = self.live_socket()?;
         if self.bound.load(Ordering::SeqCst) {
             return Err(io::Error::other("server_bind: already bound"));
         }
         let addr = self.ctx.address.lock().clone();
-        self.ctx.options.before_bind(&sock, &addr)?;
-        T::before_bind(&self.ctx.options, &addr)?;
-        sock.bind(&addr)?;
-        *self.socket_file.lock() = T::after_bind(&self.ctx.options, &addr)?;
+        // Every error names the address (`bind 127.0.0.1:7017: Address already in use`) and
+        // keeps its `io::ErrorKind`.
+        let named = |step: &str, e: io::Error| {
+            io::Error::new(
+                e.kind(),
+                format!("{step} {}: {e}", ClientAddr::from_sockaddr(&addr)),
+            )
+        };
+        self.ctx
+            .options
+            .before_bind(&sock, &addr)
+            .map_err(|e| named("socket options before bind", e))?;
+        T::before_bind(&self.ctx.options, &addr).map_err(|e| named("bind", e))?;
+        sock.bind(&addr).map_err(|e| named("bind", e))?;
+        *self.socket_file.lock() =
+            T::after_bind(&self.ctx.options, &addr).map_err(|e| named("bind", e))?;
         *self.ctx.address.lock() = sock.local_addr()?;
         self.bound.store(true, Ordering::SeqCst);
         Ok(())
@@ -181,7 +197,10 @@ impl<T: Transport, M: Mode> Server<T, M> {
     pub fn server_activate(&self) -> io::Result<()> {
         let sock = self.live_socket()?;
         if <T::Request as crate::request::sealed::RequestKind>::STREAM {
-            sock.listen(self.ctx.options.backlog)?;
+            sock.listen(self.ctx.options.backlog).map_err(|e| {
+                let addr = ClientAddr::from_sockaddr(&self.ctx.address.lock());
+                io::Error::new(e.kind(), format!("listen on {addr}: {e}"))
+            })?;
         }
         sock.set_nonblocking(true)?;
         self.activated.store(true, Ordering::SeqCst);
