@@ -153,3 +153,69 @@ fn handler_errors_while_serving_are_each_logged_at_error() {
     assert_eq!(lines.len(), 5, "{lines:?}");
     assert!(lines.iter().all(|l| l.level == log::Level::Error));
 }
+
+/// Reads lines and echoes them until the client closes: one long-lived client per worker.
+fn ask(s: &mut std::net::TcpStream, msg: &str) -> String {
+    s.write_all(msg.as_bytes()).unwrap();
+    let mut line = String::new();
+    io::BufReader::new(&*s).read_line(&mut line).unwrap();
+    line
+}
+
+#[test]
+fn by_default_no_accepted_connection_waits_for_a_worker_and_the_backlog_is_reported() {
+    let server = ThreadingTcpServer::builder()
+        .workers(1, 2)
+        .bind("127.0.0.1:0", echo_lines)
+        .unwrap();
+    let addr = server.server_address().unwrap();
+    let run = Running::start(server);
+    let (mut a, mut b) = (connect(addr), connect(addr));
+    assert_eq!(ask(&mut a, "a\n"), "a\n");
+    assert_eq!(ask(&mut b, "b\n"), "b\n");
+    // Two long-lived clients hold both workers; three more connect.
+    let mut more: Vec<_> = (0..3).map(|_| connect(addr)).collect();
+    for c in &mut more {
+        c.write_all(b"c\n").unwrap();
+    }
+    let needle = format!("{addr}: 2 connection(s) open");
+    wait_until("the backlog warning", || !captured_logs(&needle).is_empty());
+    let warning = &captured_logs(&needle)[0];
+    assert_eq!(warning.level, log::Level::Warn);
+    assert!(
+        warning
+            .message
+            .contains("3 more connection(s) wait in the listen backlog"),
+        "{warning:?}"
+    );
+    let st = run.server.stats();
+    assert_eq!((st.accepted, st.queued, st.saturated), (2, 0, 0), "{st:?}");
+    drop(a); // a worker frees: the next one is accepted and served
+    let mut line = String::new();
+    io::BufReader::new(&more[0]).read_line(&mut line).unwrap();
+    assert_eq!(line, "c\n");
+}
+
+#[test]
+fn limits_that_let_accepted_connections_wait_for_a_worker_are_warned_about_at_build() {
+    let _server = ThreadingTcpServer::builder()
+        .workers(4, 7)
+        .max_connections(Some(300))
+        .bind("127.0.0.1:0", echo_lines)
+        .unwrap();
+    let lines = captured_logs("max_connections (300) is above the pool's maximum of 7 workers");
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0].level, log::Level::Warn);
+    assert!(
+        lines[0]
+            .message
+            .contains("up to 293 accepted connection(s)"),
+        "{lines:?}"
+    );
+    // The defaults are consistent: no warning.
+    let _default = ThreadingTcpServer::builder()
+        .workers(4, 9)
+        .bind("127.0.0.1:0", echo_lines)
+        .unwrap();
+    assert!(captured_logs("maximum of 9 workers").is_empty());
+}

@@ -191,12 +191,16 @@ where
     match result {
         Ok(stats) => {
             log::info!(
-                "{}: stopped: {} served, {} errors, {} panics, {} refused",
+                "{}: stopped: {} served, {} errors, {} panics, {} refused, {} timeouts, \
+                 {} disconnects, {} dropped",
                 settings.name,
                 stats.served,
                 stats.errors,
                 stats.panics,
-                stats.rejected + stats.refused
+                stats.rejected + stats.refused,
+                stats.timeouts,
+                stats.disconnects,
+                stats.dropped
             );
             ExitCode::SUCCESS
         }
@@ -231,7 +235,13 @@ where
     }
     let name = s.name;
     let addr = args.addr.as_deref().unwrap_or(s.default_addr);
-    let server = Server::<T, M>::builder()
+    let mut builder = Server::<T, M>::builder();
+    if let (ModeArg::Threading, Some(n)) = (mode, s.max_connections) {
+        // A worker for every connection allowed, so none waits for one (threads start
+        // only when every other one is busy).
+        builder = builder.workers(4, n);
+    }
+    let server = builder
         .read_timeout(s.read_timeout)
         .connection_deadline(s.connection_deadline)
         .max_connections(s.max_connections)

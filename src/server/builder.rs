@@ -155,8 +155,19 @@ impl<T: Transport, M: Mode> Builder<T, M> {
                 ));
             }
         }
+        let mut options = self.options;
+        if matches!(*executor, crate::mode::Executor::Pool(_))
+            && <T::Request as crate::request::sealed::RequestKind>::STREAM
+        {
+            if !options.max_connections_set {
+                options.max_connections = Some(options.pool.max_workers);
+            }
+            if let Some(warning) = check_stream_pool(&options) {
+                log::warn!("socketserver: {warning}");
+            }
+        }
         let runtime: Arc<dyn Runtime> = executor.clone();
-        let ctx = Context::new(self.options, self.hooks, self.state, addr, runtime)?;
+        let ctx = Context::new(options, self.hooks, self.state, addr, runtime)?;
         Ok(Server::from_parts(Arc::new(ctx), executor, factory, socket))
     }
 
@@ -271,11 +282,21 @@ impl<T: Transport, M: Mode> Builder<T, M> {
     /// At the limit the [`overload`](Self::overload) policy applies: `Block` stops
     /// accepting until one closes (the kernel backlog holds the rest); `Reject` accepts
     /// and closes at once, logs (at most once a second) and counts it in
-    /// [`Stats::rejected`](crate::Stats::rejected). Default `None`: bounded only by the
-    /// mode (one in synchronous mode; workers + queue in threading mode; `max_children` in
-    /// forking mode, where this limit does not apply).
+    /// [`Stats::rejected`](crate::Stats::rejected).
+    ///
+    /// Default: in threading mode the pool's maximum of [`workers`](Self::workers) (256),
+    /// so that every accepted connection has a worker; at the limit connections wait in
+    /// the kernel's listen backlog, not accepted, and a warning (at most every 10 s) says
+    /// how many wait there (Linux: `TCP_INFO` on the listener). In the other modes `None`:
+    /// one at a time in synchronous mode, `max_children` in forking mode (where this limit
+    /// does not apply), unbounded in evented mode (idle connections hold no thread).
+    /// `Some(n)` above the pool's maximum in threading mode lets up to `n - max` accepted
+    /// connections wait in the queue for a worker — fine for short requests, starvation
+    /// for long-lived clients — so building such a server logs one warning naming the
+    /// knobs; `None` leaves only the queue as the bound.
     pub fn max_connections(mut self, n: Option<usize>) -> Self {
         self.options.max_connections = n.map(|n| n.max(1));
+        self.options.max_connections_set = true;
         self
     }
 
@@ -520,6 +541,31 @@ impl<T: Transport, M: Mode> Builder<T, M> {
 }
 
 impl<T: Transport> Builder<T, crate::mode::Threading> {}
+
+/// A threading stream server's limits, checked against each other: `Some(warning)` if
+/// accepted connections can wait in the queue for a worker (more open connections allowed
+/// than workers), naming the knobs and how many.
+fn check_stream_pool(options: &Options) -> Option<String> {
+    let pool = &options.pool;
+    let allowed = options.max_connections.unwrap_or(usize::MAX);
+    if allowed <= pool.max_workers {
+        return None;
+    }
+    let can_wait =
+        allowed.min(pool.max_workers.saturating_add(pool.queue_capacity)) - pool.max_workers;
+    let limit = match options.max_connections {
+        Some(n) => format!("max_connections ({n})"),
+        None => "max_connections (None: unbounded)".to_string(),
+    };
+    Some(format!(
+        "{limit} is above the pool's maximum of {} workers (Builder::workers): up to \
+         {can_wait} accepted connection(s) can wait in the queue (queue_capacity {}) with no \
+         worker, and with long-lived clients they wait until another connection closes; \
+         set max_connections to at most {} (the default), raise the workers' maximum, or \
+         serve long-lived clients with the Evented mode",
+        pool.max_workers, pool.queue_capacity, pool.max_workers
+    ))
+}
 
 #[allow(dead_code)]
 fn _assert_overload_is_reexported(_: Overload) {}

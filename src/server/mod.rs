@@ -62,6 +62,8 @@ pub struct Server<T: Transport, M: Mode> {
     socket_file: Mutex<Option<SocketFile>>,
     /// Datagram receiver threads (threading mode), joined by `server_close`.
     receivers: Mutex<Vec<JoinHandle<()>>>,
+    /// When the "waiting in the listen backlog" warning was last logged.
+    limit_log: Mutex<Option<Instant>>,
     _marker: PhantomData<fn() -> (T, M)>,
 }
 
@@ -155,6 +157,7 @@ impl<T: Transport, M: Mode> Server<T, M> {
             closed: AtomicBool::new(false),
             socket_file: Mutex::new(None),
             receivers: Mutex::new(Vec::new()),
+            limit_log: Mutex::new(None),
             _marker: PhantomData,
         }
     }

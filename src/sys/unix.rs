@@ -168,6 +168,34 @@ pub(crate) fn shutdown_read_fd(fd: RawFd) {
     }
 }
 
+/// Connections waiting in a TCP listener's accept queue (the listen backlog): Linux's
+/// `TCP_INFO` on a listening socket reports it as `tcpi_unacked`. `None` elsewhere, and for
+/// sockets that are not listening TCP sockets.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub(crate) fn listen_queue_len(fd: RawFd) -> Option<usize> {
+    const TCP_LISTEN: u8 = 10;
+    // SAFETY: `tcp_info` is plain integers, valid when zeroed; getsockopt writes at most
+    // `len` bytes into it.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&raw mut info).cast(),
+            &mut len,
+        )
+    };
+    (r == 0 && info.tcpi_state == TCP_LISTEN).then_some(info.tcpi_unacked as usize)
+}
+
+/// Not known on this platform.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+pub(crate) fn listen_queue_len(_fd: RawFd) -> Option<usize> {
+    None
+}
+
 /// Has the peer sent bytes not read yet, or closed its side? One non-blocking
 /// `recv(MSG_PEEK | MSG_DONTWAIT)` of one byte; errors count as "nothing pending".
 pub(crate) fn has_pending_input(fd: RawFd) -> bool {
