@@ -90,6 +90,7 @@ fn peer_gone(req: &mut StreamRequest) -> io::Result<()> {
 #[test]
 fn many_peers_gone_make_at_most_a_line_a_second_and_the_close_gives_the_totals() {
     const CLIENTS: usize = 60;
+    captured_logs(""); // installs the logger
     let server = Arc::new(
         ThreadingTcpServer::builder()
             .bind("127.0.0.1:0", peer_gone)
@@ -135,6 +136,7 @@ fn many_peers_gone_make_at_most_a_line_a_second_and_the_close_gives_the_totals()
 
 #[test]
 fn handler_errors_while_serving_are_each_logged_at_error() {
+    captured_logs(""); // installs the logger
     let server = ThreadingTcpServer::builder()
         .bind("127.0.0.1:0", |req: &mut StreamRequest| {
             let mut line = String::new();
@@ -198,6 +200,7 @@ fn by_default_no_accepted_connection_waits_for_a_worker_and_the_backlog_is_repor
 
 #[test]
 fn limits_that_let_accepted_connections_wait_for_a_worker_are_warned_about_at_build() {
+    captured_logs(""); // installs the logger
     let _server = ThreadingTcpServer::builder()
         .workers(4, 7)
         .max_connections(Some(300))
@@ -218,4 +221,40 @@ fn limits_that_let_accepted_connections_wait_for_a_worker_are_warned_about_at_bu
         .bind("127.0.0.1:0", echo_lines)
         .unwrap();
     assert!(captured_logs("maximum of 9 workers").is_empty());
+}
+
+#[test]
+fn a_forced_close_with_a_full_queue_logs_a_line_not_one_per_request() {
+    const QUEUED: usize = 20;
+    captured_logs(""); // installs the logger
+    let (tx, started) = crossbeam_channel::bounded(1);
+    let server = Arc::new(
+        ThreadingTcpServer::builder()
+            .workers(1, 1)
+            .max_connections(None)
+            .read_timeout(None)
+            .bind("127.0.0.1:0", move |req: &mut StreamRequest| {
+                let _ = tx.send(());
+                req.mark_busy();
+                let mut line = String::new();
+                req.rfile.read_line(&mut line).map(drop) // until the forced close
+            })
+            .unwrap(),
+    );
+    let addr = server.server_address().unwrap();
+    let run = Running::start_arc(server.clone());
+    let _busy = connect(addr);
+    started.recv_timeout(LONG).unwrap();
+    let _queued: Vec<_> = (0..QUEUED).map(|_| connect(addr)).collect();
+    wait_until("all queued", || server.stats().queued == QUEUED);
+    run.stop().unwrap();
+    server.handle().force_close();
+    assert!(!server.server_close());
+    let st = server.stats();
+    assert_eq!(st.dropped, QUEUED as u64, "{st:?}");
+    let lines = captured_logs("closed the request from");
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0].level, log::Level::Warn);
+    let summary = captured_logs(&format!("{} dropped request(s)", QUEUED - 1));
+    assert_eq!(summary.len(), 1, "no summary with the totals");
 }
