@@ -55,7 +55,10 @@
 //!   [`DatagramRequestHandler`] (UDP, Unix datagram), passed as its constructor:
 //!   `ThreadingTcpServer::bind(addr, MyHandler::default)`, or `move || MyHandler::new(db.clone())`
 //!   to share state;
-//! - or, for stateless handlers, a closure `|req: &mut StreamRequest| -> io::Result<()>`;
+//! - or, for stateless handlers, a closure `|req: &mut StreamRequest| -> io::Result<()>`
+//!   — with its argument type written out: Rust cannot infer it from the server's bound,
+//!   and a mistake (a value `MyHandler::default()` instead of the constructor, a closure
+//!   returning `()`) is a compile error that says what to pass ([`IntoHandler`]);
 //! - or, for message protocols on streams, a [`MessageHandler`]: one per connection,
 //!   called once per complete message (framing set by [`Builder::framing`]), replying
 //!   through a [`Channel`] that never blocks. It runs in every stream mode, and is what the
