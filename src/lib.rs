@@ -152,7 +152,7 @@ mod sys;
 pub mod transport;
 
 pub use addr::ClientAddr;
-pub use context::ServerHandle;
+pub use context::{ServerHandle, StateError};
 pub use error::{HandlerError, TimeoutError};
 pub use handler::{
     BaseRequestHandler, Closure, Constructor, DatagramRequestHandler, HandlerFactory, IntoHandler,

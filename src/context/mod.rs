@@ -19,7 +19,7 @@ mod summary;
 mod tracker;
 
 pub(crate) use control::Control;
-pub use handle::ServerHandle;
+pub use handle::{ServerHandle, StateError};
 pub(crate) use summary::Event;
 use summary::Summary;
 pub(crate) use tracker::{Activity, Registration, Tracker};
@@ -99,6 +99,8 @@ pub struct Context {
     /// Per-kind line budgets of the per-connection log lines.
     pub(crate) summary: Summary,
     pub(crate) state: Option<Arc<dyn Any + Send + Sync>>,
+    /// The type name of `state`, for [`StateError`](crate::StateError).
+    pub(crate) state_type: &'static str,
     /// The executor's view.
     runtime: Arc<dyn Runtime>,
 }
@@ -108,7 +110,7 @@ impl Context {
     pub(crate) fn new(
         options: Options,
         hooks: Hooks,
-        state: Option<Arc<dyn Any + Send + Sync>>,
+        state: Option<(Arc<dyn Any + Send + Sync>, &'static str)>,
         address: SockAddr,
         runtime: Arc<dyn Runtime>,
     ) -> std::io::Result<Context> {
@@ -125,7 +127,8 @@ impl Context {
             in_flight: AtomicUsize::new(0),
             open: AtomicUsize::new(0),
             summary: Summary::default(),
-            state,
+            state_type: state.as_ref().map_or("", |s| s.1),
+            state: state.map(|s| s.0),
             runtime,
         })
     }

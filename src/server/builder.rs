@@ -35,7 +35,7 @@ use crate::transport::{BindAddr, Transport};
 pub struct Builder<T: Transport, M: Mode> {
     options: Options,
     hooks: Hooks,
-    state: Option<Arc<dyn Any + Send + Sync>>,
+    state: Option<(Arc<dyn Any + Send + Sync>, &'static str)>,
     _marker: PhantomData<fn() -> (T, M)>,
 }
 
@@ -531,11 +531,20 @@ impl<T: Transport, M: Mode> Builder<T, M> {
         self
     }
 
-    /// Shared state for handlers, reachable as
-    /// [`request.server().state::<S>()`](ServerHandle::state) (Python handlers read
-    /// attributes of `self.server`). Default: none.
+    /// Shared state for handlers (Python handlers read attributes of `self.server`),
+    /// reachable as [`req.server().state_arc::<S>()`](ServerHandle::state_arc) — an owned
+    /// `Arc<S>` that does not borrow the request, so `rfile` and `wfile` stay usable — or
+    /// as [`state::<S>()`](ServerHandle::state), a borrow. Use interior mutability
+    /// (`Mutex`, atomics) to change it. Default: none.
+    ///
+    /// In [`Forking`](crate::Forking) mode each child gets its own copy (memory is copied
+    /// at `fork`): changes a child makes are not seen by the parent or other children.
+    ///
+    /// The type is checked at run time: asking for another type is an error naming both
+    /// ([`StateError`](crate::StateError)). For state checked at compile time, capture it
+    /// in the handler's constructor instead: `move || Kv::new(store.clone())`.
     pub fn state<S: Send + Sync + 'static>(mut self, state: S) -> Self {
-        self.state = Some(Arc::new(state));
+        self.state = Some((Arc::new(state), std::any::type_name::<S>()));
         self
     }
 }
