@@ -151,7 +151,7 @@ mod stats;
 mod sys;
 pub mod transport;
 
-pub use addr::ClientAddr;
+pub use addr::{ClientAddr, PeerCredentials};
 pub use context::{ServerHandle, StateError};
 pub use error::{HandlerError, TimeoutError};
 pub use handler::{

@@ -308,6 +308,24 @@ impl StreamRequest {
         &self.conn
     }
 
+    /// The credentials of a Unix-domain peer (user, group and, on Linux, process id), as
+    /// the kernel recorded them when it connected: `getsockopt(SO_PEERCRED)` on Linux,
+    /// `getpeereid(3)` on macOS and the BSDs. One system call per call. The usual way to
+    /// authorise local clients, whose address is `(unnamed)`.
+    ///
+    /// # Errors
+    /// [`io::ErrorKind::Unsupported`] on a TCP connection; any error of the system call.
+    pub fn peer_credentials(&self) -> io::Result<crate::addr::PeerCredentials> {
+        if matches!(self.client_address, ClientAddr::Inet(_)) {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "peer credentials exist for Unix-domain sockets only",
+            ));
+        }
+        let (uid, gid, pid) = crate::sys::peer_credentials(self.conn.as_raw_fd())?;
+        Ok(crate::addr::PeerCredentials { uid, gid, pid })
+    }
+
     /// Declares that the handler has finished a request and that its next read waits for
     /// a new one, even though it wrote no reply: if the server drains
     /// ([`Server::server_close`](crate::Server::server_close), Ctrl-C) while that read

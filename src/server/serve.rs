@@ -284,6 +284,15 @@ pub(super) fn dispatch<R: Request>(
     receivers: Option<&RecvShared>,
 ) {
     let (ctx, factory) = (&d.ctx, &d.factory);
+    // Another server starting on this Unix path, checking whether it is stale: not a
+    // client. Closed at once, no handler, counted nowhere.
+    if R::STREAM && R::incoming_addr(&inc).is_stale_probe() {
+        log::debug!(
+            "socketserver: closed the stale-socket probe of a server starting on this path"
+        );
+        R::close_incoming(inc);
+        return;
+    }
     ctx.stats.accepted.inc();
     if let Some(verify) = &ctx.hooks.verify_request {
         let addr = R::incoming_addr(&inc);

@@ -196,6 +196,44 @@ pub(crate) fn listen_queue_len(_fd: RawFd) -> Option<usize> {
     None
 }
 
+/// The credentials of a Unix-domain socket's peer, as the kernel recorded them at
+/// `connect(2)`: `(uid, gid, pid)`. Linux: `SO_PEERCRED` (pid included). macOS and the
+/// BSDs: `getpeereid(3)` (no pid).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub(crate) fn peer_credentials(fd: RawFd) -> io::Result<(u32, u32, Option<i32>)> {
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: `cred` is a valid `ucred`; getsockopt writes at most `len` bytes into it.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&raw mut cred).cast(),
+            &mut len,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((cred.uid, cred.gid, Some(cred.pid)))
+}
+
+/// See the Linux version.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+pub(crate) fn peer_credentials(fd: RawFd) -> io::Result<(u32, u32, Option<i32>)> {
+    let (mut uid, mut gid) = (0, 0);
+    // SAFETY: two out-parameters we own.
+    if unsafe { libc::getpeereid(fd, &mut uid, &mut gid) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((uid, gid, None))
+}
+
 /// Has the peer sent bytes not read yet, or closed its side? One non-blocking
 /// `recv(MSG_PEEK | MSG_DONTWAIT)` of one byte; errors count as "nothing pending".
 pub(crate) fn has_pending_input(fd: RawFd) -> bool {
