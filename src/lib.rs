@@ -175,7 +175,7 @@ pub use server::{
     UdpServer, UnixDatagramServer, UnixStreamServer,
 };
 #[cfg(feature = "ctrlc")]
-pub use signal::{Stoppable, shutdown_on_ctrl_c};
+pub use signal::{Stoppable, shutdown_on_ctrl_c, shutdown_on_ctrl_c_with};
 pub use stats::Stats;
 #[cfg(unix)]
 pub use sys::raise_fd_limit;

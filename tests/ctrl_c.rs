@@ -122,3 +122,29 @@ fn sigint_on_a_forking_server_lets_children_finish_and_leaves_no_zombie() {
         "the forked child is still around"
     );
 }
+
+#[test]
+fn ctrl_c_callback_child() {
+    if is_child() {
+        init_stderr_log();
+        let server = ThreadingTcpServer::bind("127.0.0.1:0", two_step).unwrap();
+        shutdown_on_ctrl_c_with([server.handle()], |n| println!("CALLBACK {n}")).unwrap();
+        println!("PORT {}", server.server_address().unwrap().port());
+        server.serve_forever().unwrap();
+        server.server_close();
+        println!("CLOSED");
+    }
+}
+
+#[test]
+fn sigint_runs_the_users_callback_besides_the_shutdown() {
+    let mut child = spawn_self("ctrl_c_callback_child");
+    let _port = child.port();
+    child.signal(libc::SIGINT);
+    assert_eq!(
+        ChildProc::expect_line(&child.stdout, "CALLBACK"),
+        "CALLBACK 1"
+    );
+    assert_eq!(child.wait_exit(), Some(0));
+    ChildProc::expect_line(&child.stdout, "CLOSED");
+}
