@@ -235,19 +235,14 @@ where
     }
     let name = s.name;
     let addr = args.addr.as_deref().unwrap_or(s.default_addr);
-    let mut builder = Server::<T, M>::builder();
-    if let (ModeArg::Threading, Some(n)) = (mode, s.max_connections) {
-        // A worker for every connection allowed, so none waits for one (threads start
-        // only when every other one is busy).
-        builder = builder.workers(4, n);
-    }
-    let server = builder
+    let server = Server::<T, M>::builder()
         .read_timeout(s.read_timeout)
         .connection_deadline(s.connection_deadline)
         .max_connections(s.max_connections)
         .shutdown_grace(s.shutdown_grace)
         .log_in_children(s.log_in_children)
         .framing(s.framing.clone())
+        .workers(4, max_workers(mode, s))
         // Forked children do not log (fork safety), so the parent logs each request.
         .verify_request(move |peer| {
             if forking {
@@ -266,6 +261,16 @@ where
     log::info!("{name}: shutting down: finishing in-flight requests");
     server.server_close();
     Ok(server.stats())
+}
+
+/// The pool's maximum: in threading mode a worker for every connection allowed, so that
+/// none waits for one (threads start only when every other one is busy); the crate's
+/// default (256) otherwise.
+fn max_workers(mode: ModeArg, s: &Settings) -> usize {
+    match (mode, s.max_connections) {
+        (ModeArg::Threading, Some(n)) => n,
+        _ => 256,
+    }
 }
 
 /// The client side's error exit: one line on stderr, exit code 1.
