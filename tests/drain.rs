@@ -239,3 +239,60 @@ fn sigint_with_an_idle_client_exits_at_once() {
         assert_eq!(read_to_eof(&mut c), b"");
     }
 }
+
+#[test]
+fn a_connection_that_has_sent_nothing_gets_a_few_seconds_before_the_drain_closes_it() {
+    let server = Arc::new(
+        ThreadingTcpServer::builder()
+            .shutdown_grace(LONG)
+            .read_timeout(None)
+            .bind("127.0.0.1:0", echo_lines)
+            .unwrap(),
+    );
+    let addr = server.server_address().unwrap();
+    let run = Running::start_arc(server.clone());
+    let mut silent = connect(addr);
+    wait_until("its handler runs", || server.stats().active == 1);
+    run.stop().unwrap();
+    let t = Instant::now();
+    let s = server.clone();
+    let closing = thread::spawn(move || s.server_close());
+    wait_until("the drain started", || server.handle().is_draining());
+    // Its request may be on the way: it is served if it arrives within 5 s (Go's rule).
+    silent.write_all(b"late\n").unwrap();
+    let mut line = String::new();
+    BufReader::new(&silent).read_line(&mut line).unwrap();
+    assert_eq!(line, "late\n");
+    // Then it is an idle keep-alive connection: closed at once.
+    assert_eq!(read_to_eof(&mut silent), b"");
+    assert!(closing.join().unwrap());
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        t.elapsed()
+    );
+    // One that never sends is closed after 5 s, well within the grace period (20 s).
+    let server = Arc::new(
+        ThreadingTcpServer::builder()
+            .shutdown_grace(LONG)
+            .read_timeout(None)
+            .bind("127.0.0.1:0", echo_lines)
+            .unwrap(),
+    );
+    let addr = server.server_address().unwrap();
+    let run = Running::start_arc(server.clone());
+    let mut mute = connect(addr);
+    wait_until("its handler runs", || server.stats().active == 1);
+    run.stop().unwrap();
+    let t = Instant::now();
+    assert!(
+        server.server_close(),
+        "forced at the end of the grace period"
+    );
+    let took = t.elapsed();
+    assert!(
+        took >= Duration::from_secs(5) && took < Duration::from_secs(8),
+        "took {took:?}"
+    );
+    assert_eq!(read_to_eof(&mut mute), b"");
+}

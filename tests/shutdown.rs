@@ -106,6 +106,8 @@ fn gated_server(
     let (go_tx, go_rx) = unbounded::<()>();
     let server = ThreadingTcpServer::builder()
         .workers(workers, workers)
+        // Connections beyond the workers wait in the queue (not the default).
+        .max_connections(None)
         .shutdown_grace(grace)
         .bind("127.0.0.1:0", move |req: &mut StreamRequest| {
             let mut line = String::new();
@@ -158,8 +160,6 @@ fn handler_blocked_in_read_is_released_when_the_grace_period_ends() {
         ThreadingTcpServer::builder()
             .read_timeout(None)
             .bind("127.0.0.1:0", move |req: &mut StreamRequest| {
-                // Part of a request (else the drain would close it at once as idle).
-                req.mark_busy();
                 let _ = tx.send("reading");
                 let mut buf = Vec::new();
                 let r = req.rfile.read_to_end(&mut buf); // the client never sends
@@ -197,6 +197,7 @@ fn force_close_drops_queued_requests_visibly_not_silently() {
     let server = Arc::new(
         ThreadingTcpServer::builder()
             .workers(1, 1)
+            .max_connections(None) // b waits in the queue
             .bind("127.0.0.1:0", move |req: &mut StreamRequest| {
                 let mut line = String::new();
                 req.rfile.read_line(&mut line)?;

@@ -227,6 +227,7 @@ fn a_second_instances_stale_probe_is_not_a_client_of_the_live_server() {
     assert_eq!(second.kind(), io::ErrorKind::AddrInUse);
     // A real client, accepted after the probe (the accept queue is FIFO).
     stream_round_trip(&path);
+    wait_until("the client is counted", || run.server.stats().served >= 1);
     let st = run.server.stats();
     assert_eq!(
         (st.accepted, st.served),

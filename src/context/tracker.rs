@@ -20,27 +20,37 @@ struct Entry {
     activity: Arc<Activity>,
 }
 
-/// Where a connection's handler is in its conversation, as its reads and writes show it:
-/// a read that starts with nothing buffered, before any byte arrived or after the handler
-/// wrote a reply (or called [`StreamRequest::mark_idle`](crate::StreamRequest::mark_idle))
-/// since the last bytes arrived, waits for a *new* request. The drain closes such
-/// connections at once instead of waiting for the grace period.
+/// Where a connection's handler is in its conversation, as its reads and writes show it.
+/// A read of the socket that starts with nothing buffered waits for a *new* request — the
+/// connection is idle, Go's `StateIdle` — when the handler wrote a reply (or called
+/// [`StreamRequest::mark_idle`](crate::StreamRequest::mark_idle)) since the last bytes
+/// arrived, or when nothing at all has arrived for [`NEW_IDLE_AFTER`] since the accept (Go
+/// gives new connections the same 5 s). The drain closes idle connections at once instead
+/// of waiting for the grace period.
 #[derive(Debug)]
 pub(crate) struct Activity {
     state: AtomicU8,
+    /// When the connection was accepted.
+    born: Instant,
     /// The tracker's drain flag.
     draining: Arc<AtomicBool>,
 }
 
-/// Nothing arrived since the handler last replied (or nothing arrived at all).
+/// The handler replied since bytes last arrived.
 const BOUNDARY: u8 = 1;
-/// Blocked in a read that waits for a new request.
+/// Blocked in a read of the socket.
 const WAITING: u8 = 2;
 /// The handler said its next read is part of the current request.
 const HOLD: u8 = 4;
+/// Nothing has arrived yet.
+const NEW: u8 = 8;
+
+/// How long a connection that has sent nothing may wait for its first request before the
+/// drain counts it as idle (Go's `http.Server` uses the same 5 s).
+pub(crate) const NEW_IDLE_AFTER: Duration = Duration::from_secs(5);
 
 impl Activity {
-    /// The handler replied, or declared the end of a request.
+    /// The handler replied.
     pub(crate) fn replied(&self) {
         self.state.fetch_or(BOUNDARY, Ordering::SeqCst);
     }
@@ -56,23 +66,27 @@ impl Activity {
         self.state.fetch_or(HOLD, Ordering::SeqCst);
     }
 
+    /// Would a read starting now wait for a new request?
+    fn idle(&self) -> bool {
+        let st = self.state.load(Ordering::SeqCst);
+        st & HOLD == 0
+            && (st & BOUNDARY != 0 || (st & NEW != 0 && self.born.elapsed() >= NEW_IDLE_AFTER))
+    }
+
     /// A read of the socket starts with nothing buffered. `true` if it waits for a new
     /// request and the server is draining: the caller returns end of file instead (unless
     /// input is pending).
     pub(crate) fn begin_read(&self) -> bool {
-        if self.state.load(Ordering::SeqCst) & (BOUNDARY | HOLD) != BOUNDARY {
-            return false;
-        }
         // Dekker-style with `Tracker::drain_idle`: it sets `draining` then reads WAITING;
         // this sets WAITING then reads `draining`. One of the two sees the other.
         self.state.fetch_or(WAITING, Ordering::SeqCst);
-        self.draining.load(Ordering::SeqCst)
+        self.draining.load(Ordering::SeqCst) && self.idle()
     }
 
     /// The read returned `got` bytes (or failed: `None`).
     pub(crate) fn end_read(&self, got: Option<usize>) {
         let clear = match got {
-            Some(n) if n > 0 => WAITING | BOUNDARY | HOLD,
+            Some(n) if n > 0 => WAITING | BOUNDARY | HOLD | NEW,
             _ => WAITING,
         };
         self.state.fetch_and(!clear, Ordering::SeqCst);
@@ -83,8 +97,9 @@ impl Activity {
         self.draining.load(Ordering::SeqCst)
     }
 
-    fn waiting(&self) -> bool {
-        self.state.load(Ordering::SeqCst) & WAITING != 0
+    /// Blocked in a read that waits for a new request?
+    fn waiting_idle(&self) -> bool {
+        self.state.load(Ordering::SeqCst) & WAITING != 0 && self.idle()
     }
 }
 
@@ -155,7 +170,8 @@ impl Tracker {
     /// in a forked child).
     pub(crate) fn activity(&self) -> Arc<Activity> {
         Arc::new(Activity {
-            state: AtomicU8::new(BOUNDARY),
+            state: AtomicU8::new(NEW),
+            born: Instant::now(),
             draining: self.0.draining.clone(),
         })
     }
@@ -193,15 +209,16 @@ impl Tracker {
 }
 
 impl Tracker {
-    /// Starts the drain: from now on a read that waits for a new request returns end of
-    /// file, and the connections whose handler waits in such a read now, with no input
-    /// pending, get `shutdown(SHUT_RD)` so that it returns. Returns how many.
+    /// Starts the drain (or, called again while it runs, continues it): from now on a read
+    /// that waits for a new request returns end of file, and the connections whose handler
+    /// waits in such a read now, with no input pending, get `shutdown(SHUT_RD)` so that it
+    /// returns. Returns how many.
     pub(crate) fn drain_idle(&self) -> usize {
         self.0.draining.store(true, Ordering::SeqCst);
         let live = self.0.live.lock();
         let mut n = 0;
         for e in live.values() {
-            if e.activity.waiting() && !crate::sys::has_pending_input(e.fd) {
+            if e.activity.waiting_idle() && !crate::sys::has_pending_input(e.fd) {
                 crate::sys::shutdown_read_fd(e.fd);
                 n += 1;
             }

@@ -269,6 +269,9 @@ impl Pool {
             }
             let step = (deadline - now).min(Duration::from_millis(50));
             s.exited_cv.wait_for(&mut g, step);
+            // New connections that have sent nothing become idle after a while
+            // (`NEW_IDLE_AFTER`): close those too, without waiting for the grace period.
+            ctx.tracker.drain_idle();
         }
     }
 }

@@ -333,9 +333,11 @@ impl StreamRequest {
     /// end of file) instead of being waited for until the grace period ends.
     ///
     /// Most handlers never need it: a read that starts after the handler wrote to the
-    /// connection (and before more bytes arrived), or before anything arrived at all, is
-    /// already taken as waiting for a new request — the Go `http.Server` notion of an
-    /// idle connection. Handlers whose requests get no reply call it between requests.
+    /// connection (and before more bytes arrived) is already taken as waiting for a new
+    /// request — the Go `http.Server` notion of an idle connection — and so is a
+    /// connection that has sent nothing at all 5 s after it was accepted (its first request
+    /// may be on its way; Go waits as long). Handlers whose requests get no reply call it
+    /// between requests.
     pub fn mark_idle(&self) {
         self.conn.0.activity.between_requests();
     }

@@ -245,7 +245,8 @@ impl<T: Transport, M: Mode> Server<T, M> {
 
     /// Python's `server_close()`, with a bounded drain: stops the serving loop if it runs,
     /// closes the server socket (new connections are refused), closes at once the stream
-    /// connections whose handler waits for a new request with nothing received (as Go's
+    /// connections whose handler waits for a new request with nothing received — after a
+    /// reply, or 5 s after the accept for one that has sent nothing yet — (as Go's
     /// `Server.Shutdown` closes idle keep-alive connections: see
     /// [`StreamRequest::mark_idle`](crate::StreamRequest::mark_idle); from then on such a
     /// read returns end of file, so keep-alive handlers end after their current request),
