@@ -13,8 +13,8 @@
 //! use std::io::{self, BufRead, Read, Write};
 //! use socketserver::{StreamRequest, ThreadingTcpServer};
 //!
-//! // A handler: Python's `StreamRequestHandler.handle`. `rfile` is buffered, `wfile`
-//! // never writes partially.
+//! // A handler: Python's `StreamRequestHandler.handle`. `rfile` is buffered; `wfile`
+//! // never writes partially and buffers too: it is sent before the next read.
 //! fn echo(req: &mut StreamRequest) -> io::Result<()> {
 //!     let mut line = String::new();
 //!     while req.rfile.read_line(&mut line)? > 0 {
@@ -96,8 +96,11 @@
 //!
 //! [`ServerHandle::shutdown`] (from any thread, including a handler) stops `serve_forever`
 //! at once; requests already accepted keep being served. [`Server::server_close`] then
-//! closes the listener and drains — waits for queued and running requests up to the grace
-//! period (default 10 s), then shuts their connections down so blocked handlers return.
+//! closes the listener and drains: idle keep-alive connections (a handler waiting for a
+//! new request) are closed at once, as Go's `Server.Shutdown` does; queued and running
+//! requests are waited for up to the grace period (default 10 s), then their connections
+//! are shut down so blocked handlers return. A handler can ask
+//! [`StreamRequest::is_draining`].
 //! With the `ctrlc` feature, [`shutdown_on_ctrl_c`] wires SIGINT/SIGTERM to this: the
 //! first signal drains, a second forces.
 //!
