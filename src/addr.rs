@@ -48,6 +48,49 @@ impl ClientAddr {
     }
 }
 
+/// The prefix of the address a starting Unix stream server's stale-socket probe binds
+/// (Linux: an abstract name; elsewhere a file name in the temporary directory), so that a
+/// live server of this crate recognises the probe and closes it without a handler.
+pub(crate) const PROBE_PREFIX: &str = "socketserver-stale-probe-";
+
+impl ClientAddr {
+    /// Is this the stale-socket probe of another server starting on the same path?
+    pub(crate) fn is_stale_probe(&self) -> bool {
+        match self {
+            ClientAddr::UnixAbstract(name) => name.starts_with(PROBE_PREFIX.as_bytes()),
+            ClientAddr::Unix(Some(p)) => p
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(PROBE_PREFIX)),
+            _ => false,
+        }
+    }
+}
+
+/// A Unix-domain peer's credentials, as the kernel recorded them when it connected:
+/// [`StreamRequest::peer_credentials`](crate::StreamRequest::peer_credentials).
+/// Linux: `SO_PEERCRED`; macOS and the BSDs: `getpeereid(3)`, which gives no pid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct PeerCredentials {
+    /// The peer's effective user id.
+    pub uid: u32,
+    /// The peer's effective group id.
+    pub gid: u32,
+    /// The peer's process id (Linux only).
+    pub pid: Option<i32>,
+}
+
+impl fmt::Display for PeerCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "uid {} gid {}", self.uid, self.gid)?;
+        if let Some(pid) = self.pid {
+            write!(f, " pid {pid}")?;
+        }
+        Ok(())
+    }
+}
+
 impl From<SocketAddr> for ClientAddr {
     fn from(a: SocketAddr) -> Self {
         ClientAddr::Inet(a)

@@ -13,8 +13,8 @@
 //! use std::io::{self, BufRead, Read, Write};
 //! use socketserver::{StreamRequest, ThreadingTcpServer};
 //!
-//! // A handler: Python's `StreamRequestHandler.handle`. `rfile` is buffered, `wfile`
-//! // never writes partially.
+//! // A handler: Python's `StreamRequestHandler.handle`. `rfile` is buffered; `wfile`
+//! // never writes partially and buffers too: it is sent before the next read.
 //! fn echo(req: &mut StreamRequest) -> io::Result<()> {
 //!     let mut line = String::new();
 //!     while req.rfile.read_line(&mut line)? > 0 {
@@ -55,7 +55,10 @@
 //!   [`DatagramRequestHandler`] (UDP, Unix datagram), passed as its constructor:
 //!   `ThreadingTcpServer::bind(addr, MyHandler::default)`, or `move || MyHandler::new(db.clone())`
 //!   to share state;
-//! - or, for stateless handlers, a closure `|req: &mut StreamRequest| -> io::Result<()>`;
+//! - or, for stateless handlers, a closure `|req: &mut StreamRequest| -> io::Result<()>`
+//!   — with its argument type written out: Rust cannot infer it from the server's bound,
+//!   and a mistake (a value `MyHandler::default()` instead of the constructor, a closure
+//!   returning `()`) is a compile error that says what to pass ([`IntoHandler`]);
 //! - or, for message protocols on streams, a [`MessageHandler`]: one per connection,
 //!   called once per complete message (framing set by [`Builder::framing`]), replying
 //!   through a [`Channel`] that never blocks. It runs in every stream mode, and is what the
@@ -93,8 +96,11 @@
 //!
 //! [`ServerHandle::shutdown`] (from any thread, including a handler) stops `serve_forever`
 //! at once; requests already accepted keep being served. [`Server::server_close`] then
-//! closes the listener and drains — waits for queued and running requests up to the grace
-//! period (default 10 s), then shuts their connections down so blocked handlers return.
+//! closes the listener and drains: idle keep-alive connections (a handler waiting for a
+//! new request) are closed at once, as Go's `Server.Shutdown` does; queued and running
+//! requests are waited for up to the grace period (default 10 s), then their connections
+//! are shut down so blocked handlers return. A handler can ask
+//! [`StreamRequest::is_draining`].
 //! With the `ctrlc` feature, [`shutdown_on_ctrl_c`] wires SIGINT/SIGTERM to this: the
 //! first signal drains, a second forces.
 //!
@@ -148,9 +154,9 @@ mod stats;
 mod sys;
 pub mod transport;
 
-pub use addr::ClientAddr;
-pub use context::ServerHandle;
-pub use error::HandlerError;
+pub use addr::{ClientAddr, PeerCredentials};
+pub use context::{ServerHandle, StateError};
+pub use error::{HandlerError, TimeoutError};
 pub use handler::{
     BaseRequestHandler, Closure, Constructor, DatagramRequestHandler, HandlerFactory, IntoHandler,
     MessageHandler, Messages, StreamRequestHandler,
@@ -158,7 +164,8 @@ pub use handler::{
 pub use mode::{Evented, Forking, Mode, Synchronous, Threading};
 pub use options::{
     DEFAULT_BACKLOG, DEFAULT_HIGH_WATER, DEFAULT_MAX_OUTPUT, DEFAULT_MAX_PACKET_SIZE,
-    DEFAULT_READ_TIMEOUT, DEFAULT_SHUTDOWN_GRACE, DEFAULT_WRITE_TIMEOUT, Overload, PoolConfig,
+    DEFAULT_READ_TIMEOUT, DEFAULT_SHUTDOWN_GRACE, DEFAULT_WBUFSIZE, DEFAULT_WRITE_TIMEOUT,
+    Overload, PoolConfig,
 };
 pub use request::{
     BlockingStream, Channel, ChannelHandle, Connection, DatagramRequest, ReplyBuffer, Request,
@@ -171,7 +178,7 @@ pub use server::{
     UdpServer, UnixDatagramServer, UnixStreamServer,
 };
 #[cfg(feature = "ctrlc")]
-pub use signal::{Stoppable, shutdown_on_ctrl_c};
+pub use signal::{Stoppable, shutdown_on_ctrl_c, shutdown_on_ctrl_c_with};
 pub use stats::Stats;
 #[cfg(unix)]
 pub use sys::raise_fd_limit;

@@ -25,12 +25,15 @@ pub struct Options {
     pub(crate) recv_buffer_size: Option<usize>,
     pub(crate) max_packet_size: usize,
     pub(crate) rbufsize: usize,
+    pub(crate) wbufsize: usize,
     pub(crate) empty_datagram_reply: bool,
     pub(crate) timeout: Option<Duration>,
     pub(crate) shutdown_grace: Duration,
     pub(crate) service_interval: Option<Duration>,
     pub(crate) pool: PoolConfig,
     pub(crate) max_connections: Option<usize>,
+    /// Was `max_connections` set (else: it follows the pool's maximum in threading mode)?
+    pub(crate) max_connections_set: bool,
     pub(crate) connection_deadline: Option<Duration>,
     pub(crate) max_children: usize,
     pub(crate) log_in_children: bool,
@@ -57,6 +60,8 @@ pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 pub const DEFAULT_HIGH_WATER: usize = 64 * 1024;
 /// Default most bytes queued for one message connection before pushes to it fail.
 pub const DEFAULT_MAX_OUTPUT: usize = 1024 * 1024;
+/// Default capacity of a stream request's `wfile` buffer ([`Builder::wbufsize`](crate::Builder::wbufsize)).
+pub const DEFAULT_WBUFSIZE: usize = 8 * 1024;
 /// Default largest datagram a datagram server receives whole (Python: 8192).
 pub const DEFAULT_MAX_PACKET_SIZE: usize = 65_535;
 
@@ -77,12 +82,14 @@ impl Default for Options {
             recv_buffer_size: None,
             max_packet_size: DEFAULT_MAX_PACKET_SIZE,
             rbufsize: 8 * 1024,
+            wbufsize: DEFAULT_WBUFSIZE,
             empty_datagram_reply: false,
             timeout: None,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             service_interval: None,
             pool: PoolConfig::default(),
             max_connections: None,
+            max_connections_set: false,
             connection_deadline: None,
             max_children: 40,
             log_in_children: false,
@@ -201,8 +208,14 @@ pub enum Overload {
 /// 60 s keep-alive, at most 8 spare (idle) workers kept above the minimum,
 /// [`Overload::Block`].
 ///
-/// With the defaults 256 long-lived connections are served at once (one worker each);
-/// further connections wait in the queue until a worker frees.
+/// With the defaults 256 connections are served at once, one worker each, and a stream
+/// server's [`max_connections`](crate::Builder::max_connections) follows the maximum: the
+/// 257th connection is not accepted (it waits in the kernel's listen backlog, and a
+/// warning says how many wait there) until one closes, rather than being accepted and left
+/// in the queue without a word. A classic (threading) server holds a worker for each open
+/// connection, idle or not: for more long-lived clients than workers, raise the maximum
+/// ([`Builder::workers`](crate::Builder::workers); threads are cheap until they run) or use
+/// the [`Evented`](crate::Evented) mode, where idle connections hold no thread.
 #[derive(Debug, Clone)]
 pub struct PoolConfig {
     pub(crate) min_workers: usize,

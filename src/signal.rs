@@ -59,20 +59,66 @@ impl Stoppable for PreforkHandle {
 pub fn shutdown_on_ctrl_c<S: Stoppable>(
     servers: impl IntoIterator<Item = S>,
 ) -> Result<(), ctrlc::Error> {
+    shutdown_on_ctrl_c_with(servers, |_| {})
+}
+
+/// [`shutdown_on_ctrl_c`] with a callback of your own, for the things a program does on
+/// Ctrl-C besides stopping its servers (a flag, a message, flushing a journal) — the
+/// `ctrlc` crate allows one handler per process, so this is the way to have both.
+///
+/// `on_signal(n)` runs on the `ctrlc` thread for the `n`-th signal (1: the drain has just
+/// been asked, 2: the close has just been forced, then 3, 4…), after the servers were told.
+/// A panic in it is caught and logged; later signals still work.
+///
+/// ```no_run
+/// # use socketserver::{StreamRequest, ThreadingTcpServer};
+/// use std::sync::atomic::{AtomicBool, Ordering};
+/// use std::sync::Arc;
+///
+/// let server = ThreadingTcpServer::bind("127.0.0.1:9000", |req: &mut StreamRequest| {
+///     std::io::copy(&mut req.rfile, &mut req.wfile).map(drop)
+/// })?;
+/// let stopping = Arc::new(AtomicBool::new(false));
+/// let flag = stopping.clone();
+/// socketserver::shutdown_on_ctrl_c_with([server.handle()], move |n| {
+///     flag.store(true, Ordering::SeqCst);
+///     eprintln!("signal {n}: stopping");
+/// })
+/// .expect("signal handler");
+/// server.serve_forever()?;
+/// server.server_close();
+/// # Ok::<(), std::io::Error>(())
+/// ```
+///
+/// # Errors
+/// As [`shutdown_on_ctrl_c`]: `ctrlc::Error::MultipleHandlers` if a handler is already set.
+pub fn shutdown_on_ctrl_c_with<S: Stoppable>(
+    servers: impl IntoIterator<Item = S>,
+    on_signal: impl Fn(usize) + Send + 'static,
+) -> Result<(), ctrlc::Error> {
     let servers: Vec<S> = servers.into_iter().collect();
     let count = AtomicUsize::new(0);
     ctrlc::set_handler(move || {
         let n = count.fetch_add(1, Ordering::SeqCst);
-        if n == 0 {
-            log::warn!("socketserver: signal received: shutting down (again to force)");
-            for s in &servers {
-                s.request_shutdown();
-            }
-        } else {
-            log::warn!("socketserver: second signal: closing in-flight connections now");
-            for s in &servers {
-                s.force_close();
-            }
+        stop(&servers, n);
+        let callback = std::panic::AssertUnwindSafe(|| on_signal(n + 1));
+        if std::panic::catch_unwind(callback).is_err() {
+            log::error!("socketserver: the Ctrl-C callback panicked");
         }
     })
+}
+
+/// What the `n`-th signal (from 0) does to the servers.
+fn stop<S: Stoppable>(servers: &[S], n: usize) {
+    if n == 0 {
+        log::warn!("socketserver: signal received: shutting down (again to force)");
+        for s in servers {
+            s.request_shutdown();
+        }
+    } else {
+        log::warn!("socketserver: second signal: closing in-flight connections now");
+        for s in servers {
+            s.force_close();
+        }
+    }
 }

@@ -24,6 +24,8 @@ pub(crate) struct Counters {
     pub(crate) rejected: Counter,
     pub(crate) dropped: Counter,
     pub(crate) errors: Counter,
+    pub(crate) timeouts: Counter,
+    pub(crate) disconnects: Counter,
     pub(crate) panics: Counter,
     pub(crate) truncated: Counter,
     pub(crate) accept_errors: Counter,
@@ -34,7 +36,12 @@ pub(crate) struct Counters {
 ///
 /// Counters (`accepted`, `served`, …) only grow; gauges (`workers`, `idle`, `queued`,
 /// `active`) describe the moment of the snapshot.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+///
+/// `Display` prints it on one line, counters then gauges (`12 served, 0 errors, 1
+/// timeouts, …; open 3, active 3, queued 0, workers 4, idle 1`); it implements
+/// `serde::Serialize` (serde is already a dependency of the crate, for
+/// [`framing`](crate::framing)'s JSON headers), one field per counter and gauge.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]
 pub struct Stats {
     /// Connections accepted / datagrams received (before `verify_request`).
@@ -48,8 +55,18 @@ pub struct Stats {
     /// Accepted requests closed without being handled because the server was force-closed
     /// (grace period over, or a second Ctrl-C). Each one is also logged.
     pub dropped: u64,
-    /// Errors returned by handlers or by setting a request up (reported to `handle_error`).
+    /// Errors returned by handlers or by setting a request up (reported to `handle_error`),
+    /// other than [`timeouts`](Self::timeouts) and [`disconnects`](Self::disconnects).
     pub errors: u64,
+    /// Requests ended by a read or write timeout ([`io::ErrorKind::TimedOut`](std::io::ErrorKind::TimedOut):
+    /// [`Builder::read_timeout`](crate::Builder::read_timeout),
+    /// [`Builder::write_timeout`](crate::Builder::write_timeout)); reported to
+    /// `handle_error`, logged at INFO by default, not counted in `errors`.
+    pub timeouts: u64,
+    /// Requests ended because the peer went away: connection reset, broken pipe, aborted,
+    /// not connected. Reported to `handle_error`, logged at INFO by default, not counted in
+    /// `errors`.
+    pub disconnects: u64,
     /// Handler panics (caught, reported to `handle_error`; the worker survived).
     pub panics: u64,
     /// Datagrams dropped because they were larger than `max_packet_size`.
@@ -84,11 +101,47 @@ impl Counters {
             rejected: self.rejected.get(),
             dropped: self.dropped.get(),
             errors: self.errors.get(),
+            timeouts: self.timeouts.get(),
+            disconnects: self.disconnects.get(),
             panics: self.panics.get(),
             truncated: self.truncated.get(),
             accept_errors: self.accept_errors.get(),
             saturated: self.saturated.get(),
             ..Stats::default()
         }
+    }
+}
+
+impl std::fmt::Display for Stats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} accepted, {} served, {} errors, {} timeouts, {} disconnects, {} panics, \
+             {} refused, {} rejected, {} dropped",
+            self.accepted,
+            self.served,
+            self.errors,
+            self.timeouts,
+            self.disconnects,
+            self.panics,
+            self.refused,
+            self.rejected,
+            self.dropped
+        )?;
+        for (n, what) in [
+            (self.truncated, "truncated"),
+            (self.accept_errors, "accept errors"),
+            (self.deadline_expired, "past the deadline"),
+            (self.saturated, "saturated"),
+        ] {
+            if n > 0 {
+                write!(f, ", {n} {what}")?;
+            }
+        }
+        write!(
+            f,
+            "; open {}, active {}, queued {}, workers {}, idle {}",
+            self.open, self.active, self.queued, self.workers, self.idle
+        )
     }
 }

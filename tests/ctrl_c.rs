@@ -10,11 +10,14 @@ use std::net::SocketAddr;
 use socketserver::*;
 use util::*;
 
-/// Reads "go", says "started <pid>", reads "finish", says "done".
+/// Reads "go", says "started <pid>", reads "finish", says "done": one request in two
+/// steps, so the wait for "finish" is marked as part of it (`mark_busy`), and the drain
+/// waits for it.
 fn two_step(req: &mut StreamRequest) -> io::Result<()> {
     let mut line = String::new();
     req.rfile.read_line(&mut line)?;
     writeln!(req.wfile, "started {}", std::process::id())?;
+    req.mark_busy();
     line.clear();
     req.rfile.read_line(&mut line)?;
     req.wfile.write_all(b"done\n")
@@ -118,4 +121,30 @@ fn sigint_on_a_forking_server_lets_children_finish_and_leaves_no_zombie() {
         std::fs::metadata(format!("/proc/{handler_pid}")).is_err(),
         "the forked child is still around"
     );
+}
+
+#[test]
+fn ctrl_c_callback_child() {
+    if is_child() {
+        init_stderr_log();
+        let server = ThreadingTcpServer::bind("127.0.0.1:0", two_step).unwrap();
+        shutdown_on_ctrl_c_with([server.handle()], |n| println!("CALLBACK {n}")).unwrap();
+        println!("PORT {}", server.server_address().unwrap().port());
+        server.serve_forever().unwrap();
+        server.server_close();
+        println!("CLOSED");
+    }
+}
+
+#[test]
+fn sigint_runs_the_users_callback_besides_the_shutdown() {
+    let mut child = spawn_self("ctrl_c_callback_child");
+    let _port = child.port();
+    child.signal(libc::SIGINT);
+    assert_eq!(
+        ChildProc::expect_line(&child.stdout, "CALLBACK"),
+        "CALLBACK 1"
+    );
+    assert_eq!(child.wait_exit(), Some(0));
+    ChildProc::expect_line(&child.stdout, "CLOSED");
 }

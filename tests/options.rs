@@ -84,6 +84,19 @@ fn reuse_port_lets_two_servers_share_a_port_only_when_asked() {
 }
 
 #[test]
+fn a_bind_error_names_the_address_and_keeps_its_kind() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let err = ThreadingTcpServer::bind(addr, echo_line).unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+    let msg = err.to_string();
+    assert!(
+        msg.starts_with(&format!("bind {addr}: ")) && msg.contains("os error"),
+        "{msg}"
+    );
+}
+
+#[test]
 fn receive_buffer_size_is_applied() {
     let server = UdpServer::builder()
         .recv_buffer_size(256 * 1024)

@@ -63,6 +63,8 @@ fn reject_policy_closes_and_counts_connections_beyond_the_queue() {
     let (server, started, go) = gated(
         ThreadingTcpServer::builder()
             .workers(1, 1)
+            // The queue's own behaviour: connections allowed beyond the workers.
+            .max_connections(None)
             .queue_capacity(1)
             .overload(Overload::Reject),
     );
@@ -92,6 +94,7 @@ fn block_policy_leaves_excess_in_the_backlog_and_serves_everyone() {
     let (server, started, go) = gated(
         ThreadingTcpServer::builder()
             .workers(1, 1)
+            .max_connections(None)
             .queue_capacity(1),
     );
     let addr = server.server_address().unwrap();
@@ -181,7 +184,12 @@ fn after_a_burst_the_pool_shrinks_back_even_under_a_steady_trickle_of_work() {
 
 #[test]
 fn requests_waiting_on_a_pool_busy_at_its_maximum_are_counted() {
-    let (server, started, go) = gated(ThreadingTcpServer::builder().workers(1, 2));
+    let (server, started, go) = gated(
+        ThreadingTcpServer::builder()
+            .workers(1, 2)
+            // Not the default (which never lets a connection wait for a worker).
+            .max_connections(None),
+    );
     let addr = server.server_address().unwrap();
     let run = Running::start(server);
     let mut busy: Vec<TcpStream> = (0..2).map(|_| connect(addr)).collect();

@@ -106,6 +106,8 @@ fn gated_server(
     let (go_tx, go_rx) = unbounded::<()>();
     let server = ThreadingTcpServer::builder()
         .workers(workers, workers)
+        // Connections beyond the workers wait in the queue (not the default).
+        .max_connections(None)
         .shutdown_grace(grace)
         .bind("127.0.0.1:0", move |req: &mut StreamRequest| {
             let mut line = String::new();
@@ -195,6 +197,7 @@ fn force_close_drops_queued_requests_visibly_not_silently() {
     let server = Arc::new(
         ThreadingTcpServer::builder()
             .workers(1, 1)
+            .max_connections(None) // b waits in the queue
             .bind("127.0.0.1:0", move |req: &mut StreamRequest| {
                 let mut line = String::new();
                 req.rfile.read_line(&mut line)?;

@@ -145,8 +145,14 @@ fn a_live_servers_socket_is_never_taken_over() {
     let path = dir.path("s.sock");
     let first = ThreadingUnixStreamServer::bind(&path, echo_line).unwrap();
     let _run = Running::start(first);
-    let second = ThreadingUnixStreamServer::bind(&path, echo_line);
-    assert_eq!(second.unwrap_err().kind(), io::ErrorKind::AddrInUse);
+    let second = ThreadingUnixStreamServer::bind(&path, echo_line).unwrap_err();
+    assert_eq!(second.kind(), io::ErrorKind::AddrInUse);
+    assert!(
+        second
+            .to_string()
+            .starts_with(&format!("bind {}: ", path.display())),
+        "the error names the path: {second}"
+    );
     stream_round_trip(&path); // the first one still serves
 }
 
@@ -201,4 +207,67 @@ fn abstract_namespace_addresses_need_no_file() {
     let mut out = Vec::new();
     s.read_to_end(&mut out).unwrap();
     assert_eq!(out, b"abstract\n");
+}
+
+/// Issue 13.10: the second instance's stale-socket probe connects to the live server; it
+/// must not run a handler there nor count as a client.
+#[test]
+fn a_second_instances_stale_probe_is_not_a_client_of_the_live_server() {
+    let dir = TempDir::new("probe");
+    let path = dir.path("s.sock");
+    let handled = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let h = handled.clone();
+    let first = ThreadingUnixStreamServer::bind(&path, move |req: &mut StreamRequest| {
+        h.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        echo_line(req)
+    })
+    .unwrap();
+    let run = Running::start(first);
+    let second = ThreadingUnixStreamServer::bind(&path, echo_line).unwrap_err();
+    assert_eq!(second.kind(), io::ErrorKind::AddrInUse);
+    // A real client, accepted after the probe (the accept queue is FIFO).
+    stream_round_trip(&path);
+    wait_until("the client is counted", || run.server.stats().served >= 1);
+    let st = run.server.stats();
+    assert_eq!(
+        (st.accepted, st.served),
+        (1, 1),
+        "the probe was counted: {st:?}"
+    );
+    assert_eq!(handled.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+#[test]
+fn a_unix_handler_gets_its_peers_credentials() {
+    let dir = TempDir::new("cred");
+    let path = dir.path("s.sock");
+    let server = ThreadingUnixStreamServer::bind(&path, |req: &mut StreamRequest| {
+        let c = req.peer_credentials()?;
+        write!(req.wfile, "{} {} {:?}", c.uid, c.gid, c.pid)
+    })
+    .unwrap();
+    let _run = Running::start(server);
+    let mut s = StdUnixStream::connect(&path).unwrap();
+    s.set_read_timeout(Some(LONG)).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    // SAFETY: getuid/getgid cannot fail.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    #[cfg(target_os = "linux")]
+    let pid = Some(std::process::id() as i32);
+    #[cfg(not(target_os = "linux"))]
+    let pid: Option<i32> = None;
+    assert_eq!(out, format!("{uid} {gid} {pid:?}"));
+}
+
+#[test]
+fn peer_credentials_over_tcp_are_unsupported() {
+    let server = ThreadingTcpServer::bind("127.0.0.1:0", |req: &mut StreamRequest| {
+        let kind = req.peer_credentials().unwrap_err().kind();
+        write!(req.wfile, "{kind:?}")
+    })
+    .unwrap();
+    let addr = server.server_address().unwrap();
+    let _run = Running::start(server);
+    assert_eq!(round_trip(addr, b""), b"Unsupported");
 }

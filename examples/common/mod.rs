@@ -204,12 +204,16 @@ where
     match result {
         Ok(stats) => {
             log::info!(
-                "{}: stopped: {} served, {} errors, {} panics, {} refused",
+                "{}: stopped: {} served, {} errors, {} panics, {} refused, {} timeouts, \
+                 {} disconnects, {} dropped",
                 settings.name,
                 stats.served,
                 stats.errors,
                 stats.panics,
-                stats.rejected + stats.refused
+                stats.rejected + stats.refused,
+                stats.timeouts,
+                stats.disconnects,
+                stats.dropped
             );
             ExitCode::SUCCESS
         }
@@ -262,6 +266,7 @@ where
         .shutdown_grace(s.shutdown_grace)
         .log_in_children(s.log_in_children)
         .framing(s.framing.clone())
+        .workers(4, max_workers(mode, s))
         // Forked children do not log (fork safety), so the parent logs each request.
         .verify_request(move |peer| {
             if forking {
@@ -280,6 +285,16 @@ where
     log::info!("{name}: shutting down: finishing in-flight requests");
     server.server_close();
     Ok(server.stats())
+}
+
+/// The pool's maximum: in threading mode a worker for every connection allowed, so that
+/// none waits for one (threads start only when every other one is busy); the crate's
+/// default (256) otherwise.
+fn max_workers(mode: ModeArg, s: &Settings) -> usize {
+    match (mode, s.max_connections) {
+        (ModeArg::Threading, Some(n)) => n,
+        _ => 256,
+    }
 }
 
 /// The client side's error exit: one line on stderr, exit code 1.

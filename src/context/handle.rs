@@ -7,6 +7,50 @@ use super::Context;
 use crate::addr::ClientAddr;
 use crate::stats::Stats;
 
+/// [`ServerHandle::state_arc`] found no state of the type asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateError {
+    wanted: &'static str,
+    stored: Option<&'static str>,
+}
+
+impl StateError {
+    /// The type asked for.
+    pub fn wanted(&self) -> &'static str {
+        self.wanted
+    }
+
+    /// The type given to [`Builder::state`](crate::Builder::state), if any.
+    pub fn stored(&self) -> Option<&'static str> {
+        self.stored
+    }
+}
+
+impl std::fmt::Display for StateError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.stored {
+            Some(stored) => write!(
+                f,
+                "the server's state is `{stored}`, not `{}` (Builder::state)",
+                self.wanted
+            ),
+            None => write!(
+                f,
+                "the server has no state (`{}` asked for; set it with Builder::state)",
+                self.wanted
+            ),
+        }
+    }
+}
+
+impl std::error::Error for StateError {}
+
+impl From<StateError> for std::io::Error {
+    fn from(e: StateError) -> std::io::Error {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, e)
+    }
+}
+
 /// A cheap, clonable handle to a running server (Python's `self.server` inside a handler).
 ///
 /// Use it to stop the server from anywhere — another thread, a signal handler, or a handler
@@ -47,6 +91,14 @@ impl ServerHandle {
         self.0.force_close();
     }
 
+    /// `true` once the server drains: [`Server::server_close`](crate::Server::server_close)
+    /// (or `Drop`, or the Ctrl-C handler's close) has started. A handler can end its
+    /// keep-alive loop after the current request; in classic modes a read that waits for a
+    /// new request returns end of file from then on anyway.
+    pub fn is_draining(&self) -> bool {
+        self.0.tracker.is_draining()
+    }
+
     /// `true` while `serve_forever` runs.
     pub fn is_serving(&self) -> bool {
         self.0.control.is_serving()
@@ -63,8 +115,64 @@ impl ServerHandle {
     }
 
     /// The shared state given to [`Builder::state`](crate::Builder::state), if it has type
-    /// `T`.
+    /// `T`: a borrow of this handle (and so of the request it came from). In a handler
+    /// that goes on to use `rfile` or `wfile`, take [`state_arc`](Self::state_arc).
     pub fn state<T: Send + Sync + 'static>(&self) -> Option<&T> {
         self.0.state.as_ref()?.downcast_ref::<T>()
+    }
+
+    /// The shared state given to [`Builder::state`](crate::Builder::state), as an owned
+    /// `Arc<T>`: it borrows nothing, so the request's `rfile` and `wfile` stay usable
+    /// beside it. A missing state or another type is a [`StateError`] naming both types;
+    /// `?` turns it into an `io::Error` (`InvalidInput`) in a handler. One `Arc` clone.
+    ///
+    /// ```
+    /// use std::collections::HashMap;
+    /// use std::io::{self, BufRead, Write};
+    /// use std::sync::Mutex;
+    /// use socketserver::{StreamRequest, ThreadingTcpServer};
+    ///
+    /// #[derive(Default)]
+    /// struct KvStore(Mutex<HashMap<String, String>>);
+    ///
+    /// /// `SET key value` / `GET key`, one per line.
+    /// fn kv(req: &mut StreamRequest) -> io::Result<()> {
+    ///     let store = req.server().state_arc::<KvStore>()?; // owned: `req` is free again
+    ///     let mut line = String::new();
+    ///     while req.rfile.read_line(&mut line)? > 0 {
+    ///         let mut words = line.split_whitespace();
+    ///         match (words.next(), words.next(), words.next()) {
+    ///             (Some("SET"), Some(k), Some(v)) => {
+    ///                 store.0.lock().unwrap().insert(k.into(), v.into());
+    ///                 writeln!(req.wfile, "OK")?;
+    ///             }
+    ///             (Some("GET"), Some(k), None) => match store.0.lock().unwrap().get(k) {
+    ///                 Some(v) => writeln!(req.wfile, "{v}")?,
+    ///                 None => writeln!(req.wfile, "NOT FOUND")?,
+    ///             },
+    ///             _ => writeln!(req.wfile, "ERROR usage: SET key value | GET key")?,
+    ///         }
+    ///         line.clear();
+    ///     }
+    ///     Ok(())
+    /// }
+    ///
+    /// let server = ThreadingTcpServer::builder()
+    ///     .state(KvStore::default())
+    ///     .bind("127.0.0.1:0", kv)?;
+    /// # drop(server);
+    /// # Ok::<(), io::Error>(())
+    /// ```
+    ///
+    /// In [`Forking`](crate::Forking) mode each child has its own copy of the state.
+    pub fn state_arc<T: Send + Sync + 'static>(&self) -> Result<Arc<T>, StateError> {
+        let err = |stored| StateError {
+            wanted: std::any::type_name::<T>(),
+            stored,
+        };
+        let state = self.0.state.clone().ok_or(err(None))?;
+        state
+            .downcast::<T>()
+            .map_err(|_| err(Some(self.0.state_type)))
     }
 }

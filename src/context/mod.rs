@@ -15,18 +15,20 @@
 
 mod control;
 mod handle;
+mod summary;
 mod tracker;
 
 pub(crate) use control::Control;
-pub use handle::ServerHandle;
-pub(crate) use tracker::{Registration, Tracker};
+pub use handle::{ServerHandle, StateError};
+pub(crate) use summary::Event;
+use summary::Summary;
+pub(crate) use tracker::{Activity, Registration, Tracker};
 
 use std::any::Any;
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use socket2::SockAddr;
@@ -94,9 +96,11 @@ pub struct Context {
     pub(crate) in_flight: AtomicUsize,
     /// Stream connections accepted and not yet closed (queued or running).
     pub(crate) open: AtomicUsize,
-    /// When the last "connection refused: limit" line was logged.
-    reject_log: Mutex<Option<Instant>>,
+    /// Per-kind line budgets of the per-connection log lines.
+    pub(crate) summary: Summary,
     pub(crate) state: Option<Arc<dyn Any + Send + Sync>>,
+    /// The type name of `state`, for [`StateError`](crate::StateError).
+    pub(crate) state_type: &'static str,
     /// The executor's view.
     runtime: Arc<dyn Runtime>,
 }
@@ -106,7 +110,7 @@ impl Context {
     pub(crate) fn new(
         options: Options,
         hooks: Hooks,
-        state: Option<Arc<dyn Any + Send + Sync>>,
+        state: Option<(Arc<dyn Any + Send + Sync>, &'static str)>,
         address: SockAddr,
         runtime: Arc<dyn Runtime>,
     ) -> std::io::Result<Context> {
@@ -122,8 +126,9 @@ impl Context {
             forced: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
             open: AtomicUsize::new(0),
-            reject_log: Mutex::new(None),
-            state,
+            summary: Summary::default(),
+            state_type: state.as_ref().map_or("", |s| s.1),
+            state: state.map(|s| s.0),
             runtime,
         })
     }
@@ -133,10 +138,16 @@ impl Context {
         self.forced.load(Ordering::SeqCst)
     }
 
-    /// Python's `handle_error`: the hook if set, else one `log::error!` line.
+    /// Python's `handle_error`: the hook if set, else one log line — ERROR for errors and
+    /// panics, INFO for timeouts and peers gone. Timeouts and peers gone (and, once the
+    /// drain has started, errors and panics) get at most one line a second per kind; the
+    /// lines left out are counted on the next one and in the close's summary.
     pub(crate) fn report_error(&self, addr: &ClientAddr, err: &HandlerError) {
-        match err {
-            HandlerError::Panic(_) => self.stats.panics.inc(),
+        let kind = Event::of(err);
+        match kind {
+            Event::Panic => self.stats.panics.inc(),
+            Event::Timeout => self.stats.timeouts.inc(),
+            Event::Disconnect => self.stats.disconnects.inc(),
             _ => self.stats.errors.inc(),
         }
         match &self.hooks.handle_error {
@@ -149,9 +160,31 @@ impl Context {
             None if crate::sys::in_forked_child() => crate::sys::raw_stderr_line(&format!(
                 "socketserver: exception occurred during processing of request from {addr}: {err}"
             )),
-            None => log::error!(
-                "socketserver: exception occurred during processing of request from {addr}: {err}"
-            ),
+            None => {
+                // Errors and panics are each worth a line while serving; from the drain on
+                // they are mostly the close's own doing, and summarised like the rest.
+                let summarised =
+                    !matches!(kind, Event::Error | Event::Panic) || self.tracker.is_draining();
+                let skipped = if summarised {
+                    match self.summary.admit(kind) {
+                        Some(skipped) => skipped,
+                        None => return,
+                    }
+                } else {
+                    summary::Skipped::NONE
+                };
+                match kind {
+                    Event::Timeout | Event::Disconnect => log::log!(
+                        kind.level(),
+                        "socketserver: request from {addr} ended: {err}{skipped}"
+                    ),
+                    _ => log::log!(
+                        kind.level(),
+                        "socketserver: exception occurred during processing of request from \
+                         {addr}: {err}{skipped}"
+                    ),
+                }
+            }
         }
     }
 
@@ -172,13 +205,34 @@ impl Context {
 
     /// Logs a refused connection at most once a second.
     pub(crate) fn log_rejected(&self, addr: &ClientAddr, why: &str) {
-        let mut last = self.reject_log.lock();
-        if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
-            *last = Some(Instant::now());
+        if let Some(skipped) = self.summary.admit(Event::Rejected) {
             log::warn!(
                 "socketserver: closed the connection from {addr} unhandled: {why} \
-                 ({} rejected so far)",
+                 ({} rejected so far){skipped}",
                 self.stats.rejected.get()
+            );
+        }
+    }
+
+    /// Logs a request closed unhandled by the drain, at most once a second.
+    pub(crate) fn log_dropped(&self, addr: &ClientAddr, why: &str) {
+        if let Some(skipped) = self.summary.admit(Event::Dropped) {
+            log::warn!(
+                "socketserver: closed the request from {addr} unhandled: {why} \
+                 ({} dropped so far){skipped}",
+                self.stats.dropped.get()
+            );
+        }
+    }
+
+    /// The close's summary: if per-connection lines were left out, one line with the
+    /// totals.
+    pub(crate) fn log_summary(&self) {
+        if let Some(left_out) = self.summary.left_out() {
+            log::info!(
+                "socketserver: closed; log lines left out (at most one a second per kind): \
+                 {left_out}; totals: {}",
+                self.snapshot()
             );
         }
     }

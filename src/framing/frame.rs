@@ -12,6 +12,11 @@ use std::io::{self, IoSlice, Read, Write};
 /// The default largest payload a [`Framing`] reads or writes: 16 MiB.
 pub const DEFAULT_MAX_FRAME_LEN: u64 = 16 * 1024 * 1024;
 
+/// Default largest body of a JSON-header message ([`Framing::max_body_len`]): 2^31 − 1
+/// bytes, the largest length a Python peer's `struct.pack('i', n)` can carry, and
+/// [`FileReceiver`](super::FileReceiver)'s default `max_size`.
+pub const DEFAULT_MAX_BODY_LEN: u64 = i32::MAX as u64;
+
 /// Payloads up to this many bytes are copied behind their header into one stack buffer and
 /// handed to the writer in one `write` call, so that even a writer without real vectored I/O
 /// puts a small frame on the wire in one piece. Larger payloads go through `write_vectored`.
@@ -125,6 +130,7 @@ impl fmt::Display for LengthPrefix {
 /// |---|---|---|
 /// | header format | [`LengthPrefix::U32Be`] | [`Framing::with_prefix`], [`Framing::python`] |
 /// | largest frame | [`DEFAULT_MAX_FRAME_LEN`] (16 MiB) | [`Framing::max_frame_len`] |
+/// | largest message body (streamed) | [`DEFAULT_MAX_BODY_LEN`] (2^31 − 1) | [`Framing::max_body_len`] |
 ///
 /// Methods for the caller: [`write_frame`](Self::write_frame),
 /// [`read_frame_into`](Self::read_frame_into), [`read_frame`](Self::read_frame), and for
@@ -140,6 +146,7 @@ impl fmt::Display for LengthPrefix {
 pub struct Framing {
     prefix: LengthPrefix,
     max_frame_len: u64,
+    max_body_len: u64,
 }
 
 impl Default for Framing {
@@ -154,6 +161,7 @@ impl Framing {
         Framing {
             prefix: LengthPrefix::U32Be,
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
+            max_body_len: DEFAULT_MAX_BODY_LEN,
         }
     }
 
@@ -168,6 +176,7 @@ impl Framing {
         Framing {
             prefix,
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
+            max_body_len: DEFAULT_MAX_BODY_LEN,
         }
     }
 
@@ -178,6 +187,23 @@ impl Framing {
     pub const fn max_frame_len(mut self, max: u64) -> Self {
         self.max_frame_len = max;
         self
+    }
+
+    /// Sets the largest body a JSON-header message may declare
+    /// ([`read_message`](Self::read_message)); default [`DEFAULT_MAX_BODY_LEN`]. A header
+    /// declaring more is refused with [`io::ErrorKind::InvalidData`] before a byte of the
+    /// body is read. Bodies read into memory
+    /// ([`read_message_to_vec`](Self::read_message_to_vec)) are bounded by
+    /// [`max_frame_len`](Self::max_frame_len) instead.
+    #[must_use]
+    pub const fn max_body_len(mut self, max: u64) -> Self {
+        self.max_body_len = max;
+        self
+    }
+
+    /// The largest message body accepted.
+    pub const fn get_max_body_len(&self) -> u64 {
+        self.max_body_len
     }
 
     /// The header format.
@@ -193,6 +219,10 @@ impl Framing {
         } else {
             enc
         }
+    }
+
+    pub(crate) fn check_frame_len(&self, len: u64) -> io::Result<()> {
+        self.check_write_len(len)
     }
 
     fn check_write_len(&self, len: u64) -> io::Result<()> {

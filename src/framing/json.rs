@@ -80,9 +80,41 @@ pub enum UploadHeader {
 pub const UPLOAD_CLOSE: &[u8] = b"close";
 
 /// A header that says how long the body following it is.
+///
+/// Declare it with [`body_len!`](crate::body_len) instead of writing the impl:
+///
+/// ```
+/// use serde::{Deserialize, Serialize};
+/// use socketserver::framing::{BodyLen, Framing};
+///
+/// #[derive(Serialize, Deserialize)]
+/// struct Put { key: String, size: u64 }
+/// socketserver::body_len!(Put, size); // `size` is the body's length
+///
+/// let mut wire = Vec::new();
+/// let put = Put { key: "k".into(), size: 3 };
+/// assert_eq!(put.body_len(), 3);
+/// Framing::python().write_message_bytes(&mut wire, &put, b"abc")?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
 pub trait BodyLen {
     /// The number of body bytes that follow the header.
     fn body_len(&self) -> u64;
+}
+
+/// Implements [`BodyLen`](crate::framing::BodyLen) for a header type whose field gives the
+/// body length: `body_len!(MyHeader, size)`. The field may be any integer type; a negative
+/// or unrepresentable value counts as `u64::MAX`, which
+/// [`Framing::max_body_len`](crate::framing::Framing::max_body_len) refuses.
+#[macro_export]
+macro_rules! body_len {
+    ($header:ty, $field:ident) => {
+        impl $crate::framing::BodyLen for $header {
+            fn body_len(&self) -> u64 {
+                ::core::convert::TryFrom::try_from(self.$field).unwrap_or(u64::MAX)
+            }
+        }
+    };
 }
 
 impl BodyLen for FileHeader {
@@ -186,6 +218,16 @@ pub fn from_json_header<T: DeserializeOwned>(bytes: &[u8]) -> io::Result<T> {
     })
 }
 
+/// Bodies up to this size are sent with their header in one write.
+const SMALL_BODY: u64 = 8 * 1024;
+
+fn short_body(copied: u64, len: u64) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        format!("message body ended after {copied} of the {len} bytes its header declares"),
+    )
+}
+
 impl Framing {
     /// Writes `header` as one frame of Python-style JSON (see [`to_python_json`]).
     ///
@@ -230,7 +272,9 @@ impl Framing {
 
     /// Writes a JSON-header message: `header` as a JSON frame, then exactly
     /// `header.body_len()` bytes copied from `body` (unframed). Returns the body bytes
-    /// written. Bytes of `body` past the declared length are not read.
+    /// written. Bytes of `body` past the declared length are not read. A body of at most
+    /// 8 KiB is read first and sent with the header in one write
+    /// ([`write_message_bytes`](Self::write_message_bytes)); larger ones are streamed.
     ///
     /// # Errors
     /// As [`write_json`](Self::write_json); [`io::ErrorKind::UnexpectedEof`] if `body` ends
@@ -242,20 +286,117 @@ impl Framing {
         header: &H,
         body: B,
     ) -> io::Result<u64> {
+        if header.body_len() <= SMALL_BODY {
+            let mut small = Vec::new();
+            body.take(header.body_len()).read_to_end(&mut small)?;
+            if (small.len() as u64) == header.body_len() {
+                return self
+                    .write_message_bytes(w, header, &small)
+                    .map(|()| small.len() as u64);
+            }
+            // Short: send what there is, as the streaming path would, then fail.
+            return self
+                .write_json(w, header)
+                .and_then(|()| w.write_all(&small))
+                .and_then(|()| Err(short_body(small.len() as u64, header.body_len())));
+        }
         let len = header.body_len();
         self.write_json(w, header)?;
         let copied = io::copy(&mut body.take(len), w)?;
         if copied < len {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                format!("message body ended after {copied} of the {len} bytes its header declares"),
-            ));
+            return Err(short_body(copied, len));
         }
         Ok(copied)
     }
 
+    /// Writes a JSON-header message whose body is in memory: length prefix, header and body
+    /// in **one** `write_vectored` call (`writev(2)` on a socket) where the writer takes it
+    /// all, so a small message is one segment. The header must declare `body.len()`.
+    ///
+    /// # Errors
+    /// [`io::ErrorKind::InvalidInput`] if `header.body_len()` is not `body.len()`, or the
+    /// header is over the frame limit (nothing is written); any error from `w`.
+    pub fn write_message_bytes<W: Write + ?Sized, H: Serialize + BodyLen>(
+        &self,
+        w: &mut W,
+        header: &H,
+        body: &[u8],
+    ) -> io::Result<()> {
+        if header.body_len() != body.len() as u64 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "the header declares a body of {} bytes, {} given",
+                    header.body_len(),
+                    body.len()
+                ),
+            ));
+        }
+        let json = to_python_json(header)?;
+        self.check_frame_len(json.len() as u64)?;
+        let prefix = self.prefix().encode(json.len() as u64)?;
+        let prefix = &prefix[..self.prefix().header_len()];
+        super::write_all_vectored(
+            w,
+            &mut [
+                std::io::IoSlice::new(prefix),
+                std::io::IoSlice::new(&json),
+                std::io::IoSlice::new(body),
+            ],
+        )
+    }
+
+    /// Reads a JSON-header message whose body is small enough to hold: the header and the
+    /// whole body in a `Vec`. The body must fit the frame limit
+    /// ([`max_frame_len`](Self::max_frame_len), 16 MiB by default) — checked before a
+    /// byte of it is read or allocated; stream larger ones with
+    /// [`read_message`](Self::read_message). `Ok(None)` on a clean end of stream before the
+    /// header.
+    ///
+    /// ```
+    /// use socketserver::framing::{Framing, TransferHeader};
+    ///
+    /// let framing = Framing::python();
+    /// let mut wire = Vec::new();
+    /// framing.write_message_bytes(&mut wire, &TransferHeader::for_bytes("date", b"Mon\n"), b"Mon\n")?;
+    /// let (header, body) = framing
+    ///     .read_message_to_vec::<_, TransferHeader>(&mut &wire[..])?
+    ///     .unwrap();
+    /// assert_eq!((header.filename.as_str(), body.as_slice()), ("date", &b"Mon\n"[..]));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`read_message`](Self::read_message); [`io::ErrorKind::InvalidData`] if the
+    /// declared body is over the frame limit.
+    pub fn read_message_to_vec<R: Read + ?Sized, H: DeserializeOwned + BodyLen>(
+        &self,
+        r: &mut R,
+    ) -> io::Result<Option<(H, Vec<u8>)>> {
+        let Some((header, mut body)) = self.read_message::<R, H>(r)? else {
+            return Ok(None);
+        };
+        let limit = self.get_max_frame_len();
+        if body.len() > limit {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "message body of {} bytes is over the limit of {limit} bytes for a body \
+                     read into memory (Framing::max_frame_len); stream it with read_message",
+                    body.len()
+                ),
+            ));
+        }
+        let mut bytes = Vec::with_capacity(body.len() as usize);
+        body.read_to_end(&mut bytes)?;
+        Ok(Some((header, bytes)))
+    }
+
     /// Reads a JSON-header message: the header, and a [`BodyReader`] over exactly
-    /// `header.body_len()` bytes of `r`, to be streamed (never buffered whole).
+    /// `header.body_len()` bytes of `r`, to be streamed (never buffered whole). A header
+    /// declaring more than [`max_body_len`](Self::max_body_len) (default 2^31 − 1) is
+    /// refused before the body is touched. For a small body wanted in memory, see
+    /// [`read_message_to_vec`](Self::read_message_to_vec).
     /// `Ok(None)` on a clean end of stream before the header.
     ///
     /// ```
@@ -287,6 +428,16 @@ impl Framing {
             return Ok(None);
         };
         let len = header.body_len();
+        let limit = self.get_max_body_len();
+        if len > limit {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "message body of {len} bytes declared, over the limit of {limit} bytes \
+                     (Framing::max_body_len)"
+                ),
+            ));
+        }
         Ok(Some((header, BodyReader::new(r, len))))
     }
 }

@@ -32,7 +32,7 @@
 //! |---|---|---|
 //! | length-prefixed frames | [`Framing`], [`LengthPrefix`], [`FrameReader`] | `frame.rs` |
 //! | a body of known length, streamed | [`BodyReader`] | `body.rs` |
-//! | JSON header + body | [`Framing::write_message`], [`Framing::read_message`], [`FileHeader`], [`TransferHeader`], [`UploadHeader`], [`to_python_json`] | `json.rs` |
+//! | JSON header + body | [`Framing::write_message`], [`Framing::write_message_bytes`], [`Framing::read_message`], [`Framing::read_message_to_vec`], [`BodyLen`] and [`body_len!`](crate::body_len), [`FileHeader`], [`TransferHeader`], [`UploadHeader`], [`to_python_json`] | `json.rs` |
 //! | file transfer | [`Framing::send_file`], [`Framing::send_file_message`], [`FileReceiver`], [`md5_hex`] | `file.rs` |
 //! | peer-supplied file names | [`sanitize_file_name`], [`NameError`] | `name.rs` |
 //! | temporary files of transfers | [`remove_partial_files`], [`remove_stale_partial_files`] | `partial.rs` |
@@ -113,7 +113,10 @@ pub use body::BodyReader;
 pub use file::{
     DEFAULT_MAX_FILE_SIZE, FileReceiver, ReceiveError, Received, TRANSFER_BUF_LEN, md5_hex,
 };
-pub use frame::{DEFAULT_MAX_FRAME_LEN, FrameReader, Framing, LengthPrefix, write_all_vectored};
+pub use frame::{
+    DEFAULT_MAX_BODY_LEN, DEFAULT_MAX_FRAME_LEN, FrameReader, Framing, LengthPrefix,
+    write_all_vectored,
+};
 pub use json::{
     BodyLen, FileHeader, PythonFormatter, TransferHeader, UPLOAD_CLOSE, UploadHeader,
     from_json_header, to_python_json,

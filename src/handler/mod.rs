@@ -136,8 +136,46 @@ pub trait HandlerFactory<R: Request>: Send + Sync + 'static {
     }
 }
 
-/// Conversion into a [`HandlerFactory`]; the `Marker` type parameter only tells the two
+/// Conversion into a [`HandlerFactory`]; the `Marker` type parameter only tells the
 /// blanket implementations apart and is always inferred.
+///
+/// Three things convert:
+///
+/// - a **constructor** of a handler type — `MyHandler::default` (the function, without
+///   parentheses: the server calls it once per request), `MyHandler::new`, or
+///   `move || MyHandler::new(db.clone())` — where the type implements
+///   [`StreamRequestHandler`] (streams) or [`DatagramRequestHandler`] (datagrams);
+/// - a constructor of a [`MessageHandler`] (stream transports);
+/// - a **closure that handles the request itself**. Write its argument type out, and
+///   return `io::Result<()>`: `|req: &mut StreamRequest| -> io::Result<()> { … }`. Without
+///   the annotation Rust cannot infer a closure's argument type from this trait, and the
+///   closure does not convert.
+///
+/// A value (`MyHandler::default()`), a closure returning `()`, or a handler for the other
+/// flavour is refused at compile time with a message that says what to pass:
+///
+/// ```compile_fail,E0277
+/// use socketserver::{StreamRequest, StreamRequestHandler, ThreadingTcpServer};
+/// #[derive(Default)]
+/// struct Kv;
+/// impl StreamRequestHandler for Kv {
+///     fn handle(&mut self, _req: &mut StreamRequest) -> std::io::Result<()> { Ok(()) }
+/// }
+/// // A value, not a constructor: `Kv::default` is what the server needs.
+/// let server = ThreadingTcpServer::bind("127.0.0.1:0", Kv::default());
+/// ```
+///
+/// ```compile_fail,E0277
+/// use socketserver::{StreamRequest, ThreadingTcpServer};
+/// // Returns `()`, not `io::Result<()>`.
+/// let server = ThreadingTcpServer::bind("127.0.0.1:0", |_req: &mut StreamRequest| {});
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a request handler for `{R}`",
+    label = "expected a handler constructor, or a closure `|req: &mut {R}| -> io::Result<()>`",
+    note = "pass a constructor, not a value: `MyHandler::default` (no parentheses) or `move || MyHandler::new(..)`, for a type implementing `StreamRequestHandler`, `DatagramRequestHandler` or `MessageHandler`",
+    note = "a closure needs its argument type written out and must return `io::Result<()>`: `|req: &mut {R}| -> std::io::Result<()> {{ ...; Ok(()) }}`"
+)]
 pub trait IntoHandler<R: Request, Marker>: Sized {
     /// Makes the factory.
     fn into_factory(self) -> Arc<dyn HandlerFactory<R>>;

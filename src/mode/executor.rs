@@ -65,10 +65,11 @@ pub enum Executor {
 impl Executor {
     /// Waits until the executor can take a request (the pool's queue has room), or the loop
     /// is asked to stop (returns `false`). Never blocks in other modes.
-    pub(crate) fn wait_for_capacity(&self, ctx: &Context) -> bool {
+    /// `waiting` runs every second while the pool's queue stays full.
+    pub(crate) fn wait_for_capacity(&self, ctx: &Context, waiting: &dyn Fn()) -> bool {
         match self {
             Executor::Inline => true,
-            Executor::Pool(p) => p.wait_for_capacity(&ctx.control.stop_rx),
+            Executor::Pool(p) => p.wait_for_capacity(&ctx.control.stop_rx, waiting),
             #[cfg(unix)]
             Executor::Fork(f) => f.wait_for_capacity(ctx),
             Executor::Reactor(_) => true,

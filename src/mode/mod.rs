@@ -41,6 +41,14 @@ pub struct Synchronous;
 
 /// Serve requests on a bounded pool of worker threads (Python's `ThreadingMixIn`, with a
 /// pool instead of a thread per request). See [`PoolConfig`] for sizing and overload.
+///
+/// A stream connection holds its worker from accept to close, idle or not. So a classic
+/// server serves at most the pool's maximum of long-lived clients at once (256 by
+/// default): by default [`max_connections`](crate::Builder::max_connections) follows that
+/// maximum, the next client waits in the listen backlog — not accepted, with a warning
+/// that says how many wait — until one closes. More long-lived clients than threads you
+/// are willing to run is the [`Evented`] mode's job: idle connections wait in the poller
+/// and hold no thread.
 #[derive(Debug, Clone, Copy)]
 pub struct Threading;
 

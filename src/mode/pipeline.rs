@@ -56,11 +56,7 @@ pub(crate) fn refuse<R: RequestKind>(ctx: &Context, inc: R::Incoming, why: Refus
         ctx.log_rejected(R::incoming_addr(&inc), why.reason());
     } else {
         ctx.stats.dropped.inc();
-        log::warn!(
-            "socketserver: closed the request from {} unhandled: {}",
-            R::incoming_addr(&inc),
-            why.reason()
-        );
+        ctx.log_dropped(R::incoming_addr(&inc), why.reason());
     }
     R::close_incoming(inc);
 }

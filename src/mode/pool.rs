@@ -70,7 +70,8 @@ impl Pool {
     }
 
     /// See [`Executor::wait_for_capacity`](super::Executor::wait_for_capacity).
-    pub(crate) fn wait_for_capacity(&self, stop: &Receiver<()>) -> bool {
+    /// `waiting` runs every second while the queue stays full.
+    pub(crate) fn wait_for_capacity(&self, stop: &Receiver<()>, waiting: &dyn Fn()) -> bool {
         if self.shared.config.overload != Overload::Block {
             return true;
         }
@@ -84,7 +85,12 @@ impl Pool {
         let mut sel = Select::new();
         let send = sel.send(tx);
         sel.recv(stop);
-        sel.ready() == send
+        loop {
+            match sel.ready_timeout(Duration::from_secs(1)) {
+                Ok(i) => return i == send,
+                Err(_) => waiting(),
+            }
+        }
     }
 
     pub(crate) fn has_room(&self) -> bool {
@@ -263,6 +269,9 @@ impl Pool {
             }
             let step = (deadline - now).min(Duration::from_millis(50));
             s.exited_cv.wait_for(&mut g, step);
+            // New connections that have sent nothing become idle after a while
+            // (`NEW_IDLE_AFTER`): close those too, without waiting for the grace period.
+            ctx.tracker.drain_idle();
         }
     }
 }

@@ -23,6 +23,31 @@ use crate::sys::SendBatch;
 /// always sends one, possibly empty). Set
 /// [`Builder::empty_datagram_reply`](crate::Builder::empty_datagram_reply) for Python's
 /// behaviour. To send several datagrams, or none, use [`socket`](Self::socket) directly.
+///
+/// An echo, the Python way (`self.wfile.write(self.rfile.read())`): `rfile` and `wfile`
+/// are two fields, so both can be borrowed at once —
+///
+/// ```
+/// use socketserver::{DatagramRequest, UdpServer};
+///
+/// let server = UdpServer::bind("127.0.0.1:0", |req: &mut DatagramRequest| {
+///     std::io::copy(&mut req.rfile, &mut req.wfile).map(drop)
+/// })?;
+/// # drop(server);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+///
+/// — or send at once with `req.reply(req.packet())`. `req.wfile.write_all(req.packet())`
+/// does not compile: [`packet`](Self::packet) borrows the whole request while `wfile` is
+/// borrowed mutably (E0502); copy the packet first (`let p = req.packet().to_vec();`) or
+/// use one of the two above.
+///
+/// ```compile_fail,E0502
+/// # use std::io::Write;
+/// # fn echo(req: &mut socketserver::DatagramRequest) -> std::io::Result<()> {
+/// req.wfile.write_all(req.packet())
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct DatagramRequest {
     /// The packet, as a reader.

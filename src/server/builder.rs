@@ -35,7 +35,7 @@ use crate::transport::{BindAddr, Transport};
 pub struct Builder<T: Transport, M: Mode> {
     options: Options,
     hooks: Hooks,
-    state: Option<Arc<dyn Any + Send + Sync>>,
+    state: Option<(Arc<dyn Any + Send + Sync>, &'static str)>,
     _marker: PhantomData<fn() -> (T, M)>,
 }
 
@@ -155,8 +155,19 @@ impl<T: Transport, M: Mode> Builder<T, M> {
                 ));
             }
         }
+        let mut options = self.options;
+        if matches!(*executor, crate::mode::Executor::Pool(_))
+            && <T::Request as crate::request::sealed::RequestKind>::STREAM
+        {
+            if !options.max_connections_set {
+                options.max_connections = Some(options.pool.max_workers);
+            }
+            if let Some(warning) = check_stream_pool(&options) {
+                log::warn!("socketserver: {warning}");
+            }
+        }
         let runtime: Arc<dyn Runtime> = executor.clone();
-        let ctx = Context::new(self.options, self.hooks, self.state, addr, runtime)?;
+        let ctx = Context::new(options, self.hooks, self.state, addr, runtime)?;
         Ok(Server::from_parts(Arc::new(ctx), executor, factory, socket))
     }
 
@@ -195,7 +206,9 @@ impl<T: Transport, M: Mode> Builder<T, M> {
     }
 
     /// `SO_RCVTIMEO` on each accepted socket: a read waiting longer fails with
-    /// `WouldBlock`/`TimedOut`, ending that request. Default 300 s; `None` waits forever
+    /// [`io::ErrorKind::TimedOut`] and a [`TimeoutError`](crate::TimeoutError) saying
+    /// `read timed out after 300s (read_timeout)`, ending that request; servers count it in
+    /// [`Stats::timeouts`](crate::Stats::timeouts) (not in `errors`) and log it at INFO. Default 300 s; `None` waits forever
     /// (Python's default, `StreamRequestHandler.timeout = None`).
     pub fn read_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.options.read_timeout = timeout;
@@ -203,7 +216,8 @@ impl<T: Transport, M: Mode> Builder<T, M> {
     }
 
     /// `SO_SNDTIMEO` on each accepted socket: a client that stops reading its replies
-    /// releases the worker after this long. Default 30 s; `None` waits forever.
+    /// releases the worker after this long (the send fails with
+    /// [`io::ErrorKind::TimedOut`], `write timed out after 30s (write_timeout)`). Default 30 s; `None` waits forever.
     pub fn write_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.options.write_timeout = timeout;
         self
@@ -268,13 +282,22 @@ impl<T: Transport, M: Mode> Builder<T, M> {
     /// At the limit the [`overload`](Self::overload) policy applies: `Block` stops
     /// accepting until one closes (the kernel backlog holds the rest); `Reject` accepts
     /// and closes at once, logs (at most once a second) and counts it in
-    /// [`Stats::rejected`](crate::Stats::rejected). Default `None`: bounded only by the
-    /// mode (one in synchronous mode; workers + queue in threading mode; `max_children` in
-    /// forking mode, where this limit does not apply; in evented mode, where an idle
-    /// connection holds no thread, by the descriptor limit — `EMFILE` backs the accept loop
-    /// off — see [`raise_fd_limit`](crate::raise_fd_limit)).
+    /// [`Stats::rejected`](crate::Stats::rejected).
+    ///
+    /// Default: in threading mode the pool's maximum of [`workers`](Self::workers) (256),
+    /// so that every accepted connection has a worker; at the limit connections wait in
+    /// the kernel's listen backlog, not accepted, and a warning (at most every 10 s) says
+    /// how many wait there (Linux: `TCP_INFO` on the listener). In the other modes `None`:
+    /// one at a time in synchronous mode, `max_children` in forking mode (where this limit
+    /// does not apply), in evented mode, where an idle connection holds no thread, the descriptor limit
+    /// (`EMFILE` backs the accept loop off; see [`raise_fd_limit`](crate::raise_fd_limit)).
+    /// `Some(n)` above the pool's maximum in threading mode lets up to `n - max` accepted
+    /// connections wait in the queue for a worker — fine for short requests, starvation
+    /// for long-lived clients — so building such a server logs one warning naming the
+    /// knobs; `None` leaves only the queue as the bound.
     pub fn max_connections(mut self, n: Option<usize>) -> Self {
         self.options.max_connections = n.map(|n| n.max(1));
+        self.options.max_connections_set = true;
         self
     }
 
@@ -297,6 +320,21 @@ impl<T: Transport, M: Mode> Builder<T, M> {
     /// through the buffer). At least 1.
     pub fn rbufsize(mut self, bytes: usize) -> Self {
         self.options.rbufsize = bytes.max(1);
+        self
+    }
+
+    /// Stream transports: the capacity of each request's `wfile` buffer (Python's
+    /// `StreamRequestHandler.wbufsize`). Default [`DEFAULT_WBUFSIZE`](crate::DEFAULT_WBUFSIZE),
+    /// 8 KiB, allocated on a connection's first buffered write. What `wfile` holds is sent
+    /// in one `send(2)`/`sendmsg(2)` when it would overflow, on `flush`, before any read of
+    /// the connection (`rfile` included), before any unbuffered write through
+    /// [`Connection`](crate::Connection), and when the handler returns — so a reply written
+    /// in pieces (`writeln!` is two writes) leaves as one TCP segment even with
+    /// `TCP_NODELAY` on. `0`: unbuffered, every write sent before it returns (Python's
+    /// default, `wbufsize = 0`). A handler that writes and then waits for something other
+    /// than its socket (a lock, a channel, a timer) calls `req.wfile.flush()` first.
+    pub fn wbufsize(mut self, bytes: usize) -> Self {
+        self.options.wbufsize = bytes;
         self
     }
 
@@ -494,16 +532,50 @@ impl<T: Transport, M: Mode> Builder<T, M> {
         self
     }
 
-    /// Shared state for handlers, reachable as
-    /// [`request.server().state::<S>()`](ServerHandle::state) (Python handlers read
-    /// attributes of `self.server`). Default: none.
+    /// Shared state for handlers (Python handlers read attributes of `self.server`),
+    /// reachable as [`req.server().state_arc::<S>()`](ServerHandle::state_arc) — an owned
+    /// `Arc<S>` that does not borrow the request, so `rfile` and `wfile` stay usable — or
+    /// as [`state::<S>()`](ServerHandle::state), a borrow. Use interior mutability
+    /// (`Mutex`, atomics) to change it. Default: none.
+    ///
+    /// In [`Forking`](crate::Forking) mode each child gets its own copy (memory is copied
+    /// at `fork`): changes a child makes are not seen by the parent or other children.
+    ///
+    /// The type is checked at run time: asking for another type is an error naming both
+    /// ([`StateError`](crate::StateError)). For state checked at compile time, capture it
+    /// in the handler's constructor instead: `move || Kv::new(store.clone())`.
     pub fn state<S: Send + Sync + 'static>(mut self, state: S) -> Self {
-        self.state = Some(Arc::new(state));
+        self.state = Some((Arc::new(state), std::any::type_name::<S>()));
         self
     }
 }
 
 impl<T: Transport> Builder<T, crate::mode::Threading> {}
+
+/// A threading stream server's limits, checked against each other: `Some(warning)` if
+/// accepted connections can wait in the queue for a worker (more open connections allowed
+/// than workers), naming the knobs and how many.
+fn check_stream_pool(options: &Options) -> Option<String> {
+    let pool = &options.pool;
+    let allowed = options.max_connections.unwrap_or(usize::MAX);
+    if allowed <= pool.max_workers {
+        return None;
+    }
+    let can_wait =
+        allowed.min(pool.max_workers.saturating_add(pool.queue_capacity)) - pool.max_workers;
+    let limit = match options.max_connections {
+        Some(n) => format!("max_connections ({n})"),
+        None => "max_connections (None: unbounded)".to_string(),
+    };
+    Some(format!(
+        "{limit} is above the pool's maximum of {} workers (Builder::workers): up to \
+         {can_wait} accepted connection(s) can wait in the queue (queue_capacity {}) with no \
+         worker, and with long-lived clients they wait until another connection closes; \
+         set max_connections to at most {} (the default), raise the workers' maximum, or \
+         serve long-lived clients with the Evented mode",
+        pool.max_workers, pool.queue_capacity, pool.max_workers
+    ))
+}
 
 #[allow(dead_code)]
 fn _assert_overload_is_reexported(_: Overload) {}

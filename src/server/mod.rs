@@ -34,6 +34,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Mutex, RwLock};
 use socket2::Socket;
 
+use crate::addr::ClientAddr;
 use crate::context::{Context, ServerHandle};
 use crate::handler::{HandlerFactory, IntoHandler};
 use crate::mode::{Evented, Executor, Forking, Mode, Synchronous, Threading};
@@ -61,6 +62,8 @@ pub struct Server<T: Transport, M: Mode> {
     socket_file: Mutex<Option<SocketFile>>,
     /// Datagram receiver threads (threading mode), joined by `server_close`.
     receivers: Mutex<Vec<JoinHandle<()>>>,
+    /// When the "waiting in the listen backlog" warning was last logged.
+    limit_log: Mutex<Option<Instant>>,
     _marker: PhantomData<fn() -> (T, M)>,
 }
 
@@ -154,6 +157,7 @@ impl<T: Transport, M: Mode> Server<T, M> {
             closed: AtomicBool::new(false),
             socket_file: Mutex::new(None),
             receivers: Mutex::new(Vec::new()),
+            limit_log: Mutex::new(None),
             _marker: PhantomData,
         }
     }
@@ -161,16 +165,31 @@ impl<T: Transport, M: Mode> Server<T, M> {
     /// Python's `server_bind()`: sets the pre-bind options (`SO_REUSEADDR`, `SO_REUSEPORT`,
     /// `IPV6_V6ONLY`), calls `bind(2)`, then records the bound address (`getsockname(2)`,
     /// so a port of 0 is resolved). Only needed after [`Builder::build_unbound`].
+    ///
+    /// An error keeps its [`io::ErrorKind`] (`AddrInUse`, `PermissionDenied`…) and names
+    /// the address: `bind 127.0.0.1:7017: Address already in use (os error 98)`.
     pub fn server_bind(&self) -> io::Result<()> {
         let sock = self.live_socket()?;
         if self.bound.load(Ordering::SeqCst) {
             return Err(io::Error::other("server_bind: already bound"));
         }
         let addr = self.ctx.address.lock().clone();
-        self.ctx.options.before_bind(&sock, &addr)?;
-        T::before_bind(&self.ctx.options, &addr)?;
-        sock.bind(&addr)?;
-        *self.socket_file.lock() = T::after_bind(&self.ctx.options, &addr)?;
+        // Every error names the address (`bind 127.0.0.1:7017: Address already in use`) and
+        // keeps its `io::ErrorKind`.
+        let named = |step: &str, e: io::Error| {
+            io::Error::new(
+                e.kind(),
+                format!("{step} {}: {e}", ClientAddr::from_sockaddr(&addr)),
+            )
+        };
+        self.ctx
+            .options
+            .before_bind(&sock, &addr)
+            .map_err(|e| named("socket options before bind", e))?;
+        T::before_bind(&self.ctx.options, &addr).map_err(|e| named("bind", e))?;
+        sock.bind(&addr).map_err(|e| named("bind", e))?;
+        *self.socket_file.lock() =
+            T::after_bind(&self.ctx.options, &addr).map_err(|e| named("bind", e))?;
         *self.ctx.address.lock() = sock.local_addr()?;
         self.bound.store(true, Ordering::SeqCst);
         Ok(())
@@ -181,7 +200,10 @@ impl<T: Transport, M: Mode> Server<T, M> {
     pub fn server_activate(&self) -> io::Result<()> {
         let sock = self.live_socket()?;
         if <T::Request as crate::request::sealed::RequestKind>::STREAM {
-            sock.listen(self.ctx.options.backlog)?;
+            sock.listen(self.ctx.options.backlog).map_err(|e| {
+                let addr = ClientAddr::from_sockaddr(&self.ctx.address.lock());
+                io::Error::new(e.kind(), format!("listen on {addr}: {e}"))
+            })?;
         }
         sock.set_nonblocking(true)?;
         self.activated.store(true, Ordering::SeqCst);
@@ -222,8 +244,13 @@ impl<T: Transport, M: Mode> Server<T, M> {
     }
 
     /// Python's `server_close()`, with a bounded drain: stops the serving loop if it runs,
-    /// closes the server socket (new connections are refused), then waits for requests
-    /// already accepted — queued or running — for at most the grace period
+    /// closes the server socket (new connections are refused), closes at once the stream
+    /// connections whose handler waits for a new request with nothing received — after a
+    /// reply, or 5 s after the accept for one that has sent nothing yet — (as Go's
+    /// `Server.Shutdown` closes idle keep-alive connections: see
+    /// [`StreamRequest::mark_idle`](crate::StreamRequest::mark_idle); from then on such a
+    /// read returns end of file, so keep-alive handlers end after their current request),
+    /// then waits for requests already accepted — queued or running — for at most the grace period
     /// ([`Builder::shutdown_grace`], default 10 s). Past it, in-flight connections are shut
     /// down (`shutdown(2)`, so handlers blocked in `read` return), requests still queued are
     /// closed (each one logged and counted in [`Stats::dropped`](crate::Stats::dropped)),
@@ -247,8 +274,16 @@ impl<T: Transport, M: Mode> Server<T, M> {
         if let Some(file) = self.socket_file.lock().take() {
             file.remove();
         }
+        // Go's `Server.Shutdown`: connections waiting for a new request close now; those
+        // in the middle of one finish it (and close at their next wait).
+        let idle = self.ctx.tracker.drain_idle();
+        if idle > 0 {
+            log::info!("socketserver: draining: closed {idle} idle connection(s)");
+        }
         let receivers_done = receivers::join_all(&self.ctx, &self.receivers, deadline);
-        self.executor.close(&self.ctx, deadline) && receivers_done
+        let clean = self.executor.close(&self.ctx, deadline) && receivers_done;
+        self.ctx.log_summary();
+        clean
     }
 
     /// The socket, if the server is not closed.

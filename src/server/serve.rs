@@ -17,6 +17,7 @@ use socket2::Socket;
 use super::accept::{Backoff, is_per_connection};
 use super::receivers::{Receivers, RecvShared};
 use super::{Handled, Server};
+use crate::addr::ClientAddr;
 use crate::context::{Context, ServerHandle};
 use crate::error::HandlerError;
 use crate::handler::HandlerFactory;
@@ -29,6 +30,9 @@ use crate::transport::Transport;
 
 /// Requests taken per wake-up before polling again.
 const BATCH: usize = 64;
+
+/// The shortest time between two "waiting in the listen backlog" warnings.
+const LIMIT_WARNING_EVERY: Duration = Duration::from_secs(10);
 
 /// `service_actions` cadence when a hook is set but no interval is (Python's
 /// `poll_interval`).
@@ -93,20 +97,29 @@ impl<T: Transport, M: Mode> Server<T, M> {
             }
             _ => None,
         };
+        let waiting = || self.note_waiting(&sock);
         loop {
             if ctx.control.stop_requested()
-                || (receivers.is_none() && !self.executor.wait_for_capacity(ctx))
+                || (receivers.is_none() && !self.executor.wait_for_capacity(ctx, &waiting))
             {
                 break;
             }
             // At max_connections under Block: wait for a close (it wakes us), not for
-            // connections. With datagram receivers, they wait on the socket.
-            let poll_fds = if receivers.is_some() || (hold_at_limit && ctx.at_connection_limit()) {
-                &fds[1..]
+            // connections — checking every second who waits in the backlog meanwhile.
+            // With datagram receivers, they wait on the socket.
+            let at_limit = receivers.is_none() && hold_at_limit && ctx.at_connection_limit();
+            let (poll_fds, timeout) = if receivers.is_some() {
+                (&fds[1..], interval)
+            } else if at_limit {
+                let check = Duration::from_secs(1);
+                (&fds[1..], Some(interval.map_or(check, |i| i.min(check))))
             } else {
-                &fds[..]
+                (&fds[..], interval)
             };
-            let ready = sys::poll_readable(poll_fds, interval)?;
+            let ready = sys::poll_readable(poll_fds, timeout)?;
+            if at_limit {
+                self.note_waiting(&sock);
+            }
             let ready = if poll_fds.len() == 1 {
                 ready << 1
             } else {
@@ -219,6 +232,37 @@ impl<T: Transport, M: Mode> Server<T, M> {
         }
     }
 
+    /// The server takes no connection (at `max_connections`, or the pool's queue full):
+    /// warn, at most every 10 s, if connections wait in the listen backlog, saying how
+    /// many (Linux; "an unknown number" elsewhere).
+    fn note_waiting(&self, sock: &Socket) {
+        let backlog = sys::listen_queue_len(sock.as_raw_fd());
+        if backlog == Some(0) {
+            return;
+        }
+        let mut last = self.limit_log.lock();
+        if last.is_some_and(|t| t.elapsed() < LIMIT_WARNING_EVERY) {
+            return;
+        }
+        *last = Some(Instant::now());
+        let waiting = backlog.map_or("an unknown number of".to_string(), |n| n.to_string());
+        let ctx = &self.ctx;
+        let limit = ctx
+            .options
+            .max_connections
+            .map_or("no limit".to_string(), |n| n.to_string());
+        log::warn!(
+            "socketserver: {}: {} connection(s) open (max_connections: {limit}; the pool: {} \
+             workers at most, Builder::workers), {} queued: {waiting} more connection(s) \
+             wait in the listen backlog, not accepted; raise the limits, or serve \
+             long-lived clients with the Evented mode",
+            ClientAddr::from_sockaddr(&ctx.address.lock()),
+            ctx.open.load(Ordering::Relaxed),
+            ctx.options.pool.max_workers,
+            self.stats().queued,
+        );
+    }
+
     fn service_actions(&self) {
         if let Some(hook) = &self.ctx.hooks.service_actions
             && catch_unwind(AssertUnwindSafe(|| {
@@ -241,6 +285,15 @@ pub(super) fn dispatch<R: Request>(
     receivers: Option<&RecvShared>,
 ) {
     let (ctx, factory) = (&d.ctx, &d.factory);
+    // Another server starting on this Unix path, checking whether it is stale: not a
+    // client. Closed at once, no handler, counted nowhere.
+    if R::STREAM && R::incoming_addr(&inc).is_stale_probe() {
+        log::debug!(
+            "socketserver: closed the stale-socket probe of a server starting on this path"
+        );
+        R::close_incoming(inc);
+        return;
+    }
     ctx.stats.accepted.inc();
     if let Some(verify) = &ctx.hooks.verify_request {
         let addr = R::incoming_addr(&inc);

@@ -158,6 +158,98 @@ pub(crate) fn shutdown_fd(fd: RawFd) {
     }
 }
 
+/// `shutdown(SHUT_RD)` on a raw descriptor, ignoring errors: a blocked `recv` returns 0
+/// (end of file) once what was already received has been read; writes still work.
+pub(crate) fn shutdown_read_fd(fd: RawFd) {
+    // SAFETY: as `shutdown_fd`: no memory-safety preconditions; callers guarantee (under the
+    // tracker lock) that `fd` is still the connection they registered.
+    unsafe {
+        libc::shutdown(fd, libc::SHUT_RD);
+    }
+}
+
+/// Connections waiting in a TCP listener's accept queue (the listen backlog): Linux's
+/// `TCP_INFO` on a listening socket reports it as `tcpi_unacked`. `None` elsewhere, and for
+/// sockets that are not listening TCP sockets.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub(crate) fn listen_queue_len(fd: RawFd) -> Option<usize> {
+    const TCP_LISTEN: u8 = 10;
+    // SAFETY: `tcp_info` is plain integers, valid when zeroed; getsockopt writes at most
+    // `len` bytes into it.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&raw mut info).cast(),
+            &mut len,
+        )
+    };
+    (r == 0 && info.tcpi_state == TCP_LISTEN).then_some(info.tcpi_unacked as usize)
+}
+
+/// Not known on this platform.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+pub(crate) fn listen_queue_len(_fd: RawFd) -> Option<usize> {
+    None
+}
+
+/// The credentials of a Unix-domain socket's peer, as the kernel recorded them at
+/// `connect(2)`: `(uid, gid, pid)`. Linux: `SO_PEERCRED` (pid included). macOS and the
+/// BSDs: `getpeereid(3)` (no pid).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub(crate) fn peer_credentials(fd: RawFd) -> io::Result<(u32, u32, Option<i32>)> {
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: `cred` is a valid `ucred`; getsockopt writes at most `len` bytes into it.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&raw mut cred).cast(),
+            &mut len,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((cred.uid, cred.gid, Some(cred.pid)))
+}
+
+/// See the Linux version.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+pub(crate) fn peer_credentials(fd: RawFd) -> io::Result<(u32, u32, Option<i32>)> {
+    let (mut uid, mut gid) = (0, 0);
+    // SAFETY: two out-parameters we own.
+    if unsafe { libc::getpeereid(fd, &mut uid, &mut gid) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((uid, gid, None))
+}
+
+/// Has the peer sent bytes not read yet, or closed its side? One non-blocking
+/// `recv(MSG_PEEK | MSG_DONTWAIT)` of one byte; errors count as "nothing pending".
+pub(crate) fn has_pending_input(fd: RawFd) -> bool {
+    let mut byte = 0u8;
+    // SAFETY: a one-byte buffer we own; MSG_PEEK leaves the data in the socket.
+    let n = unsafe {
+        libc::recv(
+            fd,
+            (&raw mut byte).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    n >= 0
+}
+
 /// Sleeps for `d` unless `waker` fires first. Used for accept back-off, so that a server in
 /// back-off still shuts down at once.
 pub(crate) fn sleep_or_wake(waker: &Waker, d: Duration) -> io::Result<()> {

@@ -56,6 +56,11 @@ pub trait Transport: sealed::TransportKind + Send + Sync + 'static {
 /// Addresses a server of transport `T` can bind: `impl ToSocketAddrs` for [`Tcp`] and
 /// [`Udp`] (the first resolved address is used; its family picks IPv4 or IPv6); a path for
 /// [`UnixStream`] and [`UnixDatagram`].
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an address a `{T}` server can bind",
+    label = "expected an address for `{T}`",
+    note = "TCP and UDP take anything `ToSocketAddrs` (`\"127.0.0.1:9000\"`, a `SocketAddr`, `(ip, port)`); Unix transports take a path"
+)]
 pub trait BindAddr<T: Transport> {
     /// Resolves to the socket address to bind.
     fn to_sock_addr(&self) -> io::Result<SockAddr>;

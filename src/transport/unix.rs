@@ -103,8 +103,11 @@ fn prepare_path(options: &Options, addr: &SockAddr, ty: Type) -> io::Result<()> 
     if !options.unix_remove_stale {
         return Ok(()); // bind reports EADDRINUSE
     }
-    // Stale if nobody answers: connect fails with ECONNREFUSED.
+    // Stale if nobody answers: connect fails with ECONNREFUSED. A stream probe binds an
+    // address a live server of this crate recognises, so that it is closed unhandled and
+    // counted nowhere rather than served as a client.
     let probe = socket2::Socket::new(socket2::Domain::UNIX, ty, None)?;
+    let _probe_file = (ty == Type::STREAM).then(|| bind_probe(&probe)).flatten();
     match probe.connect(addr) {
         Ok(()) => Ok(()), // alive: leave it, bind reports EADDRINUSE
         Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => {
@@ -118,6 +121,45 @@ fn prepare_path(options: &Options, addr: &SockAddr, ty: Type) -> io::Result<()> 
             }
         }
         Err(_) => Ok(()),
+    }
+}
+
+/// Binds the stale-socket probe to a recognisable address (see
+/// `ClientAddr::is_stale_probe`): Linux, an abstract name; elsewhere a file in the temporary
+/// directory, removed when the returned guard drops. `None` if it cannot (the probe then
+/// connects unbound, as any client would).
+fn bind_probe(probe: &socket2::Socket) -> Option<ProbeFile> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let name = format!(
+        "{}{}-{}",
+        crate::addr::PROBE_PREFIX,
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    );
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        let addr = SockAddr::unix(format!("\0{name}")).ok()?;
+        probe.bind(&addr).ok()?;
+        Some(ProbeFile(None))
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    {
+        let path = std::env::temp_dir().join(name);
+        let addr = SockAddr::unix(&path).ok()?;
+        probe.bind(&addr).ok()?;
+        Some(ProbeFile(Some(path)))
+    }
+}
+
+/// The probe's socket file, if it has one; removed on drop.
+struct ProbeFile(Option<PathBuf>);
+
+impl Drop for ProbeFile {
+    fn drop(&mut self) {
+        if let Some(path) = &self.0 {
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
 

@@ -21,7 +21,11 @@ pub struct Running<T: Transport, M: Mode> {
 
 impl<T: Transport, M: Mode> Running<T, M> {
     pub fn start(server: Server<T, M>) -> Self {
-        let server = Arc::new(server);
+        Self::start_arc(Arc::new(server))
+    }
+
+    /// [`start`](Self::start) for a server the test keeps a reference to.
+    pub fn start_arc(server: Arc<Server<T, M>>) -> Self {
         let s = server.clone();
         let thread = thread::spawn(move || s.serve_forever());
         Running {
@@ -421,4 +425,46 @@ pub fn assert_client_fails_cleanly(
     assert_eq!(out.code, Some(1), "{out:?}");
     assert!(out.stderr.contains(needle), "{out:?}");
     assert!(!out.stderr.contains("panicked"), "{out:?}");
+}
+
+/// One captured log record: level and message.
+#[derive(Debug, Clone)]
+pub struct Captured {
+    pub level: log::Level,
+    pub message: String,
+}
+
+struct CaptureLogger(parking_lot::Mutex<Vec<Captured>>);
+
+impl log::Log for CaptureLogger {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+    fn log(&self, record: &log::Record<'_>) {
+        self.0.lock().push(Captured {
+            level: record.level(),
+            message: record.args().to_string(),
+        });
+    }
+    fn flush(&self) {}
+}
+
+static CAPTURE: CaptureLogger = CaptureLogger(parking_lot::Mutex::new(Vec::new()));
+
+/// Installs (once per test binary) a logger that keeps every record; returns what was
+/// logged so far whose message contains `needle`. Tests of one binary share it: filter
+/// on something unique to the test (a port, say).
+pub fn captured_logs(needle: &str) -> Vec<Captured> {
+    static INIT: std::sync::Once = std::sync::Once::new();
+    INIT.call_once(|| {
+        let _ = log::set_logger(&CAPTURE);
+        log::set_max_level(log::LevelFilter::Trace);
+    });
+    CAPTURE
+        .0
+        .lock()
+        .iter()
+        .filter(|c| c.message.contains(needle))
+        .cloned()
+        .collect()
 }
