@@ -240,9 +240,7 @@ impl Write for SocketWriter {
         let total: usize = bufs.iter().map(|b| b.len()).sum();
         let mut pending = conn.0.wbuf.lock();
         if pending.len() + total <= conn.0.wbufsize {
-            if pending.capacity() == 0 {
-                pending.reserve_exact(conn.0.wbufsize);
-            }
+            // Grows as replies need it (a 3-byte reply costs no 8 KiB), kept between them.
             for b in bufs {
                 pending.extend_from_slice(b);
             }

@@ -325,7 +325,7 @@ impl<T: Transport, M: Mode> Builder<T, M> {
 
     /// Stream transports: the capacity of each request's `wfile` buffer (Python's
     /// `StreamRequestHandler.wbufsize`). Default [`DEFAULT_WBUFSIZE`](crate::DEFAULT_WBUFSIZE),
-    /// 8 KiB, allocated on a connection's first buffered write. What `wfile` holds is sent
+    /// 8 KiB at most per connection, allocated as replies need it (kept between them). What `wfile` holds is sent
     /// in one `send(2)`/`sendmsg(2)` when it would overflow, on `flush`, before any read of
     /// the connection (`rfile` included), before any unbuffered write through
     /// [`Connection`](crate::Connection), and when the handler returns — so a reply written
