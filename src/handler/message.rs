@@ -66,8 +66,8 @@ pub trait MessageHandler: Send + 'static {
     /// `Unsupported` error (a handler that never takes over need not write it).
     ///
     /// ```
-    /// use std::io::{self, BufRead};
-    /// use socketserver::{BlockingStream, Channel, MessageHandler};
+    /// use std::io;
+    /// use socketserver::{BlockingStream, Channel, EventedTcpServer, MessageHandler};
     ///
     /// /// `BODY n` is followed by n raw bytes, counted as they stream in.
     /// #[derive(Default)]
@@ -86,6 +86,10 @@ pub trait MessageHandler: Send + 'static {
     ///         Ok(())
     ///     }
     /// }
+    ///
+    /// let server = EventedTcpServer::bind("127.0.0.1:0", Sink::default)?;
+    /// # drop(server);
+    /// # Ok::<(), io::Error>(())
     /// ```
     fn handle_blocking(
         &mut self,
