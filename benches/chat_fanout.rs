@@ -211,14 +211,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 fn main() {
     let n = env("CHAT_MEMBERS", 1000).max(2);
     let lines = env("CHAT_LINES", 20).max(1);
-    // SAFETY: getrlimit/setrlimit on this process with a valid struct.
-    unsafe {
-        let mut rl: libc::rlimit = std::mem::zeroed();
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) == 0 {
-            rl.rlim_cur = rl.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &rl);
-        }
-    }
+    let _ = socketserver::raise_fd_limit();
     let server = start_server();
     let pid = server.child.id();
     let t0 = Instant::now();

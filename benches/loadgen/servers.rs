@@ -9,7 +9,7 @@
 //! - `tcp-sink`: reads until EOF and discards, then sends the byte count (8 bytes, LE);
 //! - `udp-echo`: each datagram is sent back to its sender.
 //!
-//! `crate-evented` is `EventedTcpServer` (`tcp-echo` only) with a [`Decoder`] that makes
+//! `crate-evented` is `EventedTcpServer` (`tcp-echo` only) with `MessageFraming::Raw`, which makes
 //! everything buffered one message, so that its handler echoes whatever one read brought,
 //! as the byte-stream echoes of the other peers do; `crate-evented-lines` is the same server
 //! with the default framing (`MessageFraming::Lines`), echoing line by line (the slow-loris
@@ -20,11 +20,10 @@
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::sync::Arc;
 use std::thread;
 
 use socket2::{Domain, Socket, Type};
-use socketserver::framing::{Decoded, Decoder, MessageFraming};
+use socketserver::framing::MessageFraming;
 use socketserver::{
     Channel, DatagramRequest, EventedTcpServer, MessageHandler, StreamRequest, ThreadingTcpServer,
     ThreadingUdpServer, UdpServer,
@@ -71,6 +70,7 @@ fn echo_loop(mut r: impl Read, mut w: impl Write) -> io::Result<u64> {
 /// Raises this process's soft `RLIMIT_NOFILE` to its hard limit; returns (soft before,
 /// soft after, hard).
 pub fn raise_nofile() -> io::Result<(libc::rlim_t, libc::rlim_t, libc::rlim_t)> {
+    let (before, after) = socketserver::raise_fd_limit()?;
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -79,32 +79,7 @@ pub fn raise_nofile() -> io::Result<(libc::rlim_t, libc::rlim_t, libc::rlim_t)> 
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
         return Err(io::Error::last_os_error());
     }
-    let before = lim.rlim_cur;
-    if lim.rlim_cur < lim.rlim_max {
-        lim.rlim_cur = lim.rlim_max;
-        // SAFETY: setrlimit reads a valid rlimit.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    Ok((before, lim.rlim_cur, lim.rlim_max))
-}
-
-/// The evented echo's framing: every byte buffered is one message (a byte-stream echo).
-struct Everything;
-
-impl Decoder for Everything {
-    fn decode(&mut self, buf: &[u8]) -> io::Result<Decoded> {
-        Ok(if buf.is_empty() {
-            Decoded::Incomplete { need: None }
-        } else {
-            Decoded::Message {
-                start: 0,
-                end: buf.len(),
-                consumed: buf.len(),
-            }
-        })
-    }
+    Ok((before as libc::rlim_t, after as libc::rlim_t, lim.rlim_max))
 }
 
 /// The evented echo's handler: the message back.
@@ -129,9 +104,8 @@ pub fn serve(server: &str, service: &str, max_workers: Option<usize>) -> io::Res
                 b = b.workers(4, max);
             }
             if server == "crate-evented" {
-                b = b.framing(MessageFraming::Custom(Arc::new(|| {
-                    Box::new(Everything) as Box<dyn Decoder>
-                })));
+                // Every byte buffered is one message: a byte-stream echo.
+                b = b.framing(MessageFraming::Raw);
             }
             let s = b.bind(any_port(), || EventedEcho)?;
             ready(s.server_address()?);
