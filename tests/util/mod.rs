@@ -468,3 +468,22 @@ pub fn captured_logs(needle: &str) -> Vec<Captured> {
         .cloned()
         .collect()
 }
+
+/// Is `program` on `PATH`? A test that drives a real component (HAProxy, `openssl`,
+/// `systemd-socket-activate`) calls this first: outside CI a missing program skips the test
+/// with a line on stderr; under CI (`CI` set, as `.ci/run` does, which also installs them)
+/// it fails the test, so a missing install step can never pass silently.
+pub fn require_program(program: &str) -> bool {
+    let found = std::env::var_os("PATH").is_some_and(|paths| {
+        std::env::split_paths(&paths)
+            .any(|dir| std::fs::metadata(dir.join(program)).is_ok_and(|m| m.is_file()))
+    });
+    if !found {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{program} is required by this test (.ci/run installs it) but is not on PATH"
+        );
+        eprintln!("skipped: {program} is not installed");
+    }
+    found
+}
