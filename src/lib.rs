@@ -152,6 +152,8 @@ mod server;
 mod signal;
 mod stats;
 mod sys;
+#[cfg(unix)]
+pub mod systemd;
 pub mod transport;
 
 pub use addr::{ClientAddr, PeerCredentials};

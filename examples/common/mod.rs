@@ -5,6 +5,8 @@
 //! Not an example itself: each example pulls it in with `mod common;`.
 #![allow(dead_code)] // each example uses a different part
 
+mod activation;
+
 use std::fmt::Display;
 use std::io;
 use std::process::ExitCode;
@@ -255,7 +257,7 @@ where
     if let Some(n) = s.max_output {
         builder = builder.max_output(n);
     }
-    let server = builder
+    let builder = builder
         .read_timeout(s.read_timeout)
         .connection_deadline(s.connection_deadline)
         .max_connections(if mode == ModeArg::Evented {
@@ -273,15 +275,17 @@ where
                 log::info!("{name}: {peer}: forking a child for the request");
             }
             true
-        })
-        .bind(addr, handler)
-        .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+        });
+    // A socket passed by systemd (or a hand-over) when there is one, else `bind(addr)`.
+    let server = activation::bind_or_adopt(name, builder, addr, handler)?;
     log::info!(
         "{name}: listening on {} ({mode:?} mode)",
         server.server_address()?,
     );
     socketserver::shutdown_on_ctrl_c([server.handle()]).map_err(io::Error::other)?;
-    server.serve_forever()?;
+    activation::notify(name, "READY=1", socketserver::systemd::notify_ready());
+    activation::serve_with_hand_over(name, &server)?;
+    activation::notify(name, "STOPPING=1", socketserver::systemd::notify_stopping());
     log::info!("{name}: shutting down: finishing in-flight requests");
     server.server_close();
     Ok(server.stats())

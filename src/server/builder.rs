@@ -1,6 +1,9 @@
 //! [`Builder`]: every server option, named, documented with its default and the socket
 //! option or syscall behind it.
 
+#[cfg(unix)]
+mod activation;
+
 use std::any::Any;
 use std::io;
 use std::marker::PhantomData;
@@ -106,7 +109,9 @@ impl<T: Transport, M: Mode> Builder<T, M> {
     /// from a parent (see [`Prefork`](crate::prefork::Prefork)), or one configured by hand.
     /// The bind-time options of this builder (backlog, `reuse_address`, `reuse_port`,
     /// `dual_stack`, buffer sizes) are not applied: set them on the socket. The socket is
-    /// switched to non-blocking mode.
+    /// switched to non-blocking mode. Its type, family and listening state must fit the
+    /// transport (see [`from_passed`](Self::from_passed)), else
+    /// [`io::ErrorKind::InvalidInput`].
     pub fn from_socket<H, Marker>(
         self,
         socket: socket2::Socket,
@@ -116,12 +121,8 @@ impl<T: Transport, M: Mode> Builder<T, M> {
         H: IntoHandler<T::Request, Marker>,
     {
         let addr = socket.local_addr()?;
-        if socket.r#type()? != T::socket_type() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "from_socket: the socket type does not match the transport",
-            ));
-        }
+        #[cfg(unix)]
+        activation::check_socket::<T>(&socket)?;
         socket.set_nonblocking(true)?;
         let server = self.make(socket, addr, handler)?;
         server.bound.store(true, Ordering::SeqCst);

@@ -17,6 +17,8 @@
 
 mod accept;
 mod builder;
+#[cfg(unix)]
+mod handover;
 mod receivers;
 mod serve;
 

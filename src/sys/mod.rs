@@ -4,6 +4,8 @@
 //! it names no other module of the crate.
 
 #[cfg(unix)]
+pub(crate) mod activation;
+#[cfg(unix)]
 mod child;
 #[cfg(unix)]
 mod limits;

@@ -29,6 +29,10 @@ pub(crate) mod sealed {
     pub trait TransportKind {
         /// `SOCK_STREAM` or `SOCK_DGRAM`.
         fn socket_type() -> Type;
+        /// `AF_UNIX` (else `AF_INET` or `AF_INET6`).
+        fn is_unix() -> bool {
+            false
+        }
         /// Converts the bound address (`getsockname`) into the public address type.
         fn to_addr(addr: &SockAddr) -> io::Result<<Self as super::Transport>::Addr>
         where

@@ -59,6 +59,9 @@ macro_rules! unix_kind {
             fn socket_type() -> Type {
                 $ty
             }
+            fn is_unix() -> bool {
+                true
+            }
             fn to_addr(addr: &SockAddr) -> io::Result<ClientAddr> {
                 Ok(ClientAddr::from_sockaddr(addr))
             }
