@@ -148,7 +148,14 @@ impl<T: Transport, M: Mode> Server<T, M> {
     pub fn handle_request(&self) -> io::Result<Handled> {
         let sock = self.ready_socket()?;
         let deadline = self.ctx.options.timeout.map(|t| Instant::now() + t);
-        let mut buf = self.recv_buf();
+        // One request: one datagram per receive (the rest of a `recvmmsg` batch would be
+        // lost with this buffer), its reply sent before this returns (not queued for a
+        // batch that nothing would flush).
+        let mut buf = if <T::Request as RequestKind>::STREAM {
+            RecvBuf::none()
+        } else {
+            RecvBuf::single(self.ctx.options.max_packet_size)
+        };
         loop {
             let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
             let ready = sys::poll_readable(&[sock.as_raw_fd()], remaining)?;

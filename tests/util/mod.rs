@@ -487,3 +487,53 @@ pub fn require_program(program: &str) -> bool {
     }
     found
 }
+
+/// A loopback UDP address that was free a moment ago.
+pub fn free_udp_addr() -> SocketAddr {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// Starts `program args` under the real `systemd-socket-activate` (call
+/// [`require_program`] first), listening on `listen()` with its options `opts`
+/// (`--datagram`…) and `env` passed with `-E`. `listen` picks a fresh free address on each
+/// try: when the address was taken meanwhile (systemd-socket-activate exits), it retries,
+/// five times at most. Returns the process (whose pid is the program's once a client has
+/// come: systemd-socket-activate execs it on the first connection or datagram) and the
+/// address. Killed and reaped on drop.
+#[track_caller]
+pub fn spawn_socket_activated(
+    opts: &[&str],
+    listen: impl Fn() -> String,
+    env: &[(&str, &str)],
+    program: &std::path::Path,
+    args: &[&str],
+) -> (ChildProc, String) {
+    for _ in 0..5 {
+        let addr = listen();
+        let mut cmd = std::process::Command::new("systemd-socket-activate");
+        cmd.args(opts).args(["-l", &addr]);
+        for (k, v) in env {
+            cmd.arg("-E").arg(format!("{k}={v}"));
+        }
+        cmd.arg(program).args(args);
+        let mut proc = ChildProc::spawn(cmd);
+        let deadline = Instant::now() + LONG;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match proc.stderr.recv_timeout(left) {
+                Ok(l) if l.contains("Listening on") => return (proc, addr),
+                Ok(_) => {}
+                // It exited (the address was taken) before it listened: try another.
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                    panic!("systemd-socket-activate never listened on {addr}")
+                }
+            }
+        }
+        let _ = proc.wait_exit();
+    }
+    panic!("systemd-socket-activate could not listen on a free address in 5 tries");
+}
