@@ -238,3 +238,34 @@ fn a_unix_stream_server_refuses_a_passed_tcp_socket() {
         "{line}"
     );
 }
+
+#[test]
+fn the_readme_units_pass_systemd_analyze_verify() {
+    if !require_program("systemd-analyze") {
+        return;
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let echo = example_path("echo");
+    let mut units = Vec::new();
+    for unit in ["echo.socket", "echo.service"] {
+        let text = std::fs::read_to_string(root.join("examples/systemd").join(unit)).unwrap();
+        assert!(
+            readme.contains(&text),
+            "README.md does not show {unit} as it is"
+        );
+        // The binary where it is built, so that systemd-analyze finds it executable.
+        let text = text.replace("/usr/local/bin/echo", &echo.display().to_string());
+        let path = dir.path().join(unit);
+        std::fs::write(&path, text).unwrap();
+        units.push(path);
+    }
+    let out = std::process::Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .args(&units)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && stderr.trim().is_empty(), "{stderr}");
+}

@@ -231,3 +231,39 @@ fn a_successor_not_ready_in_time_is_killed_and_the_hand_over_times_out() {
         started.elapsed()
     );
 }
+
+#[test]
+fn a_restart_while_a_manager_holds_the_socket_queues_clients_instead_of_refusing_them() {
+    // What `systemctl restart` does with a `.socket` unit: the manager keeps the listening
+    // socket, stops the service (SIGTERM: it drains and exits) and starts a new one on the
+    // same socket. A client that comes in between waits in the socket's queue and is
+    // answered by the new process. Here a server that never serves plays the manager.
+    use socketserver::TcpServer;
+    let manager = TcpServer::bind("127.0.0.1:0", echo_line).unwrap();
+    let addr = manager.server_address().unwrap();
+    let mut cmd = std::process::Command::new(example_path("echo"));
+    cmd.args(["server", "--mode", "threading"]);
+    let mut first = manager.hand_over(&cmd, LONG).unwrap();
+    assert_eq!(round_trip(addr, b"one\n"), b"one\n");
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(first.id() as libc::pid_t, libc::SIGTERM) };
+    assert!(
+        first.wait().unwrap().success(),
+        "the first service's exit status"
+    );
+
+    // Nobody serves now: the connection is queued by the kernel, not refused.
+    let mut c = TcpStream::connect(addr).expect("connect while no service runs");
+    c.write_all(b"in between\n").unwrap();
+    let mut second = manager.hand_over(&cmd, LONG).unwrap();
+    c.set_read_timeout(Some(LONG)).unwrap();
+    let mut reply = [0u8; 11];
+    c.read_exact(&mut reply).unwrap();
+    assert_eq!(&reply, b"in between\n");
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(second.id() as libc::pid_t, libc::SIGTERM) };
+    assert!(
+        second.wait().unwrap().success(),
+        "the second service's exit status"
+    );
+}
