@@ -267,3 +267,74 @@ fn a_restart_while_a_manager_holds_the_socket_queues_clients_instead_of_refusing
         "the second service's exit status"
     );
 }
+
+/// Opens `n` connections to `addr` (queued by the kernel: nobody accepts yet).
+fn queued_connections(addr: SocketAddr, n: usize) -> Vec<TcpStream> {
+    (0..n)
+        .map(|_| {
+            let c = TcpStream::connect(addr).unwrap();
+            c.set_nonblocking(true).unwrap();
+            c
+        })
+        .collect()
+}
+
+fn listener(addr: SocketAddr, reuse_port: bool) -> socket2::Socket {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    s.set_reuse_port(reuse_port).unwrap();
+    s.bind(&addr.into()).unwrap();
+    s.listen(128).unwrap();
+    s
+}
+
+/// How many of `conns` the kernel has reset (a non-blocking read fails with
+/// `ECONNRESET`; the others have nothing to read yet).
+fn resets(conns: &[TcpStream]) -> usize {
+    conns
+        .iter()
+        .filter(|c| {
+            let mut b = [0u8; 1];
+            let read = (&**c).read(&mut b);
+            matches!(read, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset)
+        })
+        .count()
+}
+
+#[test]
+fn why_the_socket_is_passed_closing_a_reuseport_listener_resets_its_queue() {
+    // SO_REUSEPORT overlap: two listening sockets, two accept queues. Closing the old one
+    // resets what waits in its queue.
+    let old = listener("127.0.0.1:0".parse().unwrap(), true);
+    let addr = old.local_addr().unwrap().as_socket().unwrap();
+    let new = listener(addr, true);
+    let conns = queued_connections(addr, 64);
+    drop(old);
+    // Over loopback the resets arrive at once; allow a moment all the same.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let mut reset = resets(&conns);
+    while reset == 0 && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(10));
+        reset = resets(&conns);
+    }
+    assert!(reset > 0, "no connection reset: the kernel kept one queue?");
+    drop(new);
+
+    // One socket shared (what hand_over passes): closing one descriptor of it loses
+    // nothing; every queued connection is accepted through the other.
+    let old = listener("127.0.0.1:0".parse().unwrap(), false);
+    let addr = old.local_addr().unwrap().as_socket().unwrap();
+    let shared = old.try_clone().unwrap(); // dup(2), as the successor's fd 3 is
+    let conns = queued_connections(addr, 64);
+    drop(old);
+    shared.set_nonblocking(true).unwrap();
+    let accepted = std::iter::from_fn(|| shared.accept().ok()).count();
+    assert_eq!(
+        accepted, 64,
+        "every queued connection accepted through the shared socket"
+    );
+    assert_eq!(resets(&conns), 0);
+    eprintln!(
+        "SO_REUSEPORT: closing the old listener reset {reset} of 64 queued connections; \
+         shared socket: 0 of 64"
+    );
+}
