@@ -269,3 +269,34 @@ fn the_readme_units_pass_systemd_analyze_verify() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && stderr.trim().is_empty(), "{stderr}");
 }
+
+#[test]
+fn every_other_example_uses_a_passed_socket_with_no_flag() {
+    if !require_program(SSA) {
+        return;
+    }
+    let uploads = tempfile::tempdir().unwrap();
+    let dir = uploads.path().display().to_string();
+    let cases: [(&str, Vec<&str>); 4] = [
+        ("upper", vec!["server"]),
+        ("chat", vec!["server"]),
+        ("upload", vec!["server", "--dir", &dir]),
+        ("remote_cmd", vec!["server"]),
+    ];
+    for (name, args) in cases {
+        let (mut server, addr) =
+            spawn_socket_activated(&[], loopback_tcp, &[], &example_path(name), &args);
+        // The first connection makes systemd-socket-activate start the example.
+        let wake = TcpStream::connect(addr.as_str()).unwrap();
+        let used = ChildProc::expect_line(&server.stderr, "using passed socket 0");
+        assert!(used.contains(&addr), "{name}: {used}");
+        ChildProc::expect_line(&server.stderr, &format!("listening on {addr}"));
+        drop(wake);
+        server.signal(libc::SIGTERM);
+        assert_eq!(
+            server.wait_exit(),
+            Some(0),
+            "{name}: exit status after SIGTERM"
+        );
+    }
+}

@@ -55,7 +55,9 @@ pub fn serve_with_hand_over<T: Transport, M: Mode>(
     std::thread::scope(|s| {
         s.spawn(|| {
             for _ in signals.forever() {
-                hand_over(name, server);
+                if hand_over(name, server) {
+                    break; // one successor: later signals are for it
+                }
             }
         });
         let result = server.serve_forever();
@@ -64,7 +66,8 @@ pub fn serve_with_hand_over<T: Transport, M: Mode>(
     })
 }
 
-fn hand_over<T: Transport, M: Mode>(name: &str, server: &Server<T, M>) {
+/// Whether the successor took over (then this server is stopping).
+fn hand_over<T: Transport, M: Mode>(name: &str, server: &Server<T, M>) -> bool {
     let mut args = std::env::args_os();
     let argv0 = args.next().unwrap_or_default();
     // The program as it was started (a path), so that a new build at that path is what
@@ -76,7 +79,7 @@ fn hand_over<T: Transport, M: Mode>(name: &str, server: &Server<T, M>) {
             Ok(p) => p.into(),
             Err(e) => {
                 log::error!("{name}: hand-over: cannot find this program: {e}");
-                return;
+                return false;
             }
         }
     };
@@ -90,7 +93,11 @@ fn hand_over<T: Transport, M: Mode>(name: &str, server: &Server<T, M>) {
                 child.id()
             );
             server.shutdown();
+            true
         }
-        Err(e) => log::error!("{name}: {e}; still serving"),
+        Err(e) => {
+            log::error!("{name}: {e}; still serving");
+            false
+        }
     }
 }

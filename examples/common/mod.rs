@@ -278,11 +278,12 @@ where
         });
     // A socket passed by systemd (or a hand-over) when there is one, else `bind(addr)`.
     let server = activation::bind_or_adopt(name, builder, addr, handler)?;
+    // Signals first: once `listening on` is logged, SIGTERM drains (tests wait for it).
+    socketserver::shutdown_on_ctrl_c([server.handle()]).map_err(io::Error::other)?;
     log::info!(
         "{name}: listening on {} ({mode:?} mode)",
         server.server_address()?,
     );
-    socketserver::shutdown_on_ctrl_c([server.handle()]).map_err(io::Error::other)?;
     activation::notify(name, "READY=1", socketserver::systemd::notify_ready());
     activation::serve_with_hand_over(name, &server)?;
     activation::notify(name, "STOPPING=1", socketserver::systemd::notify_stopping());
