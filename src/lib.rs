@@ -104,6 +104,13 @@
 //! With the `ctrlc` feature, [`shutdown_on_ctrl_c`] wires SIGINT/SIGTERM to this: the
 //! first signal drains, a second forces.
 //!
+//! ## Running under systemd, restarting without refusals
+//!
+//! [`Builder::from_systemd`] adopts a socket passed by systemd socket activation (checked
+//! against the transport); [`systemd::notify_ready`] and [`systemd::notify_stopping`] are
+//! `Type=notify` readiness. [`Server::hand_over`] starts a new binary on the same socket and
+//! waits for its `READY=1`, so that a restart refuses no client: see the [`systemd`] module.
+//!
 //! ## Framing
 //!
 //! TCP is a byte stream: messages need framing (the "sticky packet" problem). The
@@ -119,7 +126,7 @@
 //! | layer | what it holds |
 //! |---|---|
 //! | [`framing`] | the sticky-packet toolkit; knows nothing of servers |
-//! | `sys`, `addr`, `stats`, `error` | OS calls; [`ClientAddr`]; [`Stats`]; [`HandlerError`] |
+//! | `sys`, `addr`, [`systemd`], `stats`, `error` | OS calls; [`ClientAddr`]; passed sockets and `sd_notify`; [`Stats`]; [`HandlerError`] |
 //! | `options` | every knob and default, [`PoolConfig`] and [`Overload`] included |
 //! | `context` | what a running server hands down: options, hooks, counters, the shutdown signal, the connection tracker; [`ServerHandle`] |
 //! | `request` | what a handler receives: [`StreamRequest`], [`DatagramRequest`] |

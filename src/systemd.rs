@@ -9,7 +9,8 @@
 //! `LISTEN_FDNAMES` (their names, `:`-separated: the `FileDescriptorName=` of the socket
 //! unit, or the unit's name). See `sd_listen_fds(3)`.
 //!
-//! The first call of any function here reads the variables once for the whole process
+//! The first call of [`is_activated`], [`count`], [`take`], [`take_named`] or [`take_all`]
+//! reads the variables once for the whole process
 //! (through the `sd-notify` crate), sets `FD_CLOEXEC` on the descriptors (a child started
 //! later does not inherit them by accident), and removes the three variables from the
 //! environment so that children do not see them either — when that is sound: `remove_var`
