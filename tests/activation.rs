@@ -300,3 +300,23 @@ fn every_other_example_uses_a_passed_socket_with_no_flag() {
         );
     }
 }
+
+#[test]
+fn examples_report_ready_once_serving_and_stopping_when_the_drain_starts() {
+    // Type=notify: the manager's NOTIFY_SOCKET, played by the test.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    notify.set_read_timeout(Some(LONG)).unwrap();
+    let (mut server, addr) =
+        spawn_example_server_with_env("echo", &[], &[("NOTIFY_SOCKET", path.to_str().unwrap())]);
+    let mut buf = [0u8; 256];
+    let n = notify.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"READY=1\n");
+    // Ready means serving.
+    assert_eq!(round_trip(addr, b"ready?\n"), b"ready?\n");
+    server.signal(libc::SIGTERM);
+    let n = notify.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"STOPPING=1\n");
+    assert_eq!(server.wait_exit(), Some(0));
+}
