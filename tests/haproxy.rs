@@ -21,7 +21,8 @@ use util::{ChildProc, LONG, free_tcp_addr, require_program, spawn_example_server
 const CLIENT_IP: &str = "127.0.0.2";
 
 struct Proxy {
-    proc: ChildProc,
+    /// Kept for its drop, which kills and reaps HAProxy.
+    _proc: ChildProc,
     front: SocketAddr,
     stats: std::path::PathBuf,
 }
@@ -64,7 +65,11 @@ backend echo
                 break; // the port was taken: try another
             }
             if TcpStream::connect(front).is_ok() {
-                let proxy = Proxy { proc, front, stats };
+                let proxy = Proxy {
+                    _proc: proc,
+                    front,
+                    stats,
+                };
                 wait_until("HAProxy's health checks pass for both servers", || {
                     proxy.status("v1") == "UP" && proxy.status("v2") == "UP"
                 });
