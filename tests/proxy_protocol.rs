@@ -435,3 +435,49 @@ fn without_the_option_a_header_is_just_bytes() {
         "{reply}"
     );
 }
+
+#[cfg(feature = "ctrlc")]
+#[test]
+fn prefork_proxy_child() {
+    if !util::is_child() {
+        return;
+    }
+    util::init_stderr_log();
+    let port = util::free_tcp_addr().port();
+    let prefork = socketserver::prefork::Prefork::new(2);
+    socketserver::shutdown_on_ctrl_c([prefork.handle()]).unwrap();
+    println!("PORT {port}");
+    prefork
+        .run(("127.0.0.1", port), |listener| {
+            EventedTcpServer::builder()
+                .proxy_protocol(ProxyProtocol::Required)
+                .from_socket(listener, Who::default)
+        })
+        .unwrap();
+}
+
+#[cfg(feature = "ctrlc")]
+#[test]
+fn prefork_workers_read_the_header_too() {
+    let mut parent = util::spawn_self("prefork_proxy_child");
+    let addr = SocketAddr::from(([127, 0, 0, 1], parent.port()));
+    // Each of a few connections lands on one of the workers; every one reads the header.
+    let deadline = Instant::now() + LONG;
+    let mut answered = 0;
+    while answered < 4 {
+        assert!(Instant::now() < deadline, "the workers never answered");
+        let Ok(mut c) = TcpStream::connect(addr) else {
+            std::thread::sleep(Duration::from_millis(10)); // not listening yet
+            continue;
+        };
+        c.set_read_timeout(Some(LONG)).unwrap();
+        c.write_all(&[v1("192.0.2.80:8080", "192.0.2.1:80"), b"pre\n".to_vec()].concat())
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(c).read_line(&mut line).unwrap();
+        assert!(line.starts_with("client=192.0.2.80:8080 "), "{line}");
+        answered += 1;
+    }
+    parent.signal(libc::SIGINT);
+    assert_eq!(parent.wait_exit(), Some(0));
+}
