@@ -2,7 +2,7 @@
 //! or one datagram back per datagram with `--udp`. The first server of every tutorial.
 //!
 //! How to run:
-//!     cargo run --release --example echo -- server [--addr 127.0.0.1:9000] [--mode evented|sync|threading|forking] [--udp]
+//!     cargo run --release --example echo -- server [--addr 127.0.0.1:9000] [--mode evented|sync|threading|forking] [--udp] [--proxy-protocol]
 //! How to poke it:
 //!     printf 'hello\n' | cargo run --release --example echo -- client [--udp]
 //!     nc 127.0.0.1 9000          (TCP; type lines, see them back)

@@ -16,7 +16,7 @@
 //! child).
 //!
 //! How to run:
-//!     cargo run --release --example remote_cmd -- server [--addr 127.0.0.1:9004] [--mode sync|threading|forking|evented] [--timeout 10] [--max-output BYTES] [--allow-remote]
+//!     cargo run --release --example remote_cmd -- server [--addr 127.0.0.1:9004] [--mode sync|threading|forking|evented] [--timeout 10] [--max-output BYTES] [--allow-remote] [--proxy-protocol]
 //! How to poke it:
 //!     printf 'echo hi\nls -l /\nsleep 1; date >&2\n' | cargo run --release --example remote_cmd -- client
 //! You should see `remote_cmd: listening on 127.0.0.1:9004` on the server's stderr and one
@@ -410,6 +410,12 @@ fn main() -> ExitCode {
             if let Err(e) = check_addr(args.addr.as_deref().unwrap_or(ADDR), allow_remote) {
                 log::error!("remote_cmd: {e}");
                 return ExitCode::FAILURE;
+            }
+            // The same rule for whoever connects: behind a proxy on this machine every
+            // connection comes from 127.0.0.1, so the client the PROXY header names is
+            // judged (`--proxy-protocol`), and a remote one refused.
+            if !allow_remote {
+                settings.allow = Some(|peer| peer.as_inet().is_none_or(|a| a.ip().is_loopback()));
             }
             let limits = Limits {
                 timeout,

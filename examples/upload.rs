@@ -14,7 +14,7 @@
 //! at the end of `main`, and at start for writers that died (SIGKILL).
 //!
 //! How to run:
-//!     cargo run --release --example upload -- server --dir uploads [--addr 127.0.0.1:9003] [--mode sync|threading|forking|evented] [--max-size BYTES] [--quota BYTES] [--overwrite]
+//!     cargo run --release --example upload -- server --dir uploads [--addr 127.0.0.1:9003] [--mode sync|threading|forking|evented] [--max-size BYTES] [--quota BYTES] [--overwrite] [--proxy-protocol]
 //! How to poke it:
 //!     printf 'msg|hello\nfile|Cargo.toml\nq\n' | cargo run --release --example upload -- client
 //! You should see `upload: listening on 127.0.0.1:9003` on the server's stderr, then

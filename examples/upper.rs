@@ -3,7 +3,7 @@
 //! read, until the client closes — over TCP, or one datagram back per datagram with `--udp`.
 //!
 //! How to run:
-//!     cargo run --release --example upper -- server [--addr 127.0.0.1:9001] [--mode evented|sync|threading|forking] [--udp]
+//!     cargo run --release --example upper -- server [--addr 127.0.0.1:9001] [--mode evented|sync|threading|forking] [--udp] [--proxy-protocol]
 //! How to poke it:
 //!     printf 'hello\nwörld\n' | cargo run --release --example upper -- client [--udp]
 //!     nc 127.0.0.1 9001          (TCP; type lines, see them back upper-cased)

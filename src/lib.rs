@@ -170,15 +170,19 @@ pub use handler::{
     BaseRequestHandler, Closure, Constructor, DatagramRequestHandler, HandlerFactory, IntoHandler,
     MessageHandler, Messages, StreamRequestHandler,
 };
+/// A network (`10.0.0.0/8`) of trusted proxies, for [`ProxyProtocol::RequiredFrom`]: the
+/// `ipnet` crate's type.
+pub use ipnet::IpNet;
 pub use mode::{Evented, Forking, Mode, Synchronous, Threading};
 pub use options::{
     DEFAULT_BACKLOG, DEFAULT_HIGH_WATER, DEFAULT_MAX_OUTPUT, DEFAULT_MAX_PACKET_SIZE,
-    DEFAULT_READ_TIMEOUT, DEFAULT_SHUTDOWN_GRACE, DEFAULT_WBUFSIZE, DEFAULT_WRITE_TIMEOUT,
-    Overload, PoolConfig,
+    DEFAULT_PROXY_HEADER_MAX, DEFAULT_PROXY_HEADER_TIMEOUT, DEFAULT_READ_TIMEOUT,
+    DEFAULT_SHUTDOWN_GRACE, DEFAULT_WBUFSIZE, DEFAULT_WRITE_TIMEOUT, Overload, PoolConfig,
+    ProxyProtocol,
 };
 pub use request::{
-    BlockingStream, Channel, ChannelHandle, Connection, DatagramRequest, ReplyBuffer, Request,
-    SocketWriter, StreamRequest,
+    BlockingStream, Channel, ChannelHandle, Connection, DatagramRequest, ProxyHeader, ReplyBuffer,
+    Request, SocketWriter, StreamRequest, Tlv,
 };
 pub use server::{
     Builder, EventedTcpServer, EventedUnixStreamServer, ForkingTcpServer, ForkingUdpServer,

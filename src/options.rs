@@ -45,6 +45,9 @@ pub struct Options {
     pub(crate) max_output: usize,
     pub(crate) message_deadline: Option<Duration>,
     pub(crate) max_messages_per_turn: usize,
+    pub(crate) proxy_protocol: ProxyProtocol,
+    pub(crate) proxy_header_timeout: Duration,
+    pub(crate) proxy_header_max: usize,
 }
 
 /// Default `listen(2)` backlog (Python: 5; std and mio: 128).
@@ -62,6 +65,12 @@ pub const DEFAULT_HIGH_WATER: usize = 64 * 1024;
 pub const DEFAULT_MAX_OUTPUT: usize = 1024 * 1024;
 /// Default capacity of a stream request's `wfile` buffer ([`Builder::wbufsize`](crate::Builder::wbufsize)).
 pub const DEFAULT_WBUFSIZE: usize = 8 * 1024;
+/// Default time a connection has to send its whole PROXY protocol header
+/// ([`Builder::proxy_header_timeout`](crate::Builder::proxy_header_timeout)).
+pub const DEFAULT_PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default largest PROXY protocol header accepted, TLVs included
+/// ([`Builder::proxy_header_max`](crate::Builder::proxy_header_max)).
+pub const DEFAULT_PROXY_HEADER_MAX: usize = 4096;
 /// Default largest datagram a datagram server receives whole (Python: 8192).
 pub const DEFAULT_MAX_PACKET_SIZE: usize = 65_535;
 
@@ -101,6 +110,9 @@ impl Default for Options {
             max_output: DEFAULT_MAX_OUTPUT,
             message_deadline: None,
             max_messages_per_turn: 64,
+            proxy_protocol: ProxyProtocol::Off,
+            proxy_header_timeout: DEFAULT_PROXY_HEADER_TIMEOUT,
+            proxy_header_max: DEFAULT_PROXY_HEADER_MAX,
         }
     }
 }
@@ -184,6 +196,79 @@ fn set_reuse_port(_sock: &Socket) -> io::Result<()> {
         io::ErrorKind::Unsupported,
         "SO_REUSEPORT is not available on this platform",
     ))
+}
+
+// ----- the PROXY protocol ---------------------------------------------------------------
+
+/// Whether the connections of a stream server start with a
+/// [PROXY protocol](https://www.haproxy.org/download/2.6/doc/proxy-protocol.txt) header
+/// (v1 text or v2 binary, told apart by their signatures), which a load balancer in front
+/// of the server (HAProxy's `send-proxy` / `send-proxy-v2`, nginx's `proxy_protocol on`,
+/// Envoy, AWS NLB) sends first to carry the original client's address.
+/// Set by [`Builder::proxy_protocol`](crate::Builder::proxy_protocol); stream servers only.
+///
+/// Per the specification the header is never guessed at: a listener requires it or does
+/// not expect it. With it on, [`StreamRequest::client_address`](crate::StreamRequest::client_address)
+/// (and [`Channel::client_address`](crate::Channel::client_address), and the address that
+/// `verify_request` judges) is the original client's; the proxy's own address and the
+/// original destination stay readable through
+/// [`StreamRequest::proxy_header`](crate::StreamRequest::proxy_header).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ProxyProtocol {
+    /// No header: the socket's peer is the client. The default.
+    #[default]
+    Off,
+    /// Every connection must start with a valid header, from whatever peer: for a port that
+    /// only the proxy can reach (a firewall, a loopback or private address).
+    Required,
+    /// Every connection must start with a valid header, and only peers in these networks may
+    /// connect at all: a connection from anywhere else is closed before it is read (its
+    /// header, being anyone's to forge, is never trusted). Unix-socket peers are trusted
+    /// (the socket file's permissions decide who connects).
+    RequiredFrom(Vec<ipnet::IpNet>),
+}
+
+impl ProxyProtocol {
+    /// [`RequiredFrom`](Self::RequiredFrom) the networks written as `"10.0.0.0/8"`,
+    /// `"127.0.0.1"` (one address), `"::1/128"`.
+    ///
+    /// # Errors
+    /// The first entry that is neither a network nor an address.
+    pub fn trusted<I, S>(networks: I) -> Result<ProxyProtocol, ipnet::AddrParseError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let nets = networks
+            .into_iter()
+            .map(|n| {
+                let n = n.as_ref().trim();
+                n.parse::<ipnet::IpNet>().or_else(|e| {
+                    n.parse::<std::net::IpAddr>()
+                        .map(ipnet::IpNet::from)
+                        .map_err(|_| e)
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(ProxyProtocol::RequiredFrom(nets))
+    }
+
+    /// Is a header expected?
+    pub(crate) fn is_on(&self) -> bool {
+        !matches!(self, ProxyProtocol::Off)
+    }
+
+    /// May `peer` connect (and send a header)?
+    pub(crate) fn trusts(&self, peer: &crate::addr::ClientAddr) -> bool {
+        match (self, peer.as_inet()) {
+            (ProxyProtocol::RequiredFrom(nets), Some(a)) => {
+                let ip = a.ip().to_canonical();
+                nets.iter().any(|n| n.contains(&ip))
+            }
+            _ => true,
+        }
+    }
 }
 
 // ----- the worker pool (threading mode) ---------------------------------------------

@@ -30,6 +30,7 @@ pub(crate) struct Counters {
     pub(crate) truncated: Counter,
     pub(crate) accept_errors: Counter,
     pub(crate) saturated: Counter,
+    pub(crate) proxy_refused: Counter,
 }
 
 /// A snapshot of a server's activity, from [`ServerHandle::stats`](crate::ServerHandle::stats).
@@ -90,6 +91,13 @@ pub struct Stats {
     /// [`workers`](crate::Builder::workers)' maximum wait until another closes; this counts
     /// them, and a warning is logged (at most every 10 s).
     pub saturated: u64,
+    /// Connections closed over their PROXY protocol header
+    /// ([`Builder::proxy_protocol`](crate::Builder::proxy_protocol)): none, malformed,
+    /// longer than `proxy_header_max`, not complete within `proxy_header_timeout`, or from
+    /// a peer outside the trusted networks. Each kind is logged (WARN, one line a second).
+    /// In forking mode the header is read in the child, which keeps its count (only the
+    /// untrusted peers, closed before forking, are counted here).
+    pub proxy_refused: u64,
 }
 
 impl Counters {
@@ -107,6 +115,7 @@ impl Counters {
             truncated: self.truncated.get(),
             accept_errors: self.accept_errors.get(),
             saturated: self.saturated.get(),
+            proxy_refused: self.proxy_refused.get(),
             ..Stats::default()
         }
     }
@@ -133,6 +142,7 @@ impl std::fmt::Display for Stats {
             (self.accept_errors, "accept errors"),
             (self.deadline_expired, "past the deadline"),
             (self.saturated, "saturated"),
+            (self.proxy_refused, "refused over their PROXY header"),
         ] {
             if n > 0 {
                 write!(f, ", {n} {what}")?;

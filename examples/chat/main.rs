@@ -3,7 +3,7 @@
 //! shared by every connection (the room), where a slow member must never stall the others.
 //!
 //! How to run:
-//!     cargo run --release --example chat -- server [--addr 127.0.0.1:9002] [--udp] [--mode evented|threading|sync]
+//!     cargo run --release --example chat -- server [--addr 127.0.0.1:9002] [--udp] [--mode evented|threading|sync] [--proxy-protocol]
 //! How to poke it:
 //!     cargo run --release --example chat -- client --nick alice     (and --nick bob in another terminal)
 //!     nc 127.0.0.1 9002              (the first line you type is your nickname)

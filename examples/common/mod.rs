@@ -104,6 +104,11 @@ pub struct ServerArgs {
     /// Execution mode (default: the example's own; evented for echo and upper over TCP).
     #[arg(long, value_enum)]
     pub mode: Option<ModeArg>,
+    /// Behind a load balancer (HAProxy `send-proxy` / `send-proxy-v2`): every connection
+    /// must start with a PROXY protocol header (v1 or v2), or it is closed; logs then show
+    /// the original client's address. Stream servers only.
+    #[arg(long)]
+    pub proxy_protocol: bool,
 }
 
 /// The options every example client takes.
@@ -162,6 +167,9 @@ pub struct Settings {
     pub default_mode: ModeArg,
     /// How message handlers' byte streams are cut into messages.
     pub framing: socketserver::framing::MessageFraming,
+    /// Who may be served, judged on the client's address (behind a proxy: the original
+    /// client the PROXY header names, not the proxy). `None`: everyone.
+    pub allow: Option<fn(&socketserver::ClientAddr) -> bool>,
     /// Forking mode: keep logging on in the children (`Builder::log_in_children`; off by
     /// default). Safe enough here: besides the serving thread, which forks, only the Ctrl-C
     /// handler and the deadline watchdog log, and only on a signal or an expired deadline.
@@ -184,6 +192,7 @@ impl Settings {
             shutdown_grace: Duration::from_secs(10),
             default_mode: ModeArg::Threading,
             framing: socketserver::framing::MessageFraming::default(),
+            allow: None,
             log_in_children: false,
         }
     }
@@ -251,6 +260,16 @@ where
     let name = s.name;
     let addr = args.addr.as_deref().unwrap_or(s.default_addr);
     let mut builder = Server::<T, M>::builder();
+    let proxied = args.proxy_protocol;
+    if proxied {
+        let datagram = std::any::TypeId::of::<T::Request>()
+            == std::any::TypeId::of::<socketserver::DatagramRequest>();
+        if datagram {
+            usage_error("--proxy-protocol is for stream servers (TCP), not datagrams");
+        }
+        builder = builder.proxy_protocol(socketserver::ProxyProtocol::Required);
+    }
+    let allow = s.allow;
     if let Some(t) = s.write_timeout {
         builder = builder.write_timeout(Some(t));
     }
@@ -270,8 +289,14 @@ where
         .framing(s.framing.clone())
         .workers(4, max_workers(mode, s))
         // Forked children do not log (fork safety), so the parent logs each request.
+        // Behind a proxy the hook runs once the header is read (in the child, when
+        // forking), and judges the original client.
         .verify_request(move |peer| {
-            if forking {
+            if allow.is_some_and(|allow| !allow(peer)) {
+                log::warn!("{name}: {peer}: refused");
+                return false;
+            }
+            if forking && !proxied {
                 log::info!("{name}: {peer}: forking a child for the request");
             }
             true
@@ -281,8 +306,13 @@ where
     // Signals first: once `listening on` is logged, SIGTERM drains (tests wait for it).
     socketserver::shutdown_on_ctrl_c([server.handle()]).map_err(io::Error::other)?;
     log::info!(
-        "{name}: listening on {} ({mode:?} mode)",
+        "{name}: listening on {} ({mode:?} mode{})",
         server.server_address()?,
+        if proxied {
+            ", PROXY protocol header required"
+        } else {
+            ""
+        }
     );
     activation::notify(name, "READY=1", socketserver::systemd::notify_ready());
     activation::serve_with_hand_over(name, &server)?;

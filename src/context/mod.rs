@@ -214,6 +214,35 @@ impl Context {
         }
     }
 
+    /// Python's `verify_request` (the hook, if set) for `addr`: `false` refuses it
+    /// (counted in `refused`). A panicking hook refuses.
+    pub(crate) fn verify(&self, addr: &ClientAddr) -> bool {
+        let Some(verify) = &self.hooks.verify_request else {
+            return true;
+        };
+        let ok = catch_unwind(AssertUnwindSafe(|| verify(addr))).unwrap_or_else(|_| {
+            log::error!("socketserver: the verify_request hook panicked; refusing {addr}");
+            false
+        });
+        if !ok {
+            self.stats.refused.inc();
+        }
+        ok
+    }
+
+    /// A connection closed over its PROXY protocol header (missing, malformed, too long,
+    /// late, or from an untrusted peer): counted in `proxy_refused`, one line a second.
+    pub(crate) fn proxy_failed(&self, peer: &ClientAddr, err: &std::io::Error) {
+        self.stats.proxy_refused.inc();
+        if let Some(skipped) = self.summary.admit(Event::Proxy) {
+            log::warn!(
+                "socketserver: closed the connection from {peer}: {err} ({} refused so \
+                 far){skipped}",
+                self.stats.proxy_refused.get()
+            );
+        }
+    }
+
     /// Logs a request closed unhandled by the drain, at most once a second.
     pub(crate) fn log_dropped(&self, addr: &ClientAddr, why: &str) {
         if let Some(skipped) = self.summary.admit(Event::Dropped) {

@@ -26,9 +26,11 @@ pub(crate) enum Event {
     Rejected,
     /// A request closed unhandled by the drain (WARN).
     Dropped,
+    /// A connection closed for a missing, malformed, late or untrusted PROXY header (WARN).
+    Proxy,
 }
 
-const KINDS: usize = 6;
+const KINDS: usize = 7;
 
 impl Event {
     /// What a handler error is.
@@ -50,7 +52,7 @@ impl Event {
     pub(crate) fn level(self) -> log::Level {
         match self {
             Event::Error | Event::Panic => log::Level::Error,
-            Event::Rejected | Event::Dropped => log::Level::Warn,
+            Event::Rejected | Event::Dropped | Event::Proxy => log::Level::Warn,
             Event::Timeout | Event::Disconnect => log::Level::Info,
         }
     }
@@ -63,6 +65,7 @@ impl Event {
             Event::Disconnect => "disconnect",
             Event::Rejected => "rejection",
             Event::Dropped => "dropped request",
+            Event::Proxy => "PROXY header refusal",
         }
     }
 }
@@ -133,6 +136,7 @@ impl Summary {
             Event::Disconnect,
             Event::Rejected,
             Event::Dropped,
+            Event::Proxy,
         ];
         let parts: Vec<String> = ALL
             .iter()

@@ -193,7 +193,11 @@ impl Blocking {
                 conn: req.connection().clone(),
                 lock: Mutex::new(true),
             });
-            Channel::new(outlet, req.client_address().clone(), req.server().clone())
+            let mut ch = Channel::new(outlet, req.client_address().clone(), req.server().clone());
+            if let Some(h) = req.proxy_header() {
+                ch.set_proxy_header(Box::new(h.clone()));
+            }
+            ch
         })
     }
 

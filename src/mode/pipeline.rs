@@ -1,5 +1,5 @@
 //! Python's request pipeline, per request: `verify_request` (on the serving thread, in
-//! `server/serve.rs`), then here `finish_request` (handler `setup` → `handle` → `finish`) and
+//! `server/serve.rs`; here, after the PROXY header, behind a proxy), then here `finish_request` (handler `setup` → `handle` → `finish`) and
 //! `shutdown_request`, exactly once, whatever happened.
 
 use std::io;
@@ -35,6 +35,14 @@ pub(crate) fn process<R: RequestKind + crate::request::Request>(
         }
     }
     let _in_flight = InFlight(ctx);
+    let Some(inc) = R::preamble(inc, ctx) else {
+        return false;
+    };
+    // Behind a proxy, `verify_request` waited for the header (see `server/serve.rs`).
+    if R::STREAM && ctx.options.proxy_protocol.is_on() && !ctx.verify(R::incoming_addr(&inc)) {
+        R::close_incoming(inc);
+        return false;
+    }
     let addr = R::incoming_addr(&inc).clone();
     match R::open(inc, ctx) {
         Ok(mut req) => {

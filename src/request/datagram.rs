@@ -256,6 +256,10 @@ impl RequestKind for DatagramRequest {
 
     fn shutdown_request(self) {}
 
+    fn preamble(inc: Packet, _ctx: &Arc<Context>) -> Option<Packet> {
+        Some(inc)
+    }
+
     fn into_stream(inc: Packet) -> Result<(Socket, ClientAddr), Packet> {
         Err(inc)
     }

@@ -14,6 +14,7 @@ use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 
+use super::proxy::ProxyHeader;
 use crate::addr::ClientAddr;
 use crate::context::ServerHandle;
 
@@ -53,6 +54,7 @@ pub struct Channel {
     pub(crate) out: Vec<u8>,
     pub(crate) outlet: Arc<dyn Outlet>,
     client_address: ClientAddr,
+    proxy: Option<Box<ProxyHeader>>,
     server: ServerHandle,
     pub(crate) closing: Closing,
     /// The handler asked for the connection in blocking mode after this message.
@@ -69,6 +71,7 @@ impl Channel {
             out: Vec::new(),
             outlet,
             client_address,
+            proxy: None,
             server,
             closing: Closing::No,
             take_over: false,
@@ -111,6 +114,19 @@ impl Channel {
     /// The peer's address (Python's `client_address`).
     pub fn client_address(&self) -> &ClientAddr {
         &self.client_address
+    }
+
+    /// The connection's PROXY protocol header, when the server expects one
+    /// ([`Builder::proxy_protocol`](crate::Builder::proxy_protocol)); `None` otherwise.
+    /// [`client_address`](Self::client_address) is then the client the header names.
+    pub fn proxy_header(&self) -> Option<&ProxyHeader> {
+        self.proxy.as_deref()
+    }
+
+    /// The connection came through a proxy: its header names the client.
+    pub(crate) fn set_proxy_header(&mut self, header: Box<ProxyHeader>) {
+        self.client_address = header.client_address().clone();
+        self.proxy = Some(header);
     }
 
     /// The server (Python's `self.server`): shared state, statistics, `shutdown`.

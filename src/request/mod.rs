@@ -4,12 +4,15 @@
 
 mod datagram;
 mod message;
+mod proxy;
 mod stream;
 mod takeover;
 
 pub use datagram::{DatagramRequest, ReplyBuffer};
 pub use message::{Channel, ChannelHandle};
 pub(crate) use message::{Closing, Outlet};
+pub(crate) use proxy::HeaderReader;
+pub use proxy::{ProxyHeader, Tlv};
 pub use stream::{Connection, SocketWriter, StreamRequest};
 pub use takeover::BlockingStream;
 
@@ -108,6 +111,11 @@ pub(crate) mod sealed {
         ) -> io::Result<Polled<Self::Incoming>>;
         /// The peer of a raw request.
         fn incoming_addr(inc: &Self::Incoming) -> &ClientAddr;
+        /// What the transport sends before the request proper, read on the thread that
+        /// runs the request: for streams the PROXY protocol header when the server expects
+        /// one (the client's address replaces the proxy's). `None`: refused, and already
+        /// counted, logged and closed.
+        fn preamble(inc: Self::Incoming, ctx: &Arc<Context>) -> Option<Self::Incoming>;
         /// Builds the request object: Python's `StreamRequestHandler.setup` /
         /// `DatagramRequestHandler.setup` part (timeouts, `rfile`, `wfile`).
         fn open(inc: Self::Incoming, ctx: &Arc<Context>) -> io::Result<Self>;

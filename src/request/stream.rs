@@ -8,6 +8,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use socket2::Socket;
 
+use super::proxy::{HeaderReader, ProxyHeader};
 use super::sealed::RequestKind;
 use super::{Polled, RecvBuf};
 use crate::addr::ClientAddr;
@@ -285,14 +286,34 @@ pub struct StreamRequest {
     pub wfile: SocketWriter,
     conn: Connection,
     client_address: ClientAddr,
+    proxy: Option<Box<ProxyHeader>>,
     server: ServerHandle,
     registration: Option<Registration>,
 }
 
+/// An accepted connection, before its request is opened: what the serving loop hands to
+/// the mode that runs it.
+#[derive(Debug)]
+pub struct Accepted {
+    pub(crate) sock: Socket,
+    /// The socket's peer, until a PROXY header names the client.
+    pub(crate) addr: ClientAddr,
+    pub(crate) proxy: Option<Box<ProxyHeader>>,
+}
+
 impl StreamRequest {
-    /// The peer's address (Python's `client_address`).
+    /// The client's address (Python's `client_address`): the socket's peer or, behind a
+    /// proxy speaking the PROXY protocol ([`Builder::proxy_protocol`](crate::Builder::proxy_protocol)),
+    /// the original client the header names.
     pub fn client_address(&self) -> &ClientAddr {
         &self.client_address
+    }
+
+    /// The connection's PROXY protocol header, when the server expects one
+    /// ([`Builder::proxy_protocol`](crate::Builder::proxy_protocol)): the proxy's own
+    /// address, the original destination, the v2 TLVs. `None` when the option is off.
+    pub fn proxy_header(&self) -> Option<&ProxyHeader> {
+        self.proxy.as_deref()
     }
 
     /// The server this request arrived on (Python's `self.server`): settings, shared state,
@@ -357,7 +378,7 @@ impl StreamRequest {
 }
 
 impl RequestKind for StreamRequest {
-    type Incoming = (Socket, ClientAddr);
+    type Incoming = Accepted;
     const STREAM: bool = true;
 
     fn get_request(
@@ -366,18 +387,46 @@ impl RequestKind for StreamRequest {
         _buf: &mut RecvBuf,
     ) -> io::Result<Polled<Self::Incoming>> {
         match sock.accept() {
-            Ok((s, addr)) => Ok(Polled::Ready((s, ClientAddr::from_sockaddr(&addr)))),
+            Ok((sock, addr)) => Ok(Polled::Ready(Accepted {
+                sock,
+                addr: ClientAddr::from_sockaddr(&addr),
+                proxy: None,
+            })),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Polled::WouldBlock),
             Err(e) => Err(e),
         }
     }
 
     fn incoming_addr(inc: &Self::Incoming) -> &ClientAddr {
-        &inc.1
+        &inc.addr
+    }
+
+    /// The PROXY protocol header, read on the thread that runs the request (a blocking
+    /// read under its own deadline).
+    fn preamble(mut inc: Accepted, ctx: &Arc<Context>) -> Option<Accepted> {
+        if !ctx.options.proxy_protocol.is_on() {
+            return Some(inc);
+        }
+        match HeaderReader::new(&ctx.options).read_blocking(&inc.sock, &inc.addr) {
+            Ok(header) => {
+                inc.addr = header.client_address().clone();
+                inc.proxy = Some(Box::new(header));
+                Some(inc)
+            }
+            Err(e) => {
+                ctx.proxy_failed(&inc.addr, &e);
+                Self::close_incoming(inc);
+                None
+            }
+        }
     }
 
     fn open(inc: Self::Incoming, ctx: &Arc<Context>) -> io::Result<Self> {
-        let (sock, client_address) = inc;
+        let Accepted {
+            sock,
+            addr: client_address,
+            proxy,
+        } = inc;
         ctx.options.configure_accepted(&sock, ctx.inet)?;
         let activity = ctx.tracker.activity();
         let conn = Connection::new(sock, ctx.options.wbufsize, activity.clone());
@@ -392,6 +441,7 @@ impl RequestKind for StreamRequest {
             wfile: SocketWriter(conn.clone()),
             conn,
             client_address,
+            proxy,
             server: ServerHandle::new(ctx.clone()),
             registration,
         })
@@ -413,10 +463,10 @@ impl RequestKind for StreamRequest {
     }
 
     fn into_stream(inc: Self::Incoming) -> Result<(Socket, ClientAddr), Self::Incoming> {
-        Ok(inc)
+        Ok((inc.sock, inc.addr))
     }
 
     fn close_incoming(inc: Self::Incoming) {
-        let _ = inc.0.shutdown(Shutdown::Write);
+        let _ = inc.sock.shutdown(Shutdown::Write);
     }
 }

@@ -474,6 +474,46 @@ impl<T: Transport, M: Mode> Builder<T, M> {
         self
     }
 
+    // ----- behind a proxy ----------------------------------------------------------------
+
+    /// Stream servers: expect a [PROXY protocol](crate::ProxyProtocol) header (v1 or v2)
+    /// at the start of every connection, as HAProxy sends with `send-proxy` /
+    /// `send-proxy-v2`. Default [`ProxyProtocol::Off`](crate::ProxyProtocol::Off).
+    ///
+    /// With [`Required`](crate::ProxyProtocol::Required) or
+    /// [`RequiredFrom`](crate::ProxyProtocol::RequiredFrom) the header is read before the
+    /// handler runs (classic modes: on the worker, a blocking read; evented mode: between
+    /// readiness events, holding no thread), under its own deadline
+    /// ([`proxy_header_timeout`](Self::proxy_header_timeout)) and size limit
+    /// ([`proxy_header_max`](Self::proxy_header_max)), and without reading a byte past
+    /// it. Then `client_address()` is the original client's, and
+    /// [`verify_request`](Self::verify_request) runs with that address (on the thread that
+    /// runs the request, since the header must be read first). A missing, malformed, late
+    /// or untrusted header closes the connection, is counted in
+    /// [`Stats::proxy_refused`](crate::Stats::proxy_refused) and logged (WARN, one line a
+    /// second); handlers never see it. Datagram servers ignore the option.
+    pub fn proxy_protocol(mut self, mode: crate::ProxyProtocol) -> Self {
+        self.options.proxy_protocol = mode;
+        self
+    }
+
+    /// How long a connection has to send its whole PROXY header. Default
+    /// [`DEFAULT_PROXY_HEADER_TIMEOUT`](crate::DEFAULT_PROXY_HEADER_TIMEOUT) (5 s): a proxy
+    /// sends it at once, so only a stray or hostile client waits that long. In the classic
+    /// modes it is the `SO_RCVTIMEO` of the header's reads.
+    pub fn proxy_header_timeout(mut self, timeout: Duration) -> Self {
+        self.options.proxy_header_timeout = timeout;
+        self
+    }
+
+    /// The longest PROXY header accepted, TLVs included. Default
+    /// [`DEFAULT_PROXY_HEADER_MAX`](crate::DEFAULT_PROXY_HEADER_MAX) (4 KiB); at least 232
+    /// bytes (a v2 header carrying two Unix paths), whatever is asked.
+    pub fn proxy_header_max(mut self, bytes: usize) -> Self {
+        self.options.proxy_header_max = bytes;
+        self
+    }
+
     // ----- forking mode ------------------------------------------------------------------
 
     /// Forking mode: the most children running at once (Python's `max_children`). At the

@@ -302,18 +302,23 @@ pub(super) fn dispatch<R: Request>(
         return;
     }
     ctx.stats.accepted.inc();
-    if let Some(verify) = &ctx.hooks.verify_request {
-        let addr = R::incoming_addr(&inc);
-        let ok = catch_unwind(AssertUnwindSafe(|| verify(addr))).unwrap_or_else(|_| {
-            log::error!("socketserver: the verify_request hook panicked; refusing {addr}");
-            false
-        });
-        if !ok {
-            ctx.stats.refused.inc();
-            // Python's shutdown_request on refusal, exactly once (bpo-26309).
-            R::close_incoming(inc);
-            return;
-        }
+    // Behind a proxy, `verify_request` judges the client the header names: it runs once
+    // the header is read, on the thread that runs the request. Peers that may not send one
+    // are closed here.
+    let proxied = R::STREAM && ctx.options.proxy_protocol.is_on();
+    if proxied && !ctx.options.proxy_protocol.trusts(R::incoming_addr(&inc)) {
+        let e = io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            "a PROXY protocol header from a peer outside the trusted networks",
+        );
+        ctx.proxy_failed(R::incoming_addr(&inc), &e);
+        R::close_incoming(inc);
+        return;
+    }
+    if !proxied && !ctx.verify(R::incoming_addr(&inc)) {
+        // Python's shutdown_request on refusal, exactly once (bpo-26309).
+        R::close_incoming(inc);
+        return;
     }
     // Stream connections are counted while open (forking: the children hold them,
     // bounded by max_children instead).

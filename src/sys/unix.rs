@@ -250,6 +250,23 @@ pub(crate) fn has_pending_input(fd: RawFd) -> bool {
     n >= 0
 }
 
+/// `recv(MSG_PEEK)`: copies what the socket holds, up to `buf.len()` bytes, and leaves it
+/// there; blocks (within `SO_RCVTIMEO`) if the socket is blocking and holds nothing.
+/// Retried on `EINTR`.
+pub(crate) fn peek(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        // SAFETY: a buffer we own, of the length given.
+        let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_PEEK) };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
 /// Sleeps for `d` unless `waker` fires first. Used for accept back-off, so that a server in
 /// back-off still shuts down at once.
 pub(crate) fn sleep_or_wake(waker: &Waker, d: Duration) -> io::Result<()> {

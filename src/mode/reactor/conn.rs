@@ -20,6 +20,7 @@ use crate::error::HandlerError;
 use crate::framing::{MessageFraming, MessageReader};
 use crate::handler::MessageHandler;
 use crate::options::Options;
+use crate::request::HeaderReader;
 use crate::request::{BlockingStream, Channel, Closing, Outlet};
 
 /// Reads per turn at most (16 KiB each): a client sending without pause cannot hold a
@@ -51,7 +52,12 @@ struct Io {
     last_input: Instant,
     partial_since: Option<Instant>,
     stalled_since: Option<Instant>,
+    /// The PROXY header's deadline, while it is being read.
+    header_due: Option<Instant>,
 }
+
+/// Why the timer sweep closes a connection whose PROXY header is late.
+const HEADER_LATE: &str = "no PROXY protocol header in time (proxy_header_timeout)";
 
 impl Io {
     fn pending(&self) -> usize {
@@ -64,6 +70,10 @@ struct State {
     handler: Box<dyn MessageHandler>,
     channel: Channel,
     reader: MessageReader,
+    /// The PROXY protocol header still to read (before `setup`).
+    preamble: Option<Box<HeaderReader>>,
+    /// The client: the socket's peer, or the one the PROXY header names.
+    addr: ClientAddr,
     set_up: bool,
     eof: bool,
 }
@@ -71,7 +81,8 @@ struct State {
 pub(super) struct Conn {
     pub(super) key: usize,
     sock: Socket,
-    addr: ClientAddr,
+    /// The socket's peer (a proxy's address behind one: the client's is in `State`).
+    peer: ClientAddr,
     io: Mutex<Io>,
     state: Mutex<State>,
     shared: Weak<Shared>,
@@ -81,7 +92,7 @@ impl std::fmt::Debug for Conn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Conn")
             .field("key", &self.key)
-            .field("addr", &self.addr)
+            .field("peer", &self.peer)
             .finish_non_exhaustive()
     }
 }
@@ -139,7 +150,7 @@ impl Conn {
         Conn {
             key,
             sock,
-            addr: addr.clone(),
+            peer: addr.clone(),
             io: Mutex::new(Io {
                 out: Vec::new(),
                 sent: 0,
@@ -153,15 +164,26 @@ impl Conn {
                 last_input: now,
                 partial_since: None,
                 stalled_since: None,
+                header_due: ctx
+                    .options
+                    .proxy_protocol
+                    .is_on()
+                    .then(|| now + ctx.options.proxy_header_timeout),
             }),
             state: Mutex::new(State {
                 handler,
                 channel: Channel::new(
                     Arc::new(ConnOutlet(Weak::new())),
-                    addr,
+                    addr.clone(),
                     ServerHandle::new(ctx.clone()),
                 ),
                 reader: MessageReader::new(&ctx.options.framing),
+                preamble: ctx
+                    .options
+                    .proxy_protocol
+                    .is_on()
+                    .then(|| Box::new(HeaderReader::new(&ctx.options))),
+                addr,
                 set_up: false,
                 eof: false,
             }),
@@ -171,7 +193,7 @@ impl Conn {
 
     /// Points the channel's outlet at this connection (once it is in its `Arc`).
     pub(super) fn bind_outlet(self: &Arc<Self>) {
-        let addr = self.addr.clone();
+        let addr = self.peer.clone();
         let mut st = self.state.lock();
         let server = st.channel.server().clone();
         st.channel = Channel::new(Arc::new(ConnOutlet(Arc::downgrade(self))), addr, server);
@@ -195,7 +217,7 @@ impl Conn {
                 format!(
                     "{} bytes already queued for {} (max_output {}): the peer is not reading",
                     io.pending(),
-                    self.addr,
+                    self.peer,
                     shared.options.max_output
                 ),
             ));
@@ -250,7 +272,9 @@ impl Conn {
             return false;
         }
         let past = |since: Option<Instant>, limit: Option<std::time::Duration>| matches!((since, limit), (Some(t), Some(d)) if now.saturating_duration_since(t) >= d);
-        let why = if past(Some(io.opened), o.connection_deadline) {
+        let why = if io.header_due.is_some_and(|t| now >= t) {
+            HEADER_LATE
+        } else if past(Some(io.opened), o.connection_deadline) {
             "connection deadline (connection_deadline)"
         } else if past(io.partial_since, o.message_deadline) {
             "half a message past its deadline (message_deadline)"
@@ -285,10 +309,24 @@ impl Conn {
         };
         let mut guard = self.state.lock();
         let st = &mut *guard;
+        if st.preamble.is_some() && !self.preamble(s, ctx, st, expire) {
+            let mut io = self.io.lock();
+            if io.closed {
+                return;
+            }
+            io.owned = false;
+            let again = std::mem::take(&mut io.again);
+            drop(io);
+            drop(guard);
+            if again {
+                s.schedule(self.key);
+            }
+            return;
+        }
         st.reader.adopt(spare);
         if !st.set_up {
             st.set_up = true;
-            let ok = stage(ctx, &self.addr, || st.handler.setup(&mut st.channel));
+            let ok = stage(ctx, &st.addr, || st.handler.setup(&mut st.channel));
             if !ok {
                 self.close(s, ctx, st, false);
                 return;
@@ -301,7 +339,7 @@ impl Conn {
         if let Some(why) = expire {
             log::info!(
                 "socketserver: closing the connection from {}: {why}",
-                self.addr
+                st.addr
             );
             self.close(s, ctx, st, true);
             return;
@@ -320,7 +358,7 @@ impl Conn {
                     Ok(true) => {
                         handled += 1;
                         ctx.in_flight.fetch_add(1, Ordering::SeqCst);
-                        let ok = stage(ctx, &self.addr, || {
+                        let ok = stage(ctx, &st.addr, || {
                             st.handler.handle(&mut st.channel, st.reader.message())
                         });
                         let ok = ok && (!st.channel.take_over || self.blocking(s, ctx, st));
@@ -332,7 +370,7 @@ impl Conn {
                     }
                     Ok(false) => break,
                     Err(e) => {
-                        ctx.report_error(&self.addr, &HandlerError::Io(e));
+                        ctx.report_error(&st.addr, &HandlerError::Io(e));
                         failed = true;
                         break;
                     }
@@ -355,13 +393,12 @@ impl Conn {
                     let rest = st.reader.take_rest();
                     if !rest.is_empty() {
                         if matches!(o.framing, MessageFraming::Lines { .. }) {
-                            let ok = stage(ctx, &self.addr, || {
-                                st.handler.handle(&mut st.channel, &rest)
-                            });
+                            let ok =
+                                stage(ctx, &st.addr, || st.handler.handle(&mut st.channel, &rest));
                             failed |= !ok;
                         } else {
                             let e = MessageReader::truncated(rest.len());
-                            ctx.report_error(&self.addr, &HandlerError::Io(e));
+                            ctx.report_error(&st.addr, &HandlerError::Io(e));
                             failed = true;
                         }
                     }
@@ -379,7 +416,7 @@ impl Conn {
                     break;
                 }
                 Err(e) => {
-                    log::debug!("socketserver: connection from {}: {e}", self.addr);
+                    log::debug!("socketserver: connection from {}: {e}", st.addr);
                     st.eof = true;
                     failed = true;
                     break;
@@ -440,6 +477,43 @@ impl Conn {
         }
     }
 
+    /// Reads what has arrived of the PROXY header. `true` once it is read and the client
+    /// it names passed `verify_request`: the turn goes on (what follows the header may
+    /// already be in the socket, and no new edge would report it). `false`: wait for more,
+    /// or the connection was closed (refused, late, or draining).
+    fn preamble(
+        &self,
+        s: &Shared,
+        ctx: &Arc<Context>,
+        st: &mut State,
+        expire: Option<&'static str>,
+    ) -> bool {
+        let Some(reader) = st.preamble.as_mut() else {
+            return true;
+        };
+        let result = if expire == Some(HEADER_LATE) {
+            Err(reader.timed_out())
+        } else {
+            reader.advance(&self.sock, &st.addr)
+        };
+        match result {
+            Ok(Some(header)) => {
+                st.preamble = None;
+                self.io.lock().header_due = None;
+                st.addr = header.client_address().clone();
+                st.channel.set_proxy_header(Box::new(header));
+                if ctx.verify(&st.addr) {
+                    return true;
+                }
+            }
+            Ok(None) if !s.draining.load(Ordering::SeqCst) && expire.is_none() => return false,
+            Ok(None) => {}
+            Err(e) => ctx.proxy_failed(&st.addr, &e),
+        }
+        self.close(s, ctx, st, false);
+        false
+    }
+
     /// A take-over ([`Channel::take_over`]): the replies queued so far are sent, then the
     /// handler has the socket in blocking mode (the server's read and write timeouts) until
     /// `handle_blocking` returns; pushes from elsewhere meanwhile wait in the queue. `true`
@@ -463,7 +537,7 @@ impl Conn {
             reader,
             ..
         } = st;
-        let ok = stage(ctx, &self.addr, || {
+        let ok = stage(ctx, &st.addr, || {
             let mut stream = BlockingStream::new(reader, &self.sock, timeouts)?;
             stream.write_all(&queued)?;
             handler.handle_blocking(channel, &mut stream)
@@ -474,7 +548,7 @@ impl Conn {
             Err(e) => {
                 log::error!(
                     "socketserver: connection from {}: back to non-blocking mode: {e}",
-                    self.addr
+                    st.addr
                 );
                 false
             }
@@ -504,7 +578,7 @@ impl Conn {
         }
         s.conns.write().remove(&self.key);
         if finish {
-            stage(ctx, &self.addr, || st.handler.finish(&mut st.channel));
+            stage(ctx, &st.addr, || st.handler.finish(&mut st.channel));
             let mut io = self.io.lock();
             let out = std::mem::take(&mut st.channel.out);
             io.out.extend_from_slice(&out);

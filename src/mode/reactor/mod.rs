@@ -139,6 +139,10 @@ impl Reactor {
             options.write_timeout,
             options.message_deadline,
             options.connection_deadline,
+            options
+                .proxy_protocol
+                .is_on()
+                .then_some(options.proxy_header_timeout),
         ];
         let sweep_every = timers
             .iter()
