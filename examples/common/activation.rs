@@ -42,15 +42,25 @@ pub fn notify(name: &str, what: &str, result: io::Result<()>) {
     }
 }
 
+/// The `SIGUSR2` trigger of a hand-over, registered (`signal-hook`) before the server
+/// says it listens, so that a signal sent after that line never kills it.
+pub struct HandOverSignal(signal_hook::iterator::Signals);
+
+impl HandOverSignal {
+    pub fn register() -> io::Result<HandOverSignal> {
+        signal_hook::iterator::Signals::new([signal_hook::consts::SIGUSR2]).map(HandOverSignal)
+    }
+}
+
 /// Serves until Ctrl-C/SIGTERM or a completed hand-over (SIGUSR2): a thread waits for
 /// SIGUSR2, starts this same program with the same arguments on the same socket, and once
 /// it reports ready, stops this server, which then drains.
 pub fn serve_with_hand_over<T: Transport, M: Mode>(
     name: &'static str,
     server: &Server<T, M>,
+    signal: HandOverSignal,
 ) -> io::Result<()> {
-    use signal_hook::consts::SIGUSR2;
-    let mut signals = signal_hook::iterator::Signals::new([SIGUSR2])?;
+    let mut signals = signal.0;
     let stop_signals = signals.handle();
     std::thread::scope(|s| {
         s.spawn(|| {
@@ -66,7 +76,6 @@ pub fn serve_with_hand_over<T: Transport, M: Mode>(
     })
 }
 
-/// Whether the successor took over (then this server is stopping).
 fn hand_over<T: Transport, M: Mode>(name: &str, server: &Server<T, M>) -> bool {
     let mut args = std::env::args_os();
     let argv0 = args.next().unwrap_or_default();

@@ -303,8 +303,10 @@ where
         });
     // A socket passed by systemd (or a hand-over) when there is one, else `bind(addr)`.
     let server = activation::bind_or_adopt(name, builder, addr, handler)?;
-    // Signals first: once `listening on` is logged, SIGTERM drains (tests wait for it).
+    // Signals first: once `listening on` is logged, SIGTERM drains and SIGUSR2 hands over
+    // (tests wait for the line).
     socketserver::shutdown_on_ctrl_c([server.handle()]).map_err(io::Error::other)?;
+    let usr2 = activation::HandOverSignal::register()?;
     log::info!(
         "{name}: listening on {} ({mode:?} mode{})",
         server.server_address()?,
@@ -315,7 +317,7 @@ where
         }
     );
     activation::notify(name, "READY=1", socketserver::systemd::notify_ready());
-    activation::serve_with_hand_over(name, &server)?;
+    activation::serve_with_hand_over(name, &server, usr2)?;
     activation::notify(name, "STOPPING=1", socketserver::systemd::notify_stopping());
     log::info!("{name}: shutting down: finishing in-flight requests");
     server.server_close();
