@@ -440,22 +440,10 @@ fn closing_an_evented_server_leaves_no_descriptor_behind() {
     );
 }
 
-/// The child half of the 10 000-connection test: holds `N` idle connections to `ADDR`,
-/// prints `HELD`, and keeps them until its stdin closes.
+/// The child half of the 10 000-connection test (`util::hold_idle_connections`).
 #[test]
 fn idle_client_child() {
-    let Ok(addr) = std::env::var("EVENTED_IDLE_ADDR") else {
-        return; // run as a child only
-    };
-    let n: usize = std::env::var("EVENTED_IDLE_N").unwrap().parse().unwrap();
-    let addr: std::net::SocketAddr = addr.parse().unwrap();
-    let _ = socketserver::raise_fd_limit();
-    let mut held = Vec::with_capacity(n);
-    for _ in 0..n {
-        held.push(TcpStream::connect_timeout(&addr, LONG).expect("child connect"));
-    }
-    let mut sink = String::new();
-    let _ = io::stdin().read_line(&mut sink);
+    util::idle_connections_child();
 }
 
 #[cfg(target_os = "linux")]
@@ -484,29 +472,22 @@ fn ten_thousand_idle_connections_hold_no_thread_and_new_clients_are_served() {
         .unwrap();
     let srv = Running::start(server);
     let addr = srv.server.server_address().unwrap();
-    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "idle_client_child",
-            "--nocapture",
-            "--test-threads",
-            "1",
-        ])
-        .env("EVENTED_IDLE_ADDR", addr.to_string())
-        .env("EVENTED_IDLE_N", N.to_string())
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn the client child");
-    // The server's own count is the signal that the child holds its connections.
+    let tmp = tempfile::tempdir().unwrap();
+    let ready = tmp.path().join("ready");
+    let mut child = util::hold_idle_connections("idle_client_child", addr, N, &ready);
     let until = Instant::now() + Duration::from_secs(120);
-    while srv.server.stats().open < N && Instant::now() < until {
+    while !ready.exists() {
+        assert!(
+            Instant::now() < until,
+            "the child never held its connections"
+        );
         if let Ok(Some(status)) = child.try_wait() {
             panic!("the client child exited early: {status}");
         }
         thread::sleep(Duration::from_millis(20));
     }
-    assert_eq!(srv.server.stats().open, N);
+    // The child's last connection, its readiness probe, comes on top.
+    assert_eq!(srv.server.stats().open, N + 1);
     // Fresh clients are served while 10 000 wait.
     for i in 0..20 {
         let msg = format!("probe {i}\n");

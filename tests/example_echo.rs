@@ -90,27 +90,7 @@ fn evented_sigint_closes_an_idle_connection_at_once_and_exits_promptly() {
 /// the connection with `Interrupted system call`.
 #[test]
 fn sync_mode_sigint_or_sigterm_lets_the_in_flight_connection_finish() {
-    for sig in [libc::SIGINT, libc::SIGTERM] {
-        let (mut server, addr) = spawn_example_server("echo", &["--mode", "sync"]);
-        let mut c = connect(addr);
-        let mut buf = [0u8; 4];
-        c.write_all(b"one\n").unwrap();
-        c.read_exact(&mut buf).unwrap();
-        assert_eq!(&buf, b"one\n");
-        server.signal(sig);
-        ChildProc::expect_line(&server.stderr, "shutting down");
-        c.write_all(b"two\n").unwrap();
-        c.read_exact(&mut buf)
-            .unwrap_or_else(|e| panic!("signal {sig}: no reply to `two`: {e}"));
-        assert_eq!(&buf, b"two\n", "signal {sig}");
-        drop(c);
-        assert_eq!(server.wait_exit(), Some(0), "signal {sig}");
-        let summary = ChildProc::expect_line(&server.stderr, "stopped:");
-        assert!(
-            summary.contains("1 served, 0 errors"),
-            "signal {sig}: {summary}"
-        );
-    }
+    util::sync_mode_signal_lets_the_in_flight_connection_finish("echo", str::to_string);
 }
 
 #[test]
@@ -129,28 +109,10 @@ fn server_on_a_busy_port_fails_with_a_message() {
     ChildProc::expect_line(&server.stderr, "cannot listen on");
 }
 
-/// The child half of the next test: holds `N` idle connections to `ADDR`, then creates the
-/// file `READY` (libtest captures a child's stdout: a file is the signal), and keeps them
-/// until its stdin closes.
+/// The child half of the next test (`util::hold_idle_connections`).
 #[test]
 fn idle_connections_child() {
-    let Ok(addr) = std::env::var("ECHO_IDLE_ADDR") else {
-        return; // run as a child only
-    };
-    let n: usize = std::env::var("ECHO_IDLE_N").unwrap().parse().unwrap();
-    let addr: std::net::SocketAddr = addr.parse().unwrap();
-    let _ = socketserver::raise_fd_limit();
-    let held: Vec<_> = (0..n)
-        .map(|_| std::net::TcpStream::connect_timeout(&addr, LONG).expect("child connect"))
-        .collect();
-    // One round trip on the last: every earlier connection has been accepted by then.
-    let mut last = connect(addr);
-    last.write_all(b"x").unwrap();
-    last.read_exact(&mut [0u8; 1]).unwrap();
-    std::fs::write(std::env::var("ECHO_IDLE_READY").unwrap(), b"held").unwrap();
-    let mut sink = String::new();
-    let _ = std::io::stdin().read_line(&mut sink);
-    drop((held, last));
+    util::idle_connections_child();
 }
 
 /// Issue 12: Ctrl-C with 10 000 idle clients of the evented echo: exit status 0, at once.
@@ -168,21 +130,7 @@ fn evented_sigint_with_ten_thousand_idle_clients_exits_zero_within_a_second() {
     let (mut server, addr) = spawn_example_server("echo", &[]);
     let tmp = tempfile::tempdir().unwrap();
     let ready = tmp.path().join("ready");
-    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "idle_connections_child",
-            "--nocapture",
-            "--test-threads",
-            "1",
-        ])
-        .env("ECHO_IDLE_ADDR", addr.to_string())
-        .env("ECHO_IDLE_N", N.to_string())
-        .env("ECHO_IDLE_READY", &ready)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn the client child");
+    let mut child = util::hold_idle_connections("idle_connections_child", addr, N, &ready);
     wait_until("the child holds its connections", || {
         if let Ok(Some(status)) = child.try_wait() {
             panic!("the client child exited early: {status}");

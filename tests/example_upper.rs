@@ -186,25 +186,5 @@ fn a_client_whose_server_goes_away_says_so() {
 /// the main thread) must not cost the connection in flight.
 #[test]
 fn sync_mode_sigint_or_sigterm_lets_the_in_flight_connection_finish() {
-    for sig in [libc::SIGINT, libc::SIGTERM] {
-        let (mut server, addr) = spawn_example_server("upper", &["--mode", "sync"]);
-        let mut c = connect(addr);
-        let mut buf = [0u8; 4];
-        c.write_all(b"one\n").unwrap();
-        c.read_exact(&mut buf).unwrap();
-        assert_eq!(&buf, b"ONE\n");
-        server.signal(sig);
-        ChildProc::expect_line(&server.stderr, "shutting down");
-        c.write_all(b"two\n").unwrap();
-        c.read_exact(&mut buf)
-            .unwrap_or_else(|e| panic!("signal {sig}: no reply to `two`: {e}"));
-        assert_eq!(&buf, b"TWO\n", "signal {sig}");
-        drop(c);
-        assert_eq!(server.wait_exit(), Some(0), "signal {sig}");
-        let summary = ChildProc::expect_line(&server.stderr, "stopped:");
-        assert!(
-            summary.contains("1 served, 0 errors"),
-            "signal {sig}: {summary}"
-        );
-    }
+    util::sync_mode_signal_lets_the_in_flight_connection_finish("upper", str::to_uppercase);
 }

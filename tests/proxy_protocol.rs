@@ -75,7 +75,9 @@ fn ask(addr: SocketAddr, header: &[u8], body: &[u8]) -> String {
     let mut c = connect(addr);
     c.write_all(&[header, body].concat()).unwrap();
     let mut line = String::new();
-    BufReader::new(c).read_line(&mut line).unwrap();
+    BufReader::new(&c).read_line(&mut line).unwrap();
+    // A FIN even if a forked child of this test process holds a copy of this descriptor.
+    let _ = c.shutdown(Shutdown::Both);
     line
 }
 
@@ -480,4 +482,30 @@ fn prefork_workers_read_the_header_too() {
     }
     parent.signal(libc::SIGINT);
     assert_eq!(parent.wait_exit(), Some(0));
+}
+
+#[test]
+fn without_a_read_timeout_the_header_deadline_does_not_stay_on_the_socket() {
+    let server = ThreadingTcpServer::builder()
+        .proxy_protocol(ProxyProtocol::Required)
+        .proxy_header_timeout(Duration::from_millis(200))
+        .read_timeout(None)
+        .bind("127.0.0.1:0", Who::default)
+        .unwrap();
+    let addr = server.server_address().unwrap();
+    let _running = Running::start(server);
+    let mut c = BufReader::new(connect(addr));
+    c.get_mut()
+        .write_all(&v1("192.0.2.90:1", "192.0.2.1:80"))
+        .unwrap();
+    c.get_mut().write_all(b"first\n").unwrap();
+    let mut line = String::new();
+    c.read_line(&mut line).unwrap();
+    assert!(line.ends_with(" first\n"), "{line}");
+    // Longer than the header's deadline between two requests: still served.
+    std::thread::sleep(Duration::from_millis(500));
+    c.get_mut().write_all(b"second\n").unwrap();
+    line.clear();
+    c.read_line(&mut line).unwrap();
+    assert!(line.ends_with(" second\n"), "{line}");
 }

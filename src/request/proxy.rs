@@ -175,8 +175,9 @@ impl HeaderReader {
         }
     }
 
-    /// Reads on a blocking socket until the header is whole, within its deadline; the
-    /// socket's read timeout is left changed (the caller sets its own next).
+    /// Reads on a blocking socket until the header is whole, within its deadline. The
+    /// socket's read timeout is cleared after a header (the server's own is set next, if
+    /// any).
     pub(crate) fn read_blocking(
         mut self,
         sock: &Socket,
@@ -189,7 +190,10 @@ impl HeaderReader {
             }
             sock.set_read_timeout(Some(left))?;
             match self.step(sock, peer) {
-                Ok(Some(h)) => return Ok(h),
+                Ok(Some(h)) => {
+                    sock.set_read_timeout(None)?;
+                    return Ok(h);
+                }
                 Ok(None) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Err(self.timed_out()),
                 Err(e) => return Err(e),

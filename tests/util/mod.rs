@@ -537,3 +537,81 @@ pub fn spawn_socket_activated(
     }
     panic!("systemd-socket-activate could not listen on a free address in 5 tries");
 }
+
+/// The environment variables of [`hold_idle_connections`]' child.
+const IDLE_ADDR: &str = "SOCKETSERVER_TEST_IDLE_ADDR";
+const IDLE_N: &str = "SOCKETSERVER_TEST_IDLE_N";
+const IDLE_READY: &str = "SOCKETSERVER_TEST_IDLE_READY";
+
+/// A child process of this test binary (running its test `child_test`, which calls
+/// [`idle_connections_child`]) holding `n` idle connections to `addr` until its stdin
+/// closes: for more connections than one process's descriptors, and so that the server's
+/// process counts only its own threads. The child has connected them all when `ready`
+/// exists (libtest captures a child's stdout: a file is the signal).
+pub fn hold_idle_connections(
+    child_test: &str,
+    addr: SocketAddr,
+    n: usize,
+    ready: &std::path::Path,
+) -> std::process::Child {
+    std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", child_test, "--nocapture", "--test-threads", "1"])
+        .env(IDLE_ADDR, addr.to_string())
+        .env(IDLE_N, n.to_string())
+        .env(IDLE_READY, ready)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn the client child")
+}
+
+/// The child half of [`hold_idle_connections`]; does nothing when not run as that child.
+/// One round trip on one more connection (the server must echo `x\n`) proves that every
+/// earlier one was accepted before `ready` is created: the server sees `n + 1`.
+pub fn idle_connections_child() {
+    let Ok(addr) = std::env::var(IDLE_ADDR) else {
+        return; // run as a child only
+    };
+    let n: usize = std::env::var(IDLE_N).unwrap().parse().unwrap();
+    let addr: SocketAddr = addr.parse().unwrap();
+    let _ = socketserver::raise_fd_limit();
+    let held: Vec<_> = (0..n)
+        .map(|_| TcpStream::connect_timeout(&addr, LONG).expect("child connect"))
+        .collect();
+    let mut last = connect(addr);
+    last.write_all(b"x\n").unwrap();
+    last.read_exact(&mut [0u8; 2]).unwrap();
+    std::fs::write(std::env::var(IDLE_READY).unwrap(), b"held").unwrap();
+    let mut sink = String::new();
+    let _ = io::stdin().read_line(&mut sink);
+    drop((held, last));
+}
+
+/// A sync-mode example server gets SIGINT, then SIGTERM, while a connection is in flight
+/// (the handler runs on the main thread, where the kernel delivers a process-wide signal):
+/// the read it interrupts is retried, the connection finishes (`one` then `two`, each
+/// answered by `f(word)`), and the server exits 0 having served it.
+#[track_caller]
+pub fn sync_mode_signal_lets_the_in_flight_connection_finish(example: &str, f: fn(&str) -> String) {
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        let (mut server, addr) = spawn_example_server(example, &["--mode", "sync"]);
+        let mut c = connect(addr);
+        let mut buf = [0u8; 4];
+        c.write_all(b"one\n").unwrap();
+        c.read_exact(&mut buf).unwrap();
+        assert_eq!(buf, f("one\n").as_bytes());
+        server.signal(sig);
+        ChildProc::expect_line(&server.stderr, "shutting down");
+        c.write_all(b"two\n").unwrap();
+        c.read_exact(&mut buf)
+            .unwrap_or_else(|e| panic!("signal {sig}: no reply to `two`: {e}"));
+        assert_eq!(buf, f("two\n").as_bytes(), "signal {sig}");
+        drop(c);
+        assert_eq!(server.wait_exit(), Some(0), "signal {sig}");
+        let summary = ChildProc::expect_line(&server.stderr, "stopped:");
+        assert!(
+            summary.contains("1 served, 0 errors"),
+            "signal {sig}: {summary}"
+        );
+    }
+}
