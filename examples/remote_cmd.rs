@@ -178,7 +178,20 @@ struct Commands {
 }
 
 impl MessageHandler for Commands {
-    fn setup(&mut self, _ch: &mut Channel) -> io::Result<()> {
+    fn setup(&mut self, ch: &mut Channel) -> io::Result<()> {
+        // Behind a proxy, a header without the client's address (a health check, a client
+        // the proxy could not describe) leaves the proxy's own address — loopback — in its
+        // place: the loopback rule cannot judge it, so it is refused.
+        if ch.proxy_header().is_some_and(|h| h.source().is_none()) {
+            log::warn!(
+                "remote_cmd: {}: refused: the PROXY header names no client",
+                ch.client_address()
+            );
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                "the PROXY header names no client",
+            ));
+        }
         kill_commands_on_termination_in_children(self.server_pid);
         Ok(())
     }

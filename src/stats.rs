@@ -94,7 +94,8 @@ pub struct Stats {
     /// Connections closed over their PROXY protocol header
     /// ([`Builder::proxy_protocol`](crate::Builder::proxy_protocol)): none, malformed,
     /// longer than `proxy_header_max`, not complete within `proxy_header_timeout`, or from
-    /// a peer outside the trusted networks. Each kind is logged (WARN, one line a second).
+    /// a peer outside the trusted networks. Logged at WARN, one line a second for all of
+    /// them together (the lines left out are counted in the next).
     /// In forking mode the header is read in the child, which keeps its count (only the
     /// untrusted peers, closed before forking, are counted here).
     pub proxy_refused: u64,

@@ -102,6 +102,13 @@ fn remote_cmd_judges_the_proxied_client_by_the_loopback_rule() {
     let _ = c.read_to_end(&mut rest);
     assert!(rest.is_empty(), "a remote client ran a command: {rest:?}");
     ChildProc::expect_line(&server.stderr, "192.0.2.13:40013: refused");
+    // A header without addresses leaves the proxy's (loopback) address: refused too.
+    let mut c = connect(addr);
+    c.write_all(b"PROXY UNKNOWN\r\necho pwned").unwrap();
+    let mut rest = Vec::new();
+    let _ = c.read_to_end(&mut rest);
+    assert!(rest.is_empty(), "an unknown client ran a command: {rest:?}");
+    ChildProc::expect_line(&server.stderr, "refused: the PROXY header names no client");
     // A local client through the same proxy runs its command.
     let mut c = proxied(addr, "127.0.0.13:40014", b"echo hi");
     let mut len = [0u8; 4];

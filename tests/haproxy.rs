@@ -49,6 +49,11 @@ frontend front
     default_backend echo
 backend echo
     balance roundrobin
+    # The health check is a real echo through the header: a server that refused the
+    # header (or did not answer) would be DOWN.
+    option tcp-check
+    tcp-check send \"health\\n\"
+    tcp-check expect string health
     server v1 {v1} send-proxy check check-send-proxy inter 100ms fall 1 rise 1
     server v2 {v2} send-proxy-v2 check check-send-proxy inter 100ms fall 1 rise 1
 ",
@@ -139,8 +144,9 @@ fn request(front: SocketAddr, line: &str) -> Result<u16, String> {
     Ok(port)
 }
 
-fn echo_instance() -> (ChildProc, SocketAddr) {
-    spawn_example_server("echo", &["--proxy-protocol", "--mode", "threading"])
+/// Instance 1 in the echo example's default mode (evented), instance 2 threading.
+fn echo_instance(mode: &str) -> (ChildProc, SocketAddr) {
+    spawn_example_server("echo", &["--proxy-protocol", "--mode", mode])
 }
 
 #[test]
@@ -149,8 +155,8 @@ fn behind_haproxy_both_header_versions_name_the_real_client() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let (s1, a1) = echo_instance();
-    let (s2, a2) = echo_instance();
+    let (s1, a1) = echo_instance("evented");
+    let (s2, a2) = echo_instance("threading");
     let proxy = haproxy(dir.path(), a1, a2);
     // Round robin: two requests reach both servers.
     let mut ports = Vec::new();
@@ -200,8 +206,8 @@ fn sigterm_to_one_instance_under_load_moves_its_traffic_with_no_request_lost() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let (mut s1, a1) = echo_instance();
-    let (s2, a2) = echo_instance();
+    let (mut s1, a1) = echo_instance("evented");
+    let (s2, a2) = echo_instance("threading");
     let proxy = haproxy(dir.path(), a1, a2);
     let front = proxy.front;
     // A steady load: one request after the other, each on a new connection, for as long as

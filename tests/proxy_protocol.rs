@@ -192,7 +192,7 @@ fn a_v2_local_header_and_v1_unknown_keep_the_proxy_as_the_client() {
         );
         let reply = ask(addr, b"PROXY UNKNOWN\r\n", b"x\n");
         assert!(
-            reply.starts_with("client=127.0.0.1:") && reply.contains(" v=1 local=true "),
+            reply.starts_with("client=127.0.0.1:") && reply.contains(" v=1 local=false "),
             "{reply}"
         );
     }
@@ -296,6 +296,11 @@ fn refusals<M: Mode>(server: Server<Tcp, M>) {
 }
 
 #[test]
+fn bad_headers_close_only_their_connection_in_synchronous_mode() {
+    refusals(required::<socketserver::Synchronous>());
+}
+
+#[test]
 fn bad_headers_close_only_their_connection_in_threading_mode() {
     refusals(required::<socketserver::Threading>());
 }
@@ -305,8 +310,23 @@ fn bad_headers_close_only_their_connection_in_evented_mode() {
     refusals(required::<socketserver::Evented>());
 }
 
+/// A slow loris: half a header, then nothing.
+fn slow_loris(addr: SocketAddr) -> TcpStream {
+    let mut slow = connect(addr);
+    slow.write_all(b"PROXY TCP4 192.0.2.").unwrap();
+    slow
+}
+
+/// Has the server closed `c` (EOF or reset now, without waiting)?
+fn closed_now(c: &TcpStream) -> bool {
+    c.set_nonblocking(true).unwrap();
+    let r = c.peek(&mut [0u8; 1]);
+    c.set_nonblocking(false).unwrap();
+    !matches!(r, Err(ref e) if e.kind() == io::ErrorKind::WouldBlock)
+}
+
 #[test]
-fn a_header_slower_than_its_deadline_is_closed_holding_no_worker_meanwhile() {
+fn a_header_slower_than_its_deadline_is_closed_at_the_deadline() {
     fn check<M: Mode>(builder: socketserver::Builder<Tcp, M>) {
         let server = builder
             .proxy_protocol(ProxyProtocol::Required)
@@ -315,12 +335,10 @@ fn a_header_slower_than_its_deadline_is_closed_holding_no_worker_meanwhile() {
             .unwrap();
         let addr = server.server_address().unwrap();
         let running = Running::start(server);
-        // A slow loris: half a header, then nothing.
-        let mut slow = connect(addr);
-        slow.write_all(b"PROXY TCP4 192.0.2.").unwrap();
+        let slow = slow_loris(addr);
         let started = Instant::now();
-        // Meanwhile another client is served (one worker, in threading mode: the slow one
-        // holds it only until its deadline).
+        // Threading: the slow one holds one of the two workers until its deadline; the
+        // other worker serves meanwhile.
         let reply = ask(addr, &v1("192.0.2.51:1", "192.0.2.1:80"), b"fast\n");
         assert!(reply.ends_with(" fast\n"), "{reply}");
         assert_closed_unanswered(slow);
@@ -335,7 +353,28 @@ fn a_header_slower_than_its_deadline_is_closed_holding_no_worker_meanwhile() {
         });
     }
     check(ThreadingTcpServer::builder().workers(2, 2));
-    check(EventedTcpServer::builder().workers(1, 1));
+    check(EventedTcpServer::builder().workers(2, 2));
+}
+
+#[test]
+fn in_evented_mode_slow_headers_hold_no_thread() {
+    // More slow lorises than the reactor has threads (2): were a header's wait to hold a
+    // thread, the fast client would be answered only once they are closed, at the deadline.
+    let server = EventedTcpServer::builder()
+        .workers(2, 2)
+        .proxy_protocol(ProxyProtocol::Required)
+        .proxy_header_timeout(Duration::from_secs(10))
+        .bind("127.0.0.1:0", Who::default)
+        .unwrap();
+    let addr = server.server_address().unwrap();
+    let _running = Running::start(server);
+    let slow: Vec<TcpStream> = (0..8).map(|_| slow_loris(addr)).collect();
+    let reply = ask(addr, &v1("192.0.2.52:1", "192.0.2.1:80"), b"fast\n");
+    assert!(reply.ends_with(" fast\n"), "{reply}");
+    assert!(
+        slow.iter().all(|c| !closed_now(c)),
+        "answered only after the slow ones went"
+    );
 }
 
 #[test]

@@ -231,9 +231,19 @@ impl Context {
     }
 
     /// A connection closed over its PROXY protocol header (missing, malformed, too long,
-    /// late, or from an untrusted peer): counted in `proxy_refused`, one line a second.
+    /// late, or from an untrusted peer): counted in `proxy_refused`, and one WARN line a
+    /// second for all of them together.
     pub(crate) fn proxy_failed(&self, peer: &ClientAddr, err: &std::io::Error) {
         self.stats.proxy_refused.inc();
+        // A forked child takes no lock and has no logger: one raw line (and its count
+        // stays in the child).
+        #[cfg(unix)]
+        if crate::sys::in_forked_child() {
+            crate::sys::raw_stderr_line(&format!(
+                "socketserver: closed the connection from {peer}: {err}"
+            ));
+            return;
+        }
         if let Some(skipped) = self.summary.admit(Event::Proxy) {
             log::warn!(
                 "socketserver: closed the connection from {peer}: {err} ({} refused so \

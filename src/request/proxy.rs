@@ -14,7 +14,7 @@ use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use ppp::{HeaderResult, PartialResult, v1, v2};
+use ppp::{v1, v2};
 use socket2::Socket;
 
 use crate::addr::ClientAddr;
@@ -24,6 +24,8 @@ use crate::options::Options;
 const V2_SIGNATURE: &[u8] = b"\r\n\r\n\0\r\nQUIT\n";
 /// A v2 header's fixed part: signature, version/command, family/protocol, length.
 const V2_FIXED: usize = 16;
+/// The longest v2 header there can be: its length field is 16 bits.
+const MAX_HEADER_MAX: usize = V2_FIXED + u16::MAX as usize;
 /// A v1 line's longest, CRLF included (the spec).
 const V1_MAX: usize = 107;
 /// The smallest size limit that still admits every header without TLVs (v2, two Unix
@@ -52,9 +54,13 @@ pub struct Tlv {
 /// [`Channel::proxy_header`](crate::Channel::proxy_header), when the server was built with
 /// [`Builder::proxy_protocol`](crate::Builder::proxy_protocol).
 ///
-/// A v2 `LOCAL` header (the proxy's own health check) and a v1 `PROXY UNKNOWN` carry no
-/// addresses: as the specification says, the connection is then taken as the proxy's own,
-/// and the client address is the socket's peer.
+/// Some headers carry no client address: a v2 `LOCAL` header (the proxy speaking for
+/// itself, a health check: [`is_local`](Self::is_local)), and a v1 `PROXY UNKNOWN` or a
+/// v2 `AF_UNSPEC` one (a relayed client the proxy could not describe). As the
+/// specification says, the connection's own endpoints are then used: the client address
+/// is the proxy's. [`source`](Self::source) is `None` for all three — a rule that trusts
+/// some client addresses (loopback, say) should refuse those, or it trusts the proxy's
+/// address for a client it knows nothing of.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProxyHeader {
     version: u8,
@@ -71,14 +77,14 @@ impl ProxyHeader {
         self.version
     }
 
-    /// Did the proxy speak for itself (v2 `LOCAL`, v1 `UNKNOWN`: a health check, say)
-    /// rather than relay a client?
+    /// Did the proxy speak for itself (v2 `LOCAL`: a health check, say) rather than relay
+    /// a client?
     pub fn is_local(&self) -> bool {
         self.local
     }
 
-    /// The original client, as the proxy saw it (`None` for a local connection, or an
-    /// unspecified address family).
+    /// The original client, as the proxy saw it: `None` for a local connection (v2
+    /// `LOCAL`) and for a relayed one without addresses (v1 `UNKNOWN`, v2 `AF_UNSPEC`).
     pub fn source(&self) -> Option<&ClientAddr> {
         self.source.as_ref()
     }
@@ -93,8 +99,8 @@ impl ProxyHeader {
         &self.proxy
     }
 
-    /// The client this request is for: [`source`](Self::source), or the proxy for a
-    /// local connection.
+    /// The client this request is for: [`source`](Self::source), or, without one, the
+    /// proxy (the socket's peer).
     pub fn client_address(&self) -> &ClientAddr {
         self.source.as_ref().unwrap_or(&self.proxy)
     }
@@ -142,7 +148,7 @@ impl HeaderReader {
             got: Vec::new(),
             until: Instant::now() + o.proxy_header_timeout,
             timeout: o.proxy_header_timeout,
-            max: o.proxy_header_max.max(MIN_HEADER_MAX),
+            max: o.proxy_header_max.clamp(MIN_HEADER_MAX, MAX_HEADER_MAX),
         }
     }
 
@@ -204,20 +210,24 @@ impl HeaderReader {
     /// One peek: the header (its bytes consumed), `None` (the bytes seen consumed, more
     /// needed), or an error (`WouldBlock`: nothing arrived).
     fn step(&mut self, sock: &Socket, peer: &ClientAddr) -> io::Result<Option<ProxyHeader>> {
-        let start = self.got.len();
+        // The room to peek into lives only for this call: a connection waiting for the
+        // rest of its header keeps just the bytes it has consumed (usually none).
+        let mut buf = std::mem::take(&mut self.got);
+        let start = buf.len();
         if start >= self.max {
             return Err(too_large(self.max));
         }
-        self.got.resize(self.max, 0);
-        let peeked = crate::sys::peek(sock.as_raw_fd(), &mut self.got[start..]);
-        let n = match peeked {
+        buf.resize(self.max, 0);
+        let n = crate::sys::peek(sock.as_raw_fd(), &mut buf[start..]);
+        let n = match n {
             Ok(n) => n,
             Err(e) => {
-                self.got.truncate(start);
+                buf.truncate(start);
+                self.got = buf;
                 return Err(e);
             }
         };
-        self.got.truncate(start + n);
+        buf.truncate(start + n);
         if n == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
@@ -230,14 +240,16 @@ impl HeaderReader {
                 },
             ));
         }
-        match parse(&self.got, self.max, peer)? {
+        match parse(&buf, self.max, peer)? {
             Some((header, len)) => {
                 // `len > start`: what was consumed before did not parse.
-                consume(sock, &mut self.got[start..len])?;
+                consume(sock, &mut buf[start..len])?;
                 Ok(Some(header))
             }
             None => {
-                consume(sock, &mut self.got[start..])?;
+                consume(sock, &mut buf[start..])?;
+                buf.shrink_to_fit();
+                self.got = buf;
                 Ok(None)
             }
         }
@@ -274,128 +286,136 @@ fn malformed(what: impl std::fmt::Display) -> io::Error {
 }
 
 /// The header at the start of `buf` and its length, `None` if incomplete.
+///
+/// Whole or not is decided here, and `ppp` is given exactly one whole header (its verdicts
+/// on a v1 line cut short are not all "incomplete"): a v2 header says its length up front
+/// (refused at once if over the limit), a v1 line ends at its CRLF within 107 bytes.
 fn parse(buf: &[u8], max: usize, peer: &ClientAddr) -> io::Result<Option<(ProxyHeader, usize)>> {
-    let v2_sig = buf.starts_with(V2_SIGNATURE);
     let could_be = |prefix: &[u8]| {
         let n = buf.len().min(prefix.len());
         buf[..n] == prefix[..n]
     };
-    if !could_be(V2_SIGNATURE) && !could_be(b"PROXY ") {
-        return Err(io::Error::new(
+    if could_be(V2_SIGNATURE) {
+        parse_v2(buf, max, peer)
+    } else if could_be(b"PROXY ") {
+        parse_v1(buf, peer)
+    } else {
+        Err(io::Error::new(
             io::ErrorKind::InvalidData,
             "no PROXY protocol header: the connection started with other bytes",
-        ));
+        ))
     }
-    // Whole or not is decided here, and `ppp` parses whole headers only (its verdicts on
-    // a v1 line cut short are not all "incomplete"): a v2 header says its length up
-    // front (refused at once if over the limit), a v1 line ends at its LF.
-    if v2_sig || buf.len() < V2_FIXED && could_be(V2_SIGNATURE) {
-        if buf.len() < V2_FIXED {
-            return Ok(None);
-        }
-        let len = V2_FIXED + usize::from(u16::from_be_bytes([buf[14], buf[15]]));
-        if len > max {
-            return Err(too_large(max));
-        }
-        if buf.len() < len {
-            return Ok(None);
-        }
-    } else if !buf[..buf.len().min(V1_MAX)].contains(&b'\n') {
+}
+
+fn parse_v1(buf: &[u8], peer: &ClientAddr) -> io::Result<Option<(ProxyHeader, usize)>> {
+    let Some(lf) = buf[..buf.len().min(V1_MAX)]
+        .iter()
+        .position(|&b| b == b'\n')
+    else {
         if buf.len() >= V1_MAX {
             return Err(malformed("a v1 line longer than 107 bytes"));
         }
         return Ok(None);
-    }
-    let parsed = HeaderResult::parse(buf);
-    if parsed.is_incomplete() {
-        return Err(malformed("cut short"));
-    }
-    let proxy = peer.clone();
-    let header = match parsed {
-        HeaderResult::V1(Ok(h)) => {
-            let (source, destination) = match h.addresses {
-                v1::Addresses::Tcp4(a) => (
-                    SocketAddr::from((a.source_address, a.source_port)),
-                    SocketAddr::from((a.destination_address, a.destination_port)),
-                ),
-                v1::Addresses::Tcp6(a) => (
-                    SocketAddr::from((a.source_address, a.source_port)),
-                    SocketAddr::from((a.destination_address, a.destination_port)),
-                ),
-                v1::Addresses::Unknown => {
-                    let len = h.header.len();
-                    return Ok(Some((local(1, proxy, Vec::new()), len)));
-                }
-            };
-            let len = h.header.len();
-            let header = ProxyHeader {
-                version: 1,
-                local: false,
-                source: Some(ClientAddr::Inet(source)),
-                destination: Some(ClientAddr::Inet(destination)),
-                proxy,
-                tlvs: Vec::new(),
-            };
-            (header, len)
-        }
-        HeaderResult::V2(Ok(h)) => {
-            let tlvs = h
-                .tlvs()
-                .filter(|t| !matches!(t, Ok(t) if t.kind == v2::Type::NoOp as u8))
-                .map(|t| {
-                    t.map(|t| Tlv {
-                        kind: t.kind,
-                        value: t.value.into_owned(),
-                    })
-                })
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(malformed)?;
-            let len = h.header.len();
-            if h.command == v2::Command::Local {
-                return Ok(Some((local(2, proxy, tlvs), len)));
-            }
-            let (source, destination) = match h.addresses {
-                v2::Addresses::IPv4(a) => (
-                    Some(ClientAddr::Inet((a.source_address, a.source_port).into())),
-                    Some(ClientAddr::Inet(
-                        (a.destination_address, a.destination_port).into(),
-                    )),
-                ),
-                v2::Addresses::IPv6(a) => (
-                    Some(ClientAddr::Inet((a.source_address, a.source_port).into())),
-                    Some(ClientAddr::Inet(
-                        (a.destination_address, a.destination_port).into(),
-                    )),
-                ),
-                v2::Addresses::Unix(u) => {
-                    (Some(unix_addr(&u.source)), Some(unix_addr(&u.destination)))
-                }
-                // AF_UNSPEC: "the receiver should ignore address information".
-                v2::Addresses::Unspecified => (None, None),
-            };
-            let header = ProxyHeader {
-                version: 2,
-                local: false,
-                source,
-                destination,
-                proxy,
-                tlvs,
-            };
-            (header, len)
-        }
-        HeaderResult::V1(Err(e)) => return Err(malformed(e)),
-        HeaderResult::V2(Err(e)) => return Err(malformed(e)),
     };
-    Ok(Some(header))
+    if lf == 0 || buf[lf - 1] != b'\r' {
+        return Err(malformed("a v1 line must end with CRLF"));
+    }
+    let len = lf + 1;
+    let h = v1::Header::try_from(&buf[..len]).map_err(malformed)?;
+    if h.header.len() != len {
+        return Err(malformed("a CR inside the v1 line"));
+    }
+    let (source, destination) = match h.addresses {
+        v1::Addresses::Tcp4(a) => (
+            SocketAddr::from((a.source_address, a.source_port)),
+            SocketAddr::from((a.destination_address, a.destination_port)),
+        ),
+        v1::Addresses::Tcp6(a) => (
+            SocketAddr::from((a.source_address, a.source_port)),
+            SocketAddr::from((a.destination_address, a.destination_port)),
+        ),
+        // "the receiver must ignore anything presented before the CRLF is found" and use
+        // the real connection endpoints.
+        v1::Addresses::Unknown => return Ok(Some((unknown(1, false, peer, Vec::new()), len))),
+    };
+    let header = ProxyHeader {
+        version: 1,
+        local: false,
+        source: Some(ClientAddr::Inet(source)),
+        destination: Some(ClientAddr::Inet(destination)),
+        proxy: peer.clone(),
+        tlvs: Vec::new(),
+    };
+    Ok(Some((header, len)))
 }
 
-fn local(version: u8, proxy: ClientAddr, tlvs: Vec<Tlv>) -> ProxyHeader {
+fn parse_v2(buf: &[u8], max: usize, peer: &ClientAddr) -> io::Result<Option<(ProxyHeader, usize)>> {
+    if buf.len() < V2_FIXED {
+        return Ok(None);
+    }
+    let len = V2_FIXED + usize::from(u16::from_be_bytes([buf[14], buf[15]]));
+    if len > max {
+        return Err(too_large(max));
+    }
+    if buf.len() < len {
+        return Ok(None);
+    }
+    match buf[12] {
+        // LOCAL: "the receiver must accept this connection as valid and must use the real
+        // connection endpoints and discard the protocol block including the family".
+        0x20 => return Ok(Some((unknown(2, true, peer, Vec::new()), len))),
+        0x21 => {}
+        b => {
+            return Err(malformed(format_args!(
+                "v2 version/command byte {b:#04x} (0x20 LOCAL or 0x21 PROXY)"
+            )));
+        }
+    }
+    let h = v2::Header::try_from(&buf[..len]).map_err(malformed)?;
+    let tlvs = h
+        .tlvs()
+        .filter(|t| !matches!(t, Ok(t) if t.kind == v2::Type::NoOp as u8))
+        .map(|t| {
+            t.map(|t| Tlv {
+                kind: t.kind,
+                value: t.value.into_owned(),
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(malformed)?;
+    let (source, destination) = match h.addresses {
+        v2::Addresses::IPv4(a) => (
+            ClientAddr::Inet((a.source_address, a.source_port).into()),
+            ClientAddr::Inet((a.destination_address, a.destination_port).into()),
+        ),
+        v2::Addresses::IPv6(a) => (
+            ClientAddr::Inet((a.source_address, a.source_port).into()),
+            ClientAddr::Inet((a.destination_address, a.destination_port).into()),
+        ),
+        v2::Addresses::Unix(u) => (unix_addr(&u.source), unix_addr(&u.destination)),
+        // AF_UNSPEC: "the receiver should ignore address information".
+        v2::Addresses::Unspecified => return Ok(Some((unknown(2, false, peer, tlvs), len))),
+    };
+    let header = ProxyHeader {
+        version: 2,
+        local: false,
+        source: Some(source),
+        destination: Some(destination),
+        proxy: peer.clone(),
+        tlvs,
+    };
+    Ok(Some((header, len)))
+}
+
+/// A header without addresses: the proxy's own connection (`local`, v2 `LOCAL`) or a
+/// relayed one it could not describe (v1 `UNKNOWN`, v2 `AF_UNSPEC`).
+fn unknown(version: u8, local: bool, peer: &ClientAddr, tlvs: Vec<Tlv>) -> ProxyHeader {
     ProxyHeader {
         version,
-        local: true,
+        local,
         source: None,
         destination: None,
-        proxy,
+        proxy: peer.clone(),
         tlvs,
     }
 }
@@ -466,7 +486,7 @@ mod tests {
     #[test]
     fn unknown_and_local_headers_keep_the_socket_peer() {
         let (h, _) = parsed(b"PROXY UNKNOWN\r\n").unwrap().unwrap();
-        assert!(h.is_local());
+        assert!(!h.is_local() && h.source().is_none());
         assert_eq!(h.client_address(), &peer());
         let local = v2::Builder::with_addresses(
             v2::Version::Two | v2::Command::Local,
@@ -517,6 +537,56 @@ mod tests {
         // A v1 line without its CRLF within 107 bytes (the spec's limit).
         let e = parsed(&[b'P', b'R', b'O', b'X', b'Y', b' '].repeat(18)).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{e}");
+    }
+
+    #[test]
+    fn a_v1_line_is_exactly_up_to_its_crlf_within_107_bytes() {
+        // 107 bytes with the CRLF: the longest allowed (TCP6, both addresses at full length).
+        let addr = "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff";
+        let line = format!("PROXY TCP6 {addr} {addr} 65535 65535\r\n");
+        assert_eq!(line.len(), 104);
+        let padded = line.replace("PROXY TCP6 ", "PROXY TCP6    ");
+        assert_eq!(padded.len(), 107);
+        // ppp refuses the extra spaces, but not for being long: the length check passed.
+        let e = parsed(padded.as_bytes()).unwrap_err();
+        assert!(!e.to_string().contains("longer than 107"), "{e}");
+        let e = parsed(&[b"PROXY ".as_slice(), &[b'x'; 102]].concat()).unwrap_err();
+        assert!(e.to_string().contains("longer than 107"), "{e}");
+        // A lone LF ends nothing: the client's bytes behind it are never taken as header.
+        let e = parsed(b"PROXY UNKNOWN x\nGET / HTTP/1.1\r\n").unwrap_err();
+        assert!(e.to_string().contains("CRLF"), "{e}");
+        let (_, len) = parsed(b"PROXY UNKNOWN\r\nGET / HTTP/1.1\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(len, 15);
+    }
+
+    #[test]
+    fn v2_limits_commands_and_local_headers_follow_the_spec() {
+        let h = v2_bytes(0x21, 0x11, &[0u8; 12]);
+        assert_eq!(parse(&h, h.len(), &peer()).unwrap().unwrap().1, h.len());
+        let e = parse(&h, h.len() - 1, &peer()).unwrap_err();
+        assert!(e.to_string().contains("proxy_header_max"), "{e}");
+        for bad in [0x22, 0x11, 0x31] {
+            let e = parsed(&v2_bytes(bad, 0x11, &[0u8; 12])).unwrap_err();
+            assert!(e.to_string().contains("version/command"), "{bad:#x}: {e}");
+        }
+        // LOCAL: the family and the block are ignored, even AF_INET with no addresses.
+        let (h, len) = parsed(&v2_bytes(0x20, 0x11, &[])).unwrap().unwrap();
+        assert!(h.is_local() && len == 16 && h.source().is_none());
+        // PROXY with AF_UNSPEC: a relayed client without addresses.
+        let (h, _) = parsed(&v2_bytes(0x21, 0x00, &[])).unwrap().unwrap();
+        assert!(!h.is_local() && h.source().is_none());
+        // An address block shorter than its family needs.
+        assert!(parsed(&v2_bytes(0x21, 0x11, &[0u8; 4])).is_err());
+    }
+
+    fn v2_bytes(ver_cmd: u8, fam: u8, block: &[u8]) -> Vec<u8> {
+        let mut v = V2_SIGNATURE.to_vec();
+        v.extend_from_slice(&[ver_cmd, fam]);
+        v.extend_from_slice(&(block.len() as u16).to_be_bytes());
+        v.extend_from_slice(block);
+        v
     }
 
     #[test]

@@ -407,6 +407,14 @@ impl RequestKind for StreamRequest {
         if !ctx.options.proxy_protocol.is_on() {
             return Some(inc);
         }
+        // Linux's accept4 never inherits O_NONBLOCK from the listener; BSDs and macOS do
+        // (`configure_accepted`, in `open`, comes after the header).
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        if let Err(e) = inc.sock.set_nonblocking(false) {
+            ctx.proxy_failed(&inc.addr, &e);
+            Self::close_incoming(inc);
+            return None;
+        }
         match HeaderReader::new(&ctx.options).read_blocking(&inc.sock, &inc.addr) {
             Ok(header) => {
                 inc.addr = header.client_address().clone();

@@ -500,7 +500,10 @@ impl<T: Transport, M: Mode> Builder<T, M> {
     /// How long a connection has to send its whole PROXY header. Default
     /// [`DEFAULT_PROXY_HEADER_TIMEOUT`](crate::DEFAULT_PROXY_HEADER_TIMEOUT) (5 s): a proxy
     /// sends it at once, so only a stray or hostile client waits that long. In the classic
-    /// modes it is the `SO_RCVTIMEO` of the header's reads.
+    /// modes it is the `SO_RCVTIMEO` of the header's reads, and the wait holds what runs
+    /// the request: a worker (threading), a child (forking, counted in `max_children`) —
+    /// and in synchronous mode the server itself, `shutdown` included. The evented mode
+    /// holds no thread while it waits.
     pub fn proxy_header_timeout(mut self, timeout: Duration) -> Self {
         self.options.proxy_header_timeout = timeout;
         self
@@ -508,7 +511,9 @@ impl<T: Transport, M: Mode> Builder<T, M> {
 
     /// The longest PROXY header accepted, TLVs included. Default
     /// [`DEFAULT_PROXY_HEADER_MAX`](crate::DEFAULT_PROXY_HEADER_MAX) (4 KiB); at least 232
-    /// bytes (a v2 header carrying two Unix paths), whatever is asked.
+    /// bytes (a v2 header carrying two Unix paths) and at most 65 551 (the largest a v2
+    /// header can declare), whatever is asked. A connection still waiting for the rest of
+    /// its header holds only the bytes it has sent.
     pub fn proxy_header_max(mut self, bytes: usize) -> Self {
         self.options.proxy_header_max = bytes;
         self

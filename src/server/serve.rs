@@ -309,7 +309,7 @@ pub(super) fn dispatch<R: Request>(
     if proxied && !ctx.options.proxy_protocol.trusts(R::incoming_addr(&inc)) {
         let e = io::Error::new(
             io::ErrorKind::PermissionDenied,
-            "a PROXY protocol header from a peer outside the trusted networks",
+            "a peer outside the trusted networks of ProxyProtocol::RequiredFrom",
         );
         ctx.proxy_failed(R::incoming_addr(&inc), &e);
         R::close_incoming(inc);

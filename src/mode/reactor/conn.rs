@@ -480,7 +480,7 @@ impl Conn {
     /// Reads what has arrived of the PROXY header. `true` once it is read and the client
     /// it names passed `verify_request`: the turn goes on (what follows the header may
     /// already be in the socket, and no new edge would report it). `false`: wait for more,
-    /// or the connection was closed (refused, late, or draining).
+    /// or the connection was closed (refused or late).
     fn preamble(
         &self,
         s: &Shared,
@@ -491,6 +491,10 @@ impl Conn {
         let Some(reader) = st.preamble.as_mut() else {
             return true;
         };
+        if s.forced.load(Ordering::SeqCst) {
+            self.close(s, ctx, st, false);
+            return false;
+        }
         let result = if expire == Some(HEADER_LATE) {
             Err(reader.timed_out())
         } else {
@@ -506,8 +510,18 @@ impl Conn {
                     return true;
                 }
             }
-            Ok(None) if !s.draining.load(Ordering::SeqCst) && expire.is_none() => return false,
-            Ok(None) => {}
+            // A header on its way when the drain starts is waited for (its deadline is
+            // within the grace period): the request behind it may be on its way too.
+            Ok(None) => match expire {
+                None => return false,
+                Some(why) => ctx.proxy_failed(
+                    &st.addr,
+                    &io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("no complete PROXY protocol header before the {why}"),
+                    ),
+                ),
+            },
             Err(e) => ctx.proxy_failed(&st.addr, &e),
         }
         self.close(s, ctx, st, false);
@@ -585,7 +599,11 @@ impl Conn {
             let _ = self.send_pending(&mut io);
         }
         let _ = self.sock.shutdown(std::net::Shutdown::Write);
-        ctx.stats.served.inc();
+        // As in the classic modes: a connection refused before its handler ran (its PROXY
+        // header, `verify_request`) was not served.
+        if st.set_up {
+            ctx.stats.served.inc();
+        }
         ctx.release_connection();
     }
 }
