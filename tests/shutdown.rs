@@ -272,3 +272,41 @@ fn unbound_server_can_be_configured_then_bound_and_activated() {
     let _run = Running::start(server);
     assert_eq!(round_trip(addr, b"late\n"), b"late\n");
 }
+
+/// Connections the kernel completed before the close (the listen backlog) are served by
+/// the drain, not reset when the listener closes: behind a load balancer they may already
+/// carry a request that the proxy will not retry.
+#[test]
+fn connections_waiting_in_the_backlog_at_close_are_served_not_reset() {
+    fn check<M: Mode>(server: Server<Tcp, M>) {
+        let addr = server.server_address().unwrap();
+        // Never served: every connection waits in the backlog, its request sent.
+        let clients: Vec<std::net::TcpStream> = (0..8)
+            .map(|i| {
+                let mut c = connect(addr);
+                writeln!(c, "queued {i}").unwrap();
+                c
+            })
+            .collect();
+        assert!(server.server_close(), "the drain finished");
+        for (i, c) in clients.into_iter().enumerate() {
+            let mut line = String::new();
+            std::io::BufReader::new(c)
+                .read_line(&mut line)
+                .unwrap_or_else(|e| panic!("client {i} lost: {e}"));
+            assert_eq!(line, format!("queued {i}\n"));
+        }
+    }
+    check(ThreadingTcpServer::bind("127.0.0.1:0", || EchoLines).unwrap());
+    check(EventedTcpServer::bind("127.0.0.1:0", || EchoLines).unwrap());
+}
+
+/// Echoes lines (a message handler, for the evented half of the test above).
+struct EchoLines;
+
+impl MessageHandler for EchoLines {
+    fn handle(&mut self, ch: &mut Channel, msg: &[u8]) -> io::Result<()> {
+        ch.push(msg);
+        Ok(())
+    }
+}

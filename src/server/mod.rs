@@ -271,7 +271,12 @@ impl<T: Transport, M: Mode> Server<T, M> {
         }
         self.ctx.control.shutdown(true);
         // Close the listener first: new SYNs get RST instead of waiting in a backlog that
-        // will never be served.
+        // will never be served. What the backlog holds already is served.
+        if self.activated.load(Ordering::SeqCst)
+            && let Some(sock) = self.live()
+        {
+            self.take_backlog(&sock);
+        }
         drop(self.socket.write().take());
         if let Some(file) = self.socket_file.lock().take() {
             file.remove();

@@ -231,6 +231,44 @@ impl<T: Transport, M: Mode> Server<T, M> {
         dispatch(&self.dispatcher(), inc, listener, None);
     }
 
+    /// At close, before the listener goes: the connections the kernel has already
+    /// completed (the listen backlog) are taken and served in the drain, not reset when it
+    /// closes — behind a load balancer such a connection may already carry a request the
+    /// proxy will not retry. Stops at the first `EAGAIN` (the listener closes right after:
+    /// what arrives in between is the only race left), when the mode has no room (Block
+    /// policy), or after `backlog` connections. Not in synchronous mode, whose closing
+    /// thread would have to serve them one by one.
+    pub(super) fn take_backlog(&self, sock: &Arc<Socket>) {
+        if !<T::Request as RequestKind>::STREAM || matches!(*self.executor, Executor::Inline) {
+            return;
+        }
+        let d = self.dispatcher();
+        let ctx = &self.ctx;
+        let mut buf = RecvBuf::none();
+        let mut taken = 0;
+        for _ in 0..ctx.options.backlog.max(1) {
+            if !self.executor.has_room()
+                || (ctx.options.pool.overload == Overload::Block && ctx.at_connection_limit())
+            {
+                break;
+            }
+            match <T::Request as RequestKind>::get_request(ctx, sock, &mut buf) {
+                Ok(Polled::Ready(inc)) => {
+                    dispatch(&d, inc, sock.as_raw_fd(), None);
+                    taken += 1;
+                }
+                Ok(Polled::Skipped) => {}
+                Err(e) if is_per_connection(&e) && e.kind() != io::ErrorKind::WouldBlock => {}
+                Ok(Polled::WouldBlock) | Err(_) => break,
+            }
+        }
+        if taken > 0 {
+            log::info!(
+                "socketserver: closing: took {taken} connection(s) waiting in the listen backlog"
+            );
+        }
+    }
+
     fn dispatcher(&self) -> Dispatcher<T::Request> {
         Dispatcher {
             ctx: self.ctx.clone(),
