@@ -45,6 +45,11 @@ pub struct Options {
     pub(crate) max_output: usize,
     pub(crate) message_deadline: Option<Duration>,
     pub(crate) max_messages_per_turn: usize,
+    /// TLS on accepted connections (feature `tls`): the reloadable configuration.
+    #[cfg(feature = "tls")]
+    pub(crate) tls: Option<crate::tls::TlsSlot>,
+    #[cfg(feature = "tls")]
+    pub(crate) tls_handshake_timeout: Duration,
 }
 
 /// Default `listen(2)` backlog (Python: 5; std and mio: 128).
@@ -62,6 +67,10 @@ pub const DEFAULT_HIGH_WATER: usize = 64 * 1024;
 pub const DEFAULT_MAX_OUTPUT: usize = 1024 * 1024;
 /// Default capacity of a stream request's `wfile` buffer ([`Builder::wbufsize`](crate::Builder::wbufsize)).
 pub const DEFAULT_WBUFSIZE: usize = 8 * 1024;
+#[cfg(feature = "tls")]
+/// Default time a TLS client has to finish its handshake
+/// ([`Builder::tls_handshake_timeout`](crate::Builder::tls_handshake_timeout)).
+pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default largest datagram a datagram server receives whole (Python: 8192).
 pub const DEFAULT_MAX_PACKET_SIZE: usize = 65_535;
 
@@ -101,6 +110,10 @@ impl Default for Options {
             max_output: DEFAULT_MAX_OUTPUT,
             message_deadline: None,
             max_messages_per_turn: 64,
+            #[cfg(feature = "tls")]
+            tls: None,
+            #[cfg(feature = "tls")]
+            tls_handshake_timeout: DEFAULT_TLS_HANDSHAKE_TIMEOUT,
         }
     }
 }

@@ -30,6 +30,7 @@ pub(crate) struct Counters {
     pub(crate) truncated: Counter,
     pub(crate) accept_errors: Counter,
     pub(crate) saturated: Counter,
+    pub(crate) tls_failures: Counter,
 }
 
 /// A snapshot of a server's activity, from [`ServerHandle::stats`](crate::ServerHandle::stats).
@@ -90,6 +91,13 @@ pub struct Stats {
     /// [`workers`](crate::Builder::workers)' maximum wait until another closes; this counts
     /// them, and a warning is logged (at most every 10 s).
     pub saturated: u64,
+    /// TLS handshakes that failed (feature `tls`): garbage or a plaintext client on the TLS
+    /// port, a refused client certificate, a client that did not finish within
+    /// [`Builder::tls_handshake_timeout`](crate::Builder::tls_handshake_timeout). Each
+    /// connection was closed before reaching the handler; each is logged (at WARN, at most
+    /// one line a second), not counted in `errors`. In forking mode the handshake runs in
+    /// the child, and its failures count in `errors` (through the child's exit status).
+    pub tls_failures: u64,
 }
 
 impl Counters {
@@ -107,6 +115,7 @@ impl Counters {
             truncated: self.truncated.get(),
             accept_errors: self.accept_errors.get(),
             saturated: self.saturated.get(),
+            tls_failures: self.tls_failures.get(),
             ..Stats::default()
         }
     }
@@ -133,6 +142,7 @@ impl std::fmt::Display for Stats {
             (self.accept_errors, "accept errors"),
             (self.deadline_expired, "past the deadline"),
             (self.saturated, "saturated"),
+            (self.tls_failures, "TLS handshakes failed"),
         ] {
             if n > 0 {
                 write!(f, ", {n} {what}")?;

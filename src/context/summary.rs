@@ -26,15 +26,22 @@ pub(crate) enum Event {
     Rejected,
     /// A request closed unhandled by the drain (WARN).
     Dropped,
+    /// A TLS handshake that failed: garbage, plaintext, a refused certificate, too slow
+    /// (WARN).
+    Tls,
 }
 
-const KINDS: usize = 6;
+const KINDS: usize = 7;
 
 impl Event {
     /// What a handler error is.
     pub(crate) fn of(err: &HandlerError) -> Event {
         match err {
             HandlerError::Panic(_) => Event::Panic,
+            #[cfg(feature = "tls")]
+            HandlerError::Io(e) if crate::tls::is_handshake_error(e) => Event::Tls,
+            #[cfg(feature = "tls")]
+            HandlerError::Io(e) if crate::tls::is_truncated(e) => Event::Disconnect,
             HandlerError::Io(e) => match e.kind() {
                 io::ErrorKind::TimedOut => Event::Timeout,
                 io::ErrorKind::ConnectionReset
@@ -50,7 +57,7 @@ impl Event {
     pub(crate) fn level(self) -> log::Level {
         match self {
             Event::Error | Event::Panic => log::Level::Error,
-            Event::Rejected | Event::Dropped => log::Level::Warn,
+            Event::Rejected | Event::Dropped | Event::Tls => log::Level::Warn,
             Event::Timeout | Event::Disconnect => log::Level::Info,
         }
     }
@@ -63,6 +70,7 @@ impl Event {
             Event::Disconnect => "disconnect",
             Event::Rejected => "rejection",
             Event::Dropped => "dropped request",
+            Event::Tls => "TLS handshake failure",
         }
     }
 }
@@ -133,6 +141,7 @@ impl Summary {
             Event::Disconnect,
             Event::Rejected,
             Event::Dropped,
+            Event::Tls,
         ];
         let parts: Vec<String> = ALL
             .iter()

@@ -237,8 +237,7 @@ impl BaseRequestHandler<StreamRequest> for Blocking {
                 handler.handle(ch, reader.message())?;
                 Blocking::flush(ch)?;
                 if std::mem::take(&mut ch.take_over) {
-                    let sock = req.connection().socket();
-                    let mut stream = BlockingStream::new(&mut reader, sock, None)?;
+                    let mut stream = BlockingStream::over(&mut reader, req.connection());
                     handler.handle_blocking(ch, &mut stream)?;
                     Blocking::flush(ch)?;
                 }

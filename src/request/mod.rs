@@ -6,6 +6,8 @@ mod datagram;
 mod message;
 mod stream;
 mod takeover;
+#[cfg(feature = "tls")]
+mod tls;
 
 pub use datagram::{DatagramRequest, ReplyBuffer};
 pub use message::{Channel, ChannelHandle};

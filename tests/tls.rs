@@ -1,0 +1,366 @@
+//! TLS (feature `tls`) in the classic modes, with real clients: rustls, `openssl s_client`
+//! and Python's `ssl` module. Certificates are made at test time (`util::tls::Pki`).
+#![cfg(feature = "tls")]
+
+mod util;
+
+use std::io::{self, BufRead, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use socketserver::*;
+use util::tls::{Pki, close, connect, line_round_trip};
+use util::*;
+
+/// A TLS echo server in mode `M` on a free port.
+fn echo_server<M: Mode>(pki: &Pki) -> Running<Tcp, M> {
+    let server = Server::<Tcp, M>::builder()
+        .tls_pem(&pki.cert, &pki.key)
+        .unwrap()
+        .bind("127.0.0.1:0", echo_lines)
+        .unwrap();
+    Running::start(server)
+}
+
+fn addr<M: Mode>(r: &Running<Tcp, M>) -> SocketAddr {
+    r.server.server_address().unwrap()
+}
+
+/// Two lines through one TLS connection, then a clean close on both sides: the server
+/// answers our `close_notify` with its own (the client reads a clean end of stream).
+fn rustls_echo<M: Mode>() {
+    let pki = Pki::new();
+    let running = echo_server::<M>(&pki);
+    let mut c = connect(addr(&running), pki.client_config(false), "localhost").unwrap();
+    assert_eq!(line_round_trip(&mut c, "hello\n"), "hello\n");
+    assert_eq!(line_round_trip(&mut c, "over TLS\n"), "over TLS\n");
+    c.conn.send_close_notify();
+    c.flush().unwrap();
+    let mut rest = Vec::new();
+    // Ok(0) only after the server's close_notify; a bare FIN would be UnexpectedEof.
+    c.read_to_end(&mut rest)
+        .expect("the server ended the stream with close_notify");
+    assert!(rest.is_empty());
+    running.stop().unwrap();
+}
+
+#[test]
+fn rustls_client_echoes_in_synchronous_mode() {
+    rustls_echo::<Synchronous>();
+}
+
+#[test]
+fn rustls_client_echoes_in_threading_mode() {
+    rustls_echo::<Threading>();
+}
+
+#[test]
+fn rustls_client_echoes_in_forking_mode() {
+    rustls_echo::<Forking>();
+}
+
+#[test]
+fn rustls_client_echoes_over_a_unix_stream_socket() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tls.sock");
+    let server = ThreadingUnixStreamServer::builder()
+        .tls_pem(&pki.cert, &pki.key)
+        .unwrap()
+        .bind(&path, echo_lines)
+        .unwrap();
+    let running = Running::start(server);
+    let sock = std::os::unix::net::UnixStream::connect(&path).unwrap();
+    sock.set_read_timeout(Some(LONG)).unwrap();
+    let name = socketserver::tls::rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let conn =
+        socketserver::tls::rustls::ClientConnection::new(pki.client_config(false), name).unwrap();
+    let mut c = socketserver::tls::rustls::StreamOwned::new(conn, sock);
+    c.write_all(b"unix\n").unwrap();
+    let mut line = String::new();
+    io::BufReader::new(&mut c).read_line(&mut line).unwrap();
+    assert_eq!(line, "unix\n");
+    running.stop().unwrap();
+}
+
+/// What the handler saw of the handshake, one line.
+fn describe(req: &mut StreamRequest) -> io::Result<()> {
+    let tls = req.tls().expect("TLS is on").clone();
+    writeln!(
+        req.wfile,
+        "{:?} {:?} sni={} alpn={} certs={}",
+        tls.protocol_version().unwrap(),
+        tls.cipher_suite().unwrap(),
+        tls.server_name().unwrap_or("-"),
+        String::from_utf8_lossy(tls.alpn_protocol().unwrap_or(b"-")),
+        tls.peer_certificates().len()
+    )
+}
+
+#[test]
+fn the_request_tells_version_cipher_suite_sni_and_alpn() {
+    let pki = Pki::new();
+    let mut config = (*pki.server_config()).clone();
+    config.alpn_protocols = vec![b"echo/1".to_vec(), b"http/1.1".to_vec()];
+    let server = TcpServer::builder()
+        .tls(Arc::new(config))
+        .bind("127.0.0.1:0", describe)
+        .unwrap();
+    let running = Running::start(server);
+    let mut client = (*pki.client_config(false)).clone();
+    client.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let mut c = connect(addr(&running), Arc::new(client), "localhost").unwrap();
+    let mut line = String::new();
+    io::BufReader::new(&mut c).read_line(&mut line).unwrap();
+    assert!(line.starts_with("TLSv1_3 TLS13_"), "{line}");
+    assert!(
+        line.ends_with("sni=localhost alpn=http/1.1 certs=0\n"),
+        "{line}"
+    );
+    running.stop().unwrap();
+}
+
+/// `openssl s_client`: one line echoed, the server's certificate verified against the CA.
+#[test]
+fn openssl_s_client_is_served() {
+    if !require_program("openssl") {
+        return;
+    }
+    let pki = Pki::new();
+    let server = ThreadingTcpServer::builder()
+        .tls_pem(&pki.cert, &pki.key)
+        .unwrap()
+        .bind("127.0.0.1:0", echo_line)
+        .unwrap();
+    let running = Running::start(server);
+    let mut child = Command::new("openssl")
+        .args([
+            "s_client",
+            "-quiet",
+            "-verify_return_error",
+            "-servername",
+            "localhost",
+        ])
+        .arg("-connect")
+        .arg(addr(&running).to_string())
+        .arg("-CAfile")
+        .arg(&pki.ca)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"from openssl\n")
+        .unwrap();
+    let out = wait_output(child);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "from openssl\n");
+    running.stop().unwrap();
+}
+
+/// Waits for a child process, at most [`LONG`] (then kills it and fails).
+fn wait_output(mut child: std::process::Child) -> std::process::Output {
+    let deadline = Instant::now() + LONG;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{:?}", child.wait_with_output());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// Python's `ssl` module: an echo client, its socket wrapped by `SSLContext.wrap_socket`.
+#[test]
+fn python_ssl_client_is_served() {
+    let pki = Pki::new();
+    let running = echo_server::<Threading>(&pki);
+    let script = r#"
+import socket, ssl, sys
+port, ca = int(sys.argv[1]), sys.argv[2]
+ctx = ssl.create_default_context(cafile=ca)
+with socket.create_connection(("127.0.0.1", port), timeout=20) as raw:
+    with ctx.wrap_socket(raw, server_hostname="localhost") as s:
+        for line in (b"one\n", b"two\n"):
+            s.sendall(line)
+            got = b""
+            while not got.endswith(b"\n"):
+                got += s.recv(100)
+            assert got == line, got
+        print(s.version(), s.cipher()[0])
+        s.unwrap()
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .arg(addr(&running).port().to_string())
+        .arg(&pki.ca)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("TLSv1.3 "));
+    running.stop().unwrap();
+}
+
+/// Errors the `handle_error` hook received.
+type Seen = Arc<Mutex<Vec<(io::ErrorKind, String)>>>;
+
+fn recording(seen: &Seen) -> impl Fn(&ClientAddr, &HandlerError) + Send + Sync + 'static {
+    let seen = seen.clone();
+    move |_, err| {
+        if let HandlerError::Io(e) = err {
+            seen.lock().unwrap().push((e.kind(), e.to_string()));
+        }
+    }
+}
+
+#[test]
+fn a_client_that_never_finishes_the_handshake_is_closed_at_the_deadline() {
+    let pki = Pki::new();
+    let seen = Seen::default();
+    // One worker: the slow client holds it until the deadline, then the next is served.
+    let server = TcpServer::builder()
+        .tls(pki.server_config())
+        .tls_handshake_timeout(Duration::from_millis(300))
+        .handle_error(recording(&seen))
+        .bind("127.0.0.1:0", echo_line)
+        .unwrap();
+    let running = Running::start(server);
+    let a = addr(&running);
+    let started = Instant::now();
+    let mut slow = util::connect(a);
+    slow.write_all(&[0x16, 0x03]).unwrap(); // the start of a record, then nothing
+    let mut c = connect(a, pki.client_config(false), "localhost").unwrap();
+    assert_eq!(line_round_trip(&mut c, "after\n"), "after\n");
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(250), "{waited:?}");
+    assert!(waited < Duration::from_secs(5), "{waited:?}");
+    // The slow one was closed.
+    let mut buf = [0u8; 64];
+    assert!(matches!(slow.read(&mut buf), Ok(0) | Err(_)));
+    let stats = running.server.stats();
+    assert_eq!(stats.tls_failures, 1, "{stats}");
+    assert_eq!(stats.errors, 0, "{stats}");
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].0, io::ErrorKind::TimedOut);
+    assert!(seen[0].1.contains("tls_handshake_timeout"), "{seen:?}");
+    drop(seen);
+    running.stop().unwrap();
+}
+
+#[test]
+fn garbage_and_plaintext_on_the_tls_port_are_closed_and_counted() {
+    let pki = Pki::new();
+    let seen = Seen::default();
+    let server = ThreadingTcpServer::builder()
+        .tls(pki.server_config())
+        .handle_error(recording(&seen))
+        .bind("127.0.0.1:0", echo_line)
+        .unwrap();
+    let running = Running::start(server);
+    let a = addr(&running);
+    for junk in [&b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..], &[0xff; 300][..]] {
+        let mut s = util::connect(a);
+        s.write_all(junk).unwrap();
+        // The server closes: an alert perhaps, then end of file (or a reset).
+        let mut got = Vec::new();
+        let _ = s.read_to_end(&mut got);
+        assert!(got.len() < 64, "{got:?}");
+    }
+    wait_until("two failures counted", || {
+        running.server.stats().tls_failures == 2
+    });
+    // A good client is still served.
+    let mut c = connect(a, pki.client_config(false), "localhost").unwrap();
+    assert_eq!(line_round_trip(&mut c, "fine\n"), "fine\n");
+    let stats = running.server.stats();
+    assert_eq!((stats.tls_failures, stats.errors), (2, 0), "{stats}");
+    assert!(
+        seen.lock()
+            .unwrap()
+            .iter()
+            .all(|(_, m)| m.starts_with("TLS handshake failed")),
+        "{seen:?}"
+    );
+    running.stop().unwrap();
+}
+
+#[test]
+fn a_stream_cut_without_close_notify_is_reported_as_truncated() {
+    let pki = Pki::new();
+    let seen = Seen::default();
+    let server = ThreadingTcpServer::builder()
+        .tls(pki.server_config())
+        .handle_error(recording(&seen))
+        .bind("127.0.0.1:0", echo_lines)
+        .unwrap();
+    let running = Running::start(server);
+    let mut c = connect(addr(&running), pki.client_config(false), "localhost").unwrap();
+    assert_eq!(line_round_trip(&mut c, "partial\n"), "partial\n");
+    // TCP FIN, no close_notify.
+    c.sock.shutdown(Shutdown::Both).unwrap();
+    wait_until("the truncation reported", || {
+        !seen.lock().unwrap().is_empty()
+    });
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen[0].0, io::ErrorKind::UnexpectedEof, "{seen:?}");
+    assert!(seen[0].1.contains("truncated"), "{seen:?}");
+    drop(seen);
+    let stats = running.server.stats();
+    assert_eq!((stats.disconnects, stats.errors), (1, 0), "{stats}");
+    running.stop().unwrap();
+}
+
+#[test]
+fn a_graceful_shutdown_sends_close_notify_to_idle_clients() {
+    let pki = Pki::new();
+    let server = ThreadingTcpServer::builder()
+        .tls(pki.server_config())
+        .bind("127.0.0.1:0", echo_lines)
+        .unwrap();
+    let running = Running::start(server);
+    let mut c = connect(addr(&running), pki.client_config(false), "localhost").unwrap();
+    assert_eq!(line_round_trip(&mut c, "idle next\n"), "idle next\n");
+    let server = running.server.clone();
+    running.stop().unwrap();
+    let started = Instant::now();
+    server.server_close();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let mut rest = Vec::new();
+    c.read_to_end(&mut rest)
+        .expect("close_notify before the FIN, not a truncation");
+    assert!(rest.is_empty());
+    close(c);
+}
+
+#[test]
+fn many_concurrent_clients_share_a_pool() {
+    let pki = Pki::new();
+    let running = echo_server::<Threading>(&pki);
+    let a = addr(&running);
+    let config = pki.client_config(false);
+    let threads: Vec<_> = (0..8)
+        .map(|i| {
+            let config = config.clone();
+            std::thread::spawn(move || {
+                let mut c = connect(a, config, "localhost").unwrap();
+                for j in 0..20 {
+                    let line = format!("{i} {j} {}\n", "x".repeat(i * 1000));
+                    assert_eq!(line_round_trip(&mut c, &line), line);
+                }
+                close(c);
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    running.stop().unwrap();
+}
