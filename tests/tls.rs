@@ -364,3 +364,131 @@ fn many_concurrent_clients_share_a_pool() {
     }
     running.stop().unwrap();
 }
+
+/// A message handler that takes the connection over for a body: `put N\n` then N bytes →
+/// `got N <sum>\n`; any other line is echoed.
+#[derive(Default)]
+struct Bodies {
+    want: u64,
+}
+
+impl MessageHandler for Bodies {
+    fn handle(&mut self, ch: &mut Channel, line: &[u8]) -> io::Result<()> {
+        if let Some(n) = line.strip_prefix(b"put ") {
+            ch.take_over();
+            self.want = String::from_utf8_lossy(n).trim().parse().unwrap_or(0);
+            Ok(())
+        } else {
+            ch.write_all(line)
+        }
+    }
+
+    fn handle_blocking(&mut self, _ch: &mut Channel, s: &mut BlockingStream) -> io::Result<()> {
+        let n = self.want;
+        let mut sum = 0u64;
+        let mut left = n;
+        let mut buf = [0u8; 4096];
+        while left > 0 {
+            let k = s.read(&mut buf[..left.min(4096) as usize])?;
+            if k == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            sum += buf[..k].iter().map(|&b| b as u64).sum::<u64>();
+            left -= k as u64;
+        }
+        writeln!(s, "got {n} {sum}")
+    }
+}
+
+#[test]
+fn a_message_handler_takes_a_tls_connection_over_in_threading_mode() {
+    let pki = Pki::new();
+    let server = ThreadingTcpServer::builder()
+        .tls(pki.server_config())
+        .framing(framing::MessageFraming::Lines { max: 1024 })
+        .bind("127.0.0.1:0", Bodies::default)
+        .unwrap();
+    let running = Running::start(server);
+    let mut c = connect(addr(&running), pki.client_config(false), "localhost").unwrap();
+    assert_eq!(line_round_trip(&mut c, "before\n"), "before\n");
+    let body: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    let sum: u64 = body.iter().map(|&b| b as u64).sum();
+    c.write_all(b"put 100000\n").unwrap();
+    c.write_all(&body).unwrap();
+    c.write_all(b"after\n").unwrap();
+    c.flush().unwrap();
+    let mut r = io::BufReader::new(&mut c);
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    assert_eq!(line, format!("got 100000 {sum}\n"));
+    line.clear();
+    r.read_line(&mut line).unwrap();
+    assert_eq!(line, "after\n");
+    drop(r);
+    close(c);
+    running.stop().unwrap();
+}
+
+/// The body of the pre-fork test, in a child process: 2 workers serving TLS from the PEM
+/// files named by `TLS_PEM` (`cert:key`).
+#[test]
+fn prefork_tls_child() {
+    if !is_child() {
+        return;
+    }
+    let pem = std::env::var("TLS_PEM").unwrap();
+    let (cert, key) = pem.split_once(':').unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let prefork = socketserver::prefork::Prefork::new(2);
+    shutdown_on_ctrl_c([prefork.handle()]).unwrap();
+    println!("PORT {port}");
+    prefork
+        .run(("127.0.0.1", port), |listener| {
+            ThreadingTcpServer::builder()
+                .tls_pem(cert, key)?
+                .from_socket(listener, |req: &mut StreamRequest| {
+                    writeln!(req.wfile, "{}", std::process::id())
+                })
+        })
+        .unwrap();
+}
+
+#[test]
+fn prefork_workers_serve_tls() {
+    let pki = Pki::new();
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args([
+        "prefork_tls_child",
+        "--exact",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env(CHILD_ENV, "1")
+    .env(
+        "TLS_PEM",
+        format!("{}:{}", pki.cert.display(), pki.key.display()),
+    );
+    let mut parent = ChildProc::spawn(cmd);
+    let line = ChildProc::expect_line(&parent.stdout, "PORT ");
+    let port: u16 = line["PORT ".len()..].trim().parse().unwrap();
+    let a: SocketAddr = ([127, 0, 0, 1], port).into();
+    let mut pids = std::collections::HashSet::new();
+    let deadline = Instant::now() + LONG;
+    while pids.len() < 2 && Instant::now() < deadline {
+        // Workers may still be starting: a refused connection is retried.
+        let Ok(mut c) = connect(a, pki.client_config(false), "localhost") else {
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        };
+        let mut line = String::new();
+        io::BufReader::new(&mut c).read_line(&mut line).unwrap();
+        pids.insert(line.trim().parse::<i32>().unwrap());
+    }
+    assert_eq!(pids.len(), 2, "both workers answered over TLS: {pids:?}");
+    parent.signal(libc::SIGINT);
+    assert_eq!(parent.wait_exit(), Some(0));
+}
