@@ -96,7 +96,7 @@ pub struct Stats {
     /// [`Builder::tls_handshake_timeout`](crate::Builder::tls_handshake_timeout). Each
     /// connection was closed before reaching the handler; each is logged (at WARN, at most
     /// one line a second), not counted in `errors`. In forking mode the handshake runs in
-    /// the child, and its failures count in `errors` (through the child's exit status).
+    /// the child, which tells the parent through its exit status.
     pub tls_failures: u64,
 }
 

@@ -5,6 +5,8 @@
 //! Not an example itself: each example pulls it in with `mod common;`.
 #![allow(dead_code)] // each example uses a different part
 
+pub mod tls;
+
 use std::fmt::Display;
 use std::io;
 use std::process::ExitCode;
@@ -102,6 +104,9 @@ pub struct ServerArgs {
     /// Execution mode (default: the example's own; evented for echo and upper over TCP).
     #[arg(long, value_enum)]
     pub mode: Option<ModeArg>,
+    /// `--tls-cert`, `--tls-key`, `--tls-client-ca`.
+    #[command(flatten)]
+    pub tls: tls::TlsServerArgs,
 }
 
 /// The options every example client takes.
@@ -110,6 +115,9 @@ pub struct ClientArgs {
     /// Address of the server.
     #[arg(long)]
     pub addr: Option<String>,
+    /// `--tls-ca`, `--tls-cert`, `--tls-key`.
+    #[command(flatten)]
+    pub tls: tls::TlsClientArgs,
 }
 
 /// `--log-level`, global to both subcommands.
@@ -195,6 +203,14 @@ where
     for<'a> &'a str: BindAddr<T>,
     H: IntoHandler<T::Request, Marker>,
 {
+    // The evented mode does not serve TLS yet: the classic default then.
+    let settings = &Settings {
+        default_mode: match settings.default_mode {
+            ModeArg::Evented if args.tls.on() => ModeArg::Threading,
+            mode => mode,
+        },
+        ..settings.clone()
+    };
     let result = match args.mode.unwrap_or(settings.default_mode) {
         ModeArg::Sync => serve_in::<T, Synchronous, H, Marker>(settings, args, handler),
         ModeArg::Threading => serve_in::<T, Threading, H, Marker>(settings, args, handler),
@@ -248,7 +264,7 @@ where
     }
     let name = s.name;
     let addr = args.addr.as_deref().unwrap_or(s.default_addr);
-    let mut builder = Server::<T, M>::builder();
+    let mut builder = args.tls.apply(name, Server::<T, M>::builder())?;
     if let Some(t) = s.write_timeout {
         builder = builder.write_timeout(Some(t));
     }
@@ -306,10 +322,9 @@ pub fn client_failed(name: &str, what: impl Display) -> ExitCode {
 /// The line client of the request/response examples over TCP: each line of stdin goes
 /// out, and as many bytes as were sent are read back and printed (echo and upper-case
 /// replies keep the length).
-pub fn tcp_line_client(addr: &str) -> io::Result<()> {
+pub fn tcp_line_client(addr: &str, tls: &tls::TlsClientArgs) -> io::Result<()> {
     use std::io::{BufRead, Read, Write};
-    let mut conn = std::net::TcpStream::connect(addr)
-        .map_err(|e| io::Error::new(e.kind(), format!("cannot connect to {addr}: {e}")))?;
+    let mut conn = tls::connect(addr, tls)?;
     conn.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut reply = Vec::new();
     for line in io::stdin().lock().lines() {
@@ -394,7 +409,7 @@ where
             let result = if opts.udp {
                 udp_line_client(addr)
             } else {
-                tcp_line_client(addr)
+                tcp_line_client(addr, &args.tls)
             };
             result.map_or_else(|e| client_failed(name, e), |()| ExitCode::SUCCESS)
         }
