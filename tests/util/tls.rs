@@ -4,7 +4,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
@@ -80,6 +80,24 @@ impl Pki {
             )
             .unwrap(),
         )
+    }
+
+    /// A rustls client that trusts the CA and presents `cert` (of another CA, say).
+    pub fn client_config_presenting(&self, cert: &Path, key: &Path) -> Arc<rustls::ClientConfig> {
+        let mut roots = rustls::RootCertStore::empty();
+        for c in socketserver::tls::load_certs(&self.ca).unwrap() {
+            roots.add(c).unwrap();
+        }
+        let config = rustls::ClientConfig::builder_with_provider(socketserver::tls::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_client_auth_cert(
+                socketserver::tls::load_certs(cert).unwrap(),
+                socketserver::tls::load_key(key).unwrap(),
+            )
+            .unwrap();
+        Arc::new(config)
     }
 
     /// A rustls client that trusts the CA; with `client_auth`, presents the client
