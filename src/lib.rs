@@ -134,8 +134,8 @@
 //!
 //! - `ctrlc` (off): [`shutdown_on_ctrl_c`]. The library itself never installs a signal
 //!   handler or a logger; it logs through the `log` facade.
-//! - `tls` (off): TLS through rustls (its `ring` provider) on every stream transport in the
-//!   classic modes: [`Builder::tls`], [`Builder::tls_pem`], [`StreamRequest::tls`],
+//! - `tls` (off): TLS through rustls (its `ring` provider) on every stream transport in
+//!   every mode: [`Builder::tls`], [`Builder::tls_pem`], [`StreamRequest::tls`],
 //!   [`ServerHandle::set_tls_config`]; PEM and mTLS helpers in [`tls`]. Handlers are
 //!   unchanged: `rfile`, `wfile` and framing carry plaintext.
 #![deny(missing_docs, missing_debug_implementations, rust_2018_idioms)]

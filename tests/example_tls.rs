@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use util::tls::{Pki, connect as tls_connect};
 use util::*;
 
-const MODES: [&str; 3] = ["sync", "threading", "forking"];
+const MODES: [&str; 4] = ["sync", "threading", "forking", "evented"];
 const PY_WRAP: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/tls_wrap.py");
 const PY_UPLOAD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/upload_client.py");
 
@@ -65,7 +65,7 @@ fn echo_and_upper_serve_their_clients_over_tls_in_every_mode() {
 }
 
 #[test]
-fn the_default_evented_mode_falls_back_to_threading_with_tls() {
+fn echo_serves_tls_in_its_default_evented_mode() {
     let pki = Pki::new();
     let (server, addr) = spawn_example_server("echo", &strs(&tls_server_args(&pki)));
     let out = run_example_client("echo", addr, &["--tls-ca", s(&pki.ca)], b"x\n");
@@ -180,13 +180,19 @@ fn remote_cmd_runs_a_command_over_tls() {
 /// index: the stored file is byte-identical.
 #[test]
 fn a_200_mib_upload_over_tls_arrives_byte_identical() {
+    for mode in ["threading", "evented"] {
+        upload_200_mib(mode);
+    }
+}
+
+fn upload_200_mib(mode: &str) {
     use socketserver::framing::{Framing, UPLOAD_CLOSE, UploadHeader, to_python_json};
     const MIB: usize = 1024 * 1024;
     const CHUNKS: usize = 200;
     let pki = Pki::new();
     let tmp = tempfile::tempdir().unwrap();
     let mut args = tls_server_args(&pki);
-    args.extend(["--mode".into(), "threading".into(), "--dir".into()]);
+    args.extend(["--mode".into(), mode.into(), "--dir".into()]);
     args.push(s(tmp.path()).into());
     let (server, addr) = spawn_example_server("upload", &strs(&args));
     let base: Vec<u8> = (0..MIB).map(|i| (i * 7 % 253) as u8).collect();
@@ -222,7 +228,7 @@ fn a_200_mib_upload_over_tls_arrives_byte_identical() {
     let mut got = vec![0u8; MIB];
     for i in 0..CHUNKS {
         stored.read_exact(&mut got).unwrap();
-        assert!(got == chunk(i), "chunk {i} differs");
+        assert!(got == chunk(i), "{mode}: chunk {i} differs");
     }
     assert_eq!(stored.read(&mut got).unwrap(), 0, "stored file is too long");
     server.stop_with_sigint();

@@ -492,3 +492,157 @@ fn prefork_workers_serve_tls() {
     parent.signal(libc::SIGINT);
     assert_eq!(parent.wait_exit(), Some(0));
 }
+
+/// Echoes every chunk (a message handler with `MessageFraming::Raw`), and says what the
+/// handshake negotiated in `setup`.
+struct EchoChunks;
+
+impl MessageHandler for EchoChunks {
+    fn setup(&mut self, ch: &mut Channel) -> io::Result<()> {
+        let tls = ch.tls().expect("TLS is on").clone();
+        writeln!(ch, "hello {}", tls.server_name().unwrap_or("-"))
+    }
+
+    fn handle(&mut self, ch: &mut Channel, msg: &[u8]) -> io::Result<()> {
+        ch.write_all(msg)
+    }
+}
+
+fn evented_server(pki: &Pki) -> Running<Tcp, Evented> {
+    let server = EventedTcpServer::builder()
+        .tls(pki.server_config())
+        .tls_handshake_timeout(Duration::from_millis(300))
+        .framing(framing::MessageFraming::Raw)
+        .bind("127.0.0.1:0", || EchoChunks)
+        .unwrap();
+    Running::start(server)
+}
+
+#[test]
+fn rustls_client_echoes_in_evented_mode_with_large_messages() {
+    let pki = Pki::new();
+    let running = evented_server(&pki);
+    let a = addr(&running);
+    let threads: Vec<_> = (0..4)
+        .map(|i| {
+            let config = pki.client_config(false);
+            std::thread::spawn(move || {
+                let mut c = connect(a, config, "localhost").unwrap();
+                let mut r = io::BufReader::new(&mut c);
+                let mut hello = String::new();
+                r.read_line(&mut hello).unwrap();
+                assert_eq!(hello, "hello localhost\n");
+                drop(r);
+                // 1 MiB each way, in writes of 100 KB: records split and joined.
+                let body: Vec<u8> = (0..1 << 20).map(|j| (j * (i + 3) % 251) as u8).collect();
+                let reader = {
+                    let mut got = vec![0u8; body.len()];
+                    let mut c2 = c;
+                    for piece in body.chunks(100_000) {
+                        c2.write_all(piece).unwrap();
+                    }
+                    c2.flush().unwrap();
+                    c2.read_exact(&mut got).unwrap();
+                    (c2, got)
+                };
+                assert!(reader.1 == body, "client {i}: echo differs");
+                let mut c = reader.0;
+                c.conn.send_close_notify();
+                c.flush().unwrap();
+                let mut rest = Vec::new();
+                c.read_to_end(&mut rest)
+                    .expect("the server answers close_notify with its own");
+                assert!(rest.is_empty());
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let stats = running.server.stats();
+    assert_eq!((stats.errors, stats.tls_failures), (0, 0), "{stats}");
+    running.stop().unwrap();
+}
+
+#[test]
+fn evented_mode_closes_slow_handshakes_and_garbage_and_counts_them() {
+    let pki = Pki::new();
+    let running = evented_server(&pki);
+    let a = addr(&running);
+    let started = Instant::now();
+    let mut slow = util::connect(a);
+    slow.write_all(&[0x16, 0x03]).unwrap();
+    let mut junk = util::connect(a);
+    junk.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+    let mut got = Vec::new();
+    let _ = junk.read_to_end(&mut got);
+    assert!(got.len() < 64, "{got:?}");
+    // Meanwhile a good client is served at once.
+    let mut c = connect(a, pki.client_config(false), "localhost").unwrap();
+    let mut hello = String::new();
+    io::BufReader::new(&mut c).read_line(&mut hello).unwrap();
+    assert_eq!(hello, "hello localhost\n");
+    let mut buf = [0u8; 16];
+    let r = slow.read(&mut buf);
+    assert!(matches!(r, Ok(0) | Err(_)), "{r:?}");
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(250), "{waited:?}");
+    assert!(waited < Duration::from_secs(5), "{waited:?}");
+    wait_until("both failures counted", || {
+        running.server.stats().tls_failures == 2
+    });
+    close(c);
+    running.stop().unwrap();
+}
+
+#[test]
+fn evented_mode_reports_a_truncated_tls_stream() {
+    let pki = Pki::new();
+    let seen = Seen::default();
+    let server = EventedTcpServer::builder()
+        .tls(pki.server_config())
+        .handle_error(recording(&seen))
+        .framing(framing::MessageFraming::Raw)
+        .bind("127.0.0.1:0", || EchoChunks)
+        .unwrap();
+    let running = Running::start(server);
+    let mut c = connect(addr(&running), pki.client_config(false), "localhost").unwrap();
+    let mut hello = String::new();
+    io::BufReader::new(&mut c).read_line(&mut hello).unwrap();
+    c.sock.shutdown(Shutdown::Both).unwrap();
+    wait_until("the truncation reported", || {
+        !seen.lock().unwrap().is_empty()
+    });
+    assert!(seen.lock().unwrap()[0].1.contains("truncated"), "{seen:?}");
+    assert_eq!(running.server.stats().disconnects, 1);
+    running.stop().unwrap();
+}
+
+#[test]
+fn a_message_handler_takes_a_tls_connection_over_in_evented_mode() {
+    let pki = Pki::new();
+    let server = EventedTcpServer::builder()
+        .tls(pki.server_config())
+        .framing(framing::MessageFraming::Lines { max: 1024 })
+        .bind("127.0.0.1:0", Bodies::default)
+        .unwrap();
+    let running = Running::start(server);
+    let mut c = connect(addr(&running), pki.client_config(false), "localhost").unwrap();
+    assert_eq!(line_round_trip(&mut c, "before\n"), "before\n");
+    let body: Vec<u8> = (0..300_000u32).map(|i| (i % 241) as u8).collect();
+    let sum: u64 = body.iter().map(|&b| b as u64).sum();
+    c.write_all(b"put 300000\n").unwrap();
+    c.write_all(&body).unwrap();
+    c.write_all(b"after\n").unwrap();
+    c.flush().unwrap();
+    let mut r = io::BufReader::new(&mut c);
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    assert_eq!(line, format!("got 300000 {sum}\n"));
+    line.clear();
+    r.read_line(&mut line).unwrap();
+    assert_eq!(line, "after\n");
+    drop(r);
+    close(c);
+    running.stop().unwrap();
+}

@@ -203,14 +203,6 @@ where
     for<'a> &'a str: BindAddr<T>,
     H: IntoHandler<T::Request, Marker>,
 {
-    // The evented mode does not serve TLS yet: the classic default then.
-    let settings = &Settings {
-        default_mode: match settings.default_mode {
-            ModeArg::Evented if args.tls.on() => ModeArg::Threading,
-            mode => mode,
-        },
-        ..settings.clone()
-    };
     let result = match args.mode.unwrap_or(settings.default_mode) {
         ModeArg::Sync => serve_in::<T, Synchronous, H, Marker>(settings, args, handler),
         ModeArg::Threading => serve_in::<T, Threading, H, Marker>(settings, args, handler),

@@ -193,7 +193,13 @@ impl Blocking {
                 conn: req.connection().clone(),
                 lock: Mutex::new(true),
             });
-            Channel::new(outlet, req.client_address().clone(), req.server().clone())
+            #[allow(unused_mut)]
+            let mut ch = Channel::new(outlet, req.client_address().clone(), req.server().clone());
+            #[cfg(feature = "tls")]
+            if let Some(info) = req.tls() {
+                ch.set_tls(info.clone());
+            }
+            ch
         })
     }
 

@@ -14,6 +14,8 @@ pub use message::{Channel, ChannelHandle};
 pub(crate) use message::{Closing, Outlet};
 pub use stream::{Connection, SocketWriter, StreamRequest};
 pub use takeover::BlockingStream;
+#[cfg(feature = "tls")]
+pub(crate) use tls::handshake_failed;
 
 use std::io;
 use std::sync::Arc;

@@ -25,6 +25,9 @@ use crate::framing::MessageReader;
 enum Io<'a> {
     Socket(&'a Socket),
     Connection(&'a Connection),
+    /// The evented mode's TLS session over its socket (in blocking mode meanwhile).
+    #[cfg(feature = "tls")]
+    Tls(&'a Socket, &'a crate::tls::Session),
 }
 
 impl<'a> Io<'a> {
@@ -32,6 +35,8 @@ impl<'a> Io<'a> {
         match self {
             Io::Socket(mut s) => retry(|| s.read(buf)),
             Io::Connection(c) => c.read_direct(buf),
+            #[cfg(feature = "tls")]
+            Io::Tls(s, tls) => tls.read(s, buf),
         }
     }
 
@@ -39,6 +44,8 @@ impl<'a> Io<'a> {
         match self {
             Io::Socket(mut s) => retry(|| s.write(buf)),
             Io::Connection(c) => c.write_direct(buf),
+            #[cfg(feature = "tls")]
+            Io::Tls(s, tls) => tls.write_vectored(s, &[std::io::IoSlice::new(buf)]),
         }
     }
 
@@ -46,6 +53,8 @@ impl<'a> Io<'a> {
         match self {
             Io::Socket(s) => s,
             Io::Connection(c) => c.socket(),
+            #[cfg(feature = "tls")]
+            Io::Tls(s, _) => s,
         }
     }
 }
@@ -93,6 +102,19 @@ impl<'a> BlockingStream<'a> {
             read: 0,
             written: 0,
         })
+    }
+
+    /// [`new`](Self::new) with TLS: plaintext through the evented connection's session.
+    #[cfg(feature = "tls")]
+    pub(crate) fn with_tls(
+        reader: &'a mut MessageReader,
+        sock: &'a Socket,
+        tls: &'a crate::tls::Session,
+        timeouts: Option<(Option<Duration>, Option<Duration>)>,
+    ) -> io::Result<BlockingStream<'a>> {
+        let mut stream = BlockingStream::new(reader, sock, timeouts)?;
+        stream.io = Io::Tls(sock, tls);
+        Ok(stream)
     }
 
     /// Over a classic mode's connection, which already blocks.

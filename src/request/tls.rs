@@ -5,7 +5,7 @@
 //! [`StreamRequest::open`]: super::StreamRequest
 
 use std::io;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use socket2::Socket;
 
@@ -27,14 +27,18 @@ pub(crate) fn accept(sock: &Socket, ctx: &Context) -> io::Result<Option<(Session
     let r = Session::handshake(sock, slot.get(), Instant::now() + limit);
     sock.set_read_timeout(ctx.options.read_timeout)?;
     sock.set_write_timeout(ctx.options.write_timeout)?;
-    r.map(Some).map_err(|e| {
-        let (kind, why) = match e.kind() {
-            io::ErrorKind::WouldBlock => (
-                io::ErrorKind::TimedOut,
-                format!("not done within {limit:?} (tls_handshake_timeout)"),
-            ),
-            kind => (kind, e.to_string()),
-        };
-        io::Error::new(kind, HandshakeError(why))
-    })
+    r.map(Some).map_err(|e| handshake_failed(e, limit))
+}
+
+/// The error of a failed handshake, as the report counts it: a [`HandshakeError`] inside;
+/// `WouldBlock` (the deadline, `limit`) becomes [`TimedOut`](io::ErrorKind::TimedOut).
+pub(crate) fn handshake_failed(e: io::Error, limit: Duration) -> io::Error {
+    let (kind, why) = match e.kind() {
+        io::ErrorKind::WouldBlock => (
+            io::ErrorKind::TimedOut,
+            format!("not done within {limit:?} (tls_handshake_timeout)"),
+        ),
+        kind => (kind, e.to_string()),
+    };
+    io::Error::new(kind, HandshakeError(why))
 }

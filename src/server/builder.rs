@@ -159,14 +159,6 @@ impl<T: Transport, M: Mode> Builder<T, M> {
                     "the evented mode serves stream transports only (TCP, Unix stream)",
                 ));
             }
-            #[cfg(feature = "tls")]
-            if self.options.tls.is_some() {
-                return Err(io::Error::new(
-                    io::ErrorKind::Unsupported,
-                    "the evented mode does not serve TLS yet: use Threading (or Synchronous, \
-                     Forking, Prefork) with Builder::tls",
-                ));
-            }
             if !factory.handles_messages() {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidInput,

@@ -9,6 +9,7 @@
 //! [`Connection`]: crate::Connection
 
 mod config;
+mod nonblocking;
 mod session;
 
 pub use config::{ClientAuth, load_certs, load_key, provider, server_config, server_config_sni};

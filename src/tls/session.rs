@@ -26,14 +26,14 @@ const RECV_BUF: usize = 16 * 1024 + 2048;
 
 /// Ciphertext received and not yet fed to the session.
 #[derive(Debug)]
-struct Inbox {
+pub(super) struct Inbox {
     buf: Box<[u8]>,
     start: usize,
     end: usize,
 }
 
 impl Inbox {
-    fn new() -> Inbox {
+    pub(super) fn new() -> Inbox {
         Inbox {
             buf: vec![0; RECV_BUF].into_boxed_slice(),
             start: 0,
@@ -41,7 +41,7 @@ impl Inbox {
         }
     }
 
-    fn is_empty(&self) -> bool {
+    pub(super) fn is_empty(&self) -> bool {
         self.start == self.end
     }
 
@@ -58,7 +58,7 @@ impl Inbox {
     }
 
     /// Feeds the session one `read_tls` of what it holds, then lets it process that.
-    fn feed(&mut self, conn: &mut ServerConnection, sock: &Socket) -> io::Result<()> {
+    pub(super) fn feed(&mut self, conn: &mut ServerConnection, sock: &Socket) -> io::Result<()> {
         let mut rest = &self.buf[self.start..self.end];
         match conn.read_tls(&mut rest)? {
             // close_notify received: nothing more is read; the rest is dropped.
@@ -72,9 +72,9 @@ impl Inbox {
 /// A TLS server session over a blocking socket (see the module docs).
 #[derive(Debug)]
 pub(crate) struct Session {
-    conn: Mutex<ServerConnection>,
+    pub(super) conn: Mutex<ServerConnection>,
     /// Held by the one reader at a time, across its `recv`.
-    inbox: Mutex<Inbox>,
+    pub(super) inbox: Mutex<Inbox>,
 }
 
 /// `op`, retried on `EINTR`.
@@ -120,7 +120,7 @@ fn send_records(conn: &mut ServerConnection, sock: &Socket) -> io::Result<()> {
 
 /// `process_new_packets`; a protocol error is sent to the peer as an alert (best effort)
 /// and returned as [`io::ErrorKind::InvalidData`].
-fn process(conn: &mut ServerConnection, sock: &Socket) -> io::Result<()> {
+pub(super) fn process(conn: &mut ServerConnection, sock: &Socket) -> io::Result<()> {
     match conn.process_new_packets() {
         Ok(_) => Ok(()),
         Err(e) => {
@@ -131,6 +131,13 @@ fn process(conn: &mut ServerConnection, sock: &Socket) -> io::Result<()> {
 }
 
 impl Session {
+    pub(super) fn from_parts(conn: ServerConnection, inbox: Inbox) -> Session {
+        Session {
+            conn: Mutex::new(conn),
+            inbox: Mutex::new(inbox),
+        }
+    }
+
     /// Runs the server side of the handshake on `sock` until it completes or `deadline`
     /// passes. The socket's read and write timeouts are set to the time left before each
     /// `recv` and `send` (the caller puts its own back). Fails with
@@ -173,13 +180,7 @@ impl Session {
             }
         }
         let info = TlsInfo::of(&conn);
-        Ok((
-            Session {
-                conn: Mutex::new(conn),
-                inbox: Mutex::new(inbox),
-            },
-            info,
-        ))
+        Ok((Session::from_parts(conn, inbox), info))
     }
 
     /// Reads plaintext: what the session holds, else one `recv` (outside the session lock)

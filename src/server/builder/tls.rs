@@ -15,13 +15,16 @@ impl<T: Transport, M: Mode> Builder<T, M> {
     /// client authentication, ALPN, SNI resolver…). Default: off (plaintext).
     ///
     /// Each connection's handshake runs in the mode's worker (a pool thread, the forked
-    /// child, the serving thread in synchronous mode), never on the accepting thread, and
-    /// must finish within [`tls_handshake_timeout`](Self::tls_handshake_timeout); then the
-    /// handler's `rfile`, `wfile` and framing carry plaintext, and
-    /// [`StreamRequest::tls`](crate::StreamRequest::tls) tells what was negotiated. The
-    /// configuration can be replaced while serving
+    /// child, the serving thread in synchronous mode; in evented mode, non-blocking in the
+    /// connection's first turns, holding no thread while it waits), never on the accepting
+    /// thread, and must finish within
+    /// [`tls_handshake_timeout`](Self::tls_handshake_timeout); then the handler's `rfile`,
+    /// `wfile` and framing carry plaintext, and
+    /// [`StreamRequest::tls`](crate::StreamRequest::tls) (or
+    /// [`Channel::tls`](crate::Channel::tls)) tells what was negotiated. The configuration
+    /// can be replaced while serving
     /// ([`ServerHandle::set_tls_config`](crate::ServerHandle::set_tls_config)). Stream
-    /// transports only; the evented mode does not serve TLS yet.
+    /// transports only (TCP, Unix stream), in every mode.
     pub fn tls(mut self, config: Arc<rustls::ServerConfig>) -> Self {
         self.options.tls = Some(TlsSlot::new(config));
         self
