@@ -222,3 +222,14 @@ fn reloading_a_plaintext_server_is_refused() {
         .unwrap_err();
     assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
 }
+
+#[test]
+fn tls_on_a_datagram_transport_is_refused_when_the_server_is_built() {
+    let pki = Pki::new();
+    let err = ThreadingUdpServer::builder()
+        .tls(pki.server_config())
+        .bind("127.0.0.1:0", echo_datagram)
+        .unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+    assert!(err.to_string().contains("stream transports"), "{err}");
+}

@@ -42,6 +42,12 @@ struct Shared {
 /// A read or write that waits longer than the server's timeout fails with
 /// [`io::ErrorKind::TimedOut`] and a [`TimeoutError`](crate::TimeoutError) inside
 /// (`read timed out after 2s (read_timeout)`).
+///
+/// With TLS ([`Builder::tls`](crate::Builder::tls), feature `tls`) reads and writes carry
+/// plaintext through the connection's session, shared by every clone; a read that meets the
+/// peer's end of file without `close_notify` fails with
+/// [`io::ErrorKind::UnexpectedEof`] ("TLS stream truncated"). [`socket`](Self::socket) is
+/// the raw, encrypted socket: for options, never for reading or writing.
 #[derive(Debug, Clone)]
 pub struct Connection(Arc<Shared>);
 
