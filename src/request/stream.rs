@@ -99,6 +99,15 @@ impl Connection {
         retry_interrupted(|| self.send(&[IoSlice::new(buf)]))
     }
 
+    /// Does the TLS session hold input not read yet (the socket may be empty)?
+    fn tls_buffered(&self) -> bool {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &self.0.tls {
+            return tls.has_buffered();
+        }
+        false
+    }
+
     /// With TLS, sends `close_notify` (best effort; without `wait`, not if a writer holds
     /// the session).
     fn close_notify(&self, wait: bool) {
@@ -211,7 +220,10 @@ impl Read for &Connection {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.flush_pending()?;
         let activity = &self.0.activity;
-        if activity.begin_read() && !crate::sys::has_pending_input(self.as_raw_fd()) {
+        if activity.begin_read()
+            && !crate::sys::has_pending_input(self.as_raw_fd())
+            && !self.tls_buffered()
+        {
             activity.end_read(Some(0));
             return Ok(0);
         }

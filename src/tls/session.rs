@@ -238,6 +238,16 @@ impl Session {
         Ok(total)
     }
 
+    /// Does the session hold plaintext not read yet (or ciphertext not fed yet)?
+    pub(crate) fn has_buffered(&self) -> bool {
+        if !self.inbox.try_lock().is_none_or(|i| i.is_empty()) {
+            return true;
+        }
+        let mut conn = self.conn.lock();
+        conn.process_new_packets()
+            .is_ok_and(|s| s.plaintext_bytes_to_read() > 0)
+    }
+
     /// Sends `close_notify` (best effort). With `wait`, waits for a writer that holds the
     /// session; without, gives up if one does (a forced close must not block).
     pub(crate) fn close_notify(&self, sock: &Socket, wait: bool) {
