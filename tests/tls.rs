@@ -646,3 +646,49 @@ fn a_message_handler_takes_a_tls_connection_over_in_evented_mode() {
     close(c);
     running.stop().unwrap();
 }
+
+#[test]
+fn evented_mode_sends_close_notify_to_idle_clients_when_it_drains() {
+    let pki = Pki::new();
+    let running = evented_server(&pki, DEFAULT_TLS_HANDSHAKE_TIMEOUT);
+    let mut c = connect(addr(&running), pki.client_config(false), "localhost").unwrap();
+    let mut hello = String::new();
+    io::BufReader::new(&mut c).read_line(&mut hello).unwrap();
+    assert_eq!(hello, "hello localhost\n");
+    let server = running.server.clone();
+    running.stop().unwrap();
+    server.server_close();
+    let mut rest = Vec::new();
+    c.read_to_end(&mut rest)
+        .expect("close_notify before the FIN, not a truncation");
+    assert!(rest.is_empty());
+}
+
+#[test]
+fn evented_mode_serves_tls_over_a_unix_stream_socket() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("evented-tls.sock");
+    let server = EventedUnixStreamServer::builder()
+        .tls(pki.server_config())
+        .framing(framing::MessageFraming::Raw)
+        .bind(&path, || EchoChunks)
+        .unwrap();
+    let running = Running::start(server);
+    let sock = std::os::unix::net::UnixStream::connect(&path).unwrap();
+    sock.set_read_timeout(Some(LONG)).unwrap();
+    let name = socketserver::tls::rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let conn =
+        socketserver::tls::rustls::ClientConnection::new(pki.client_config(false), name).unwrap();
+    let mut c = socketserver::tls::rustls::StreamOwned::new(conn, sock);
+    let mut r = io::BufReader::new(&mut c);
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    assert_eq!(line, "hello localhost\n");
+    drop(r);
+    c.write_all(b"over unix\n").unwrap();
+    let mut got = [0u8; 10];
+    c.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"over unix\n");
+    running.stop().unwrap();
+}
