@@ -398,6 +398,9 @@ where
         }
         Cmd::Client { args, opts } => {
             let addr = args.addr.as_deref().unwrap_or(default_addr);
+            if opts.udp && args.tls.tls_ca.is_some() {
+                usage_error("TLS is for stream transports: --tls-ca goes without --udp");
+            }
             let result = if opts.udp {
                 udp_line_client(addr)
             } else {
