@@ -7,6 +7,7 @@
 
 use std::io::{self, Read, Write};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use rustls::{ServerConfig, ServerConnection};
 use socket2::Socket;
@@ -14,8 +15,9 @@ use socket2::Socket;
 use super::session::{Inbox, process};
 use super::{Session, TlsInfo, Truncated};
 
-/// `recv` on the socket for `read_tls`, retried on `EINTR`.
-struct In<'a>(&'a Socket);
+/// `recv` on the socket for `read_tls`, retried on `EINTR`; notes a short one (the socket
+/// was emptied).
+struct In<'a>(&'a Socket, bool);
 
 impl Read for In<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
@@ -23,7 +25,10 @@ impl Read for In<'_> {
             let mut s = self.0;
             match s.read(buf) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                r => return r,
+                r => {
+                    self.1 = matches!(r, Ok(n) if n < buf.len());
+                    return r;
+                }
             }
         }
     }
@@ -57,7 +62,7 @@ impl Session {
     pub(crate) fn handshake_nonblocking(&self, sock: &Socket) -> io::Result<bool> {
         let mut conn = self.conn.lock();
         while conn.is_handshaking() {
-            match conn.read_tls(&mut In(sock)) {
+            match conn.read_tls(&mut In(sock, false)) {
                 Ok(0) => {
                     return Err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
@@ -78,9 +83,20 @@ impl Session {
     pub(crate) fn read_nonblocking(&self, sock: &Socket, buf: &mut [u8]) -> io::Result<usize> {
         let mut inbox = self.inbox.lock();
         let mut conn = self.conn.lock();
+        let mut short = false;
+        self.drained.store(false, Ordering::Relaxed);
         loop {
             match conn.reader().read(buf) {
-                Ok(n) => return Ok(n),
+                Ok(n) => {
+                    if short && inbox.is_empty() {
+                        let left = conn
+                            .process_new_packets()
+                            .map(|s| s.plaintext_bytes_to_read());
+                        self.drained
+                            .store(left.is_ok_and(|n| n == 0), Ordering::Relaxed);
+                    }
+                    return Ok(n);
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
                     return Err(io::Error::new(io::ErrorKind::UnexpectedEof, Truncated));
@@ -92,11 +108,21 @@ impl Session {
                 inbox.feed(&mut conn, sock)?;
                 continue;
             }
-            match conn.read_tls(&mut In(sock)) {
+            let mut input = In(sock, false);
+            let r = conn.read_tls(&mut input);
+            short = input.1;
+            match r {
                 Ok(_) => process(&mut conn, sock)?,
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// Did the last [`read_nonblocking`](Self::read_nonblocking) that returned plaintext
+    /// empty both the socket (a short `recv`) and the session? Then the next bytes bring a
+    /// new edge, and no `recv` is needed to hear `EAGAIN`.
+    pub(crate) fn drained(&self) -> bool {
+        self.drained.load(Ordering::Relaxed)
     }
 
     /// Encrypts `plain` and appends the records to `out`.

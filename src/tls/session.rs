@@ -75,6 +75,9 @@ pub(crate) struct Session {
     pub(super) conn: Mutex<ServerConnection>,
     /// Held by the one reader at a time, across its `recv`.
     pub(super) inbox: Mutex<Inbox>,
+    /// Evented mode: did the last non-blocking read leave the socket and the session
+    /// empty (its `recv` came back short and no plaintext is left)?
+    pub(super) drained: std::sync::atomic::AtomicBool,
 }
 
 /// `op`, retried on `EINTR`.
@@ -135,6 +138,7 @@ impl Session {
         Session {
             conn: Mutex::new(conn),
             inbox: Mutex::new(inbox),
+            drained: std::sync::atomic::AtomicBool::new(false),
         }
     }
 

@@ -203,6 +203,15 @@ impl Conn {
         false
     }
 
+    /// After a read of `short` plaintext: was the input emptied?
+    fn input_drained(&self, short: bool) -> bool {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &self.tls {
+            return tls.drained();
+        }
+        short
+    }
+
     /// Appends `plain` to the output queue: as is, or sealed into TLS records (with the
     /// records the session had to send first).
     fn queue_out(&self, io: &mut Io, plain: &[u8]) -> io::Result<()> {
@@ -428,8 +437,9 @@ impl Conn {
                     // A read that did not fill the buffer emptied the socket: no second
                     // `recv` just to hear `EAGAIN`. (The one-shot re-arm reports anything
                     // that arrives after it.)
-                    // (Not so with TLS: the session may hold more plaintext.)
-                    drained = st.reader.short_read() && !read_closed && !self.is_tls();
+                    // With TLS: the session's `recv` came back short and it holds no more
+                    // plaintext.
+                    drained = !read_closed && self.input_drained(st.reader.short_read());
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     drained = true;
