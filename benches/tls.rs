@@ -71,8 +71,8 @@ fn main() -> io::Result<()> {
             };
             proc.stop();
             println!(
-                "  rep {rep} {scenario:<10} {server:<14} {:>9.0} /s  {:>7.1} us CPU/op  {:>6} KiB  ({})",
-                p.rate, p.cpu_us, p.rss_kib, p.suite
+                "  rep {rep} {scenario:<10} {server:<14} {:>9.0} /s  {:>7.1} us CPU/op  {:>6} KiB  ({}, {} starved)",
+                p.rate, p.cpu_us, p.rss_kib, p.suite, p.starved
             );
             points.push(p);
         }
@@ -120,6 +120,8 @@ struct Point {
     cpu_us: f64,
     rss_kib: u64,
     suite: String,
+    /// Echo: connections that got no reply in the window.
+    starved: usize,
 }
 
 /// A self-signed ECDSA P-256 certificate for `localhost`, as PEM files.
@@ -361,6 +363,7 @@ fn handshakes(
         cpu_us: cpu * 1e6 / n.max(1) as f64,
         rss_kib,
         suite: suite_name,
+        starved: 0,
     })
 }
 
@@ -375,6 +378,7 @@ fn echo(
     let mut conns: Vec<(Client, usize)> = (0..c)
         .map(|_| connect(addr, config).map(|s| (s, 0)))
         .collect::<io::Result<_>>()?;
+    let mut per_conn = vec![0u64; c];
     let suite_name = suite(&conns[0].0);
     let msg = [b'm'; MSG];
     for (s, _) in conns.iter_mut() {
@@ -398,6 +402,7 @@ fn echo(
         let now = Instant::now();
         if !started && now >= warmup {
             (t0, cpu0, started, count) = (now, proc.cpu(), true, 0);
+            per_conn.iter_mut().for_each(|n| *n = 0);
             end = now + Duration::from_secs_f64(secs);
         }
         if started && now >= end {
@@ -433,6 +438,7 @@ fn echo(
             while *got >= MSG {
                 *got -= MSG;
                 count += 1;
+                per_conn[i] += 1;
                 s.conn.writer().write_all(&msg)?;
             }
             while s.conn.wants_write() {
@@ -451,5 +457,6 @@ fn echo(
         cpu_us: cpu * 1e6 / count.max(1) as f64,
         rss_kib: proc.rss_kib(),
         suite: suite_name,
+        starved: per_conn.iter().filter(|&&n| n == 0).count(),
     })
 }

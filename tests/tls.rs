@@ -692,3 +692,34 @@ fn evented_mode_serves_tls_over_a_unix_stream_socket() {
     assert_eq!(&got, b"over unix\n");
     running.stop().unwrap();
 }
+
+#[test]
+fn evented_tls_round_trips_never_stall_under_many_connections() {
+    let pki = Pki::new();
+    let running = evented_server(&pki, DEFAULT_TLS_HANDSHAKE_TIMEOUT);
+    let a = addr(&running);
+    let threads: Vec<_> = (0..32)
+        .map(|i| {
+            let config = pki.client_config(false);
+            std::thread::spawn(move || {
+                let mut c = connect(a, config, "localhost").unwrap();
+                let mut hello = [0u8; 16];
+                c.read_exact(&mut hello).unwrap();
+                let mut got = [0u8; 64];
+                for j in 0..300u32 {
+                    let mut msg = [b'.'; 64];
+                    msg[..8].copy_from_slice(&(i as u32 * 1000 + j).to_le_bytes().repeat(2));
+                    c.write_all(&msg).unwrap();
+                    // A stalled connection fails here at the read timeout.
+                    c.read_exact(&mut got).unwrap();
+                    assert_eq!(got, msg);
+                }
+                close(c);
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    running.stop().unwrap();
+}
