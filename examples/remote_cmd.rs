@@ -26,7 +26,7 @@ mod common;
 
 use std::ffi::OsStr;
 use std::io::{self, BufRead, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::ToSocketAddrs;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
@@ -445,17 +445,17 @@ fn main() -> ExitCode {
             kill_running_commands();
             code
         }
-        Cmd::Client { args, .. } => client(args.addr.as_deref().unwrap_or(ADDR)).map_or_else(
-            |e| common::client_failed("remote_cmd", e),
-            |()| ExitCode::SUCCESS,
-        ),
+        Cmd::Client { args, .. } => client(args.addr.as_deref().unwrap_or(ADDR), &args.tls)
+            .map_or_else(
+                |e| common::client_failed("remote_cmd", e),
+                |()| ExitCode::SUCCESS,
+            ),
     }
 }
 
 /// One command per stdin line; each reply streamed to stdout and checked against its MD5.
-fn client(addr: &str) -> io::Result<()> {
-    let mut conn = TcpStream::connect(addr)
-        .map_err(|e| io::Error::new(e.kind(), format!("cannot connect to {addr}: {e}")))?;
+fn client(addr: &str, tls: &common::tls::TlsClientArgs) -> io::Result<()> {
+    let mut conn = common::tls::connect(addr, tls)?;
     // The server's own --timeout bounds each command.
     conn.set_read_timeout(Some(Duration::from_secs(600)))?;
     let gone = |e: io::Error| io::Error::new(e.kind(), format!("the server went away: {e}"));

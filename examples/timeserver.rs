@@ -109,6 +109,9 @@ fn main() -> ExitCode {
         }
         Cmd::Client { args, .. } => {
             let addr = args.addr.as_deref().unwrap_or(ADDR);
+            if args.tls.tls_ca.is_some() {
+                common::usage_error("TLS is for stream transports; the time server is UDP");
+            }
             common::udp_line_client(addr).map_or_else(
                 |e| common::client_failed("timeserver", e),
                 |()| ExitCode::SUCCESS,

@@ -25,7 +25,6 @@ mod common;
 
 use std::fs;
 use std::io::{self, BufRead, Read, Write};
-use std::net::{Shutdown, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -345,18 +344,18 @@ fn main() -> ExitCode {
             remove_partial_files();
             code
         }
-        Cmd::Client { args, .. } => client(args.addr.as_deref().unwrap_or(ADDR)).map_or_else(
-            |e| common::client_failed("upload", e),
-            |()| ExitCode::SUCCESS,
-        ),
+        Cmd::Client { args, .. } => client(args.addr.as_deref().unwrap_or(ADDR), &args.tls)
+            .map_or_else(
+                |e| common::client_failed("upload", e),
+                |()| ExitCode::SUCCESS,
+            ),
     }
 }
 
 /// Sends each stdin line's item; `q` or end of input sends `close`. Then waits for the
 /// server to close the connection, i.e. to have stored everything.
-fn client(addr: &str) -> io::Result<()> {
-    let mut conn = TcpStream::connect(addr)
-        .map_err(|e| io::Error::new(e.kind(), format!("cannot connect to {addr}: {e}")))?;
+fn client(addr: &str, tls: &common::tls::TlsClientArgs) -> io::Result<()> {
+    let mut conn = common::tls::connect(addr, tls)?;
     let gone = |e: io::Error| io::Error::new(e.kind(), format!("the server went away: {e}"));
     for line in io::stdin().lock().lines() {
         let line = line?;
@@ -390,7 +389,7 @@ fn client(addr: &str) -> io::Result<()> {
         }
     }
     FRAMING.write_frame(&mut conn, UPLOAD_CLOSE).map_err(gone)?;
-    conn.shutdown(Shutdown::Write)?;
+    conn.shutdown_write()?;
     // The server sends nothing: end of stream means it has finished with our items.
     conn.set_read_timeout(Some(Duration::from_secs(120)))?;
     conn.read(&mut [0u8; 1]).map_err(gone)?;

@@ -127,6 +127,7 @@
 //! |---|---|
 //! | [`framing`] | the sticky-packet toolkit; knows nothing of servers |
 //! | `sys`, `addr`, [`systemd`], `stats`, `error` | OS calls; [`ClientAddr`]; passed sockets and `sd_notify`; [`Stats`]; [`HandlerError`] |
+//! | `tls` | rustls sessions over blocking sockets, [`TlsInfo`], PEM helpers (feature `tls`) |
 //! | `options` | every knob and default, [`PoolConfig`] and [`Overload`] included |
 //! | `context` | what a running server hands down: options, hooks, counters, the shutdown signal, the connection tracker; [`ServerHandle`] |
 //! | `request` | what a handler receives: [`StreamRequest`], [`DatagramRequest`] |
@@ -140,6 +141,10 @@
 //!
 //! - `ctrlc` (off): [`shutdown_on_ctrl_c`]. The library itself never installs a signal
 //!   handler or a logger; it logs through the `log` facade.
+//! - `tls` (off): TLS through rustls (its `ring` provider) on every stream transport in
+//!   every mode: [`Builder::tls`], [`Builder::tls_pem`], [`StreamRequest::tls`],
+//!   [`ServerHandle::set_tls_config`]; PEM and mTLS helpers in [`tls`]. Handlers are
+//!   unchanged: `rfile`, `wfile` and framing carry plaintext.
 #![deny(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 #![doc(test(attr(deny(warnings))))]
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -161,6 +166,8 @@ mod stats;
 mod sys;
 #[cfg(unix)]
 pub mod systemd;
+#[cfg(feature = "tls")]
+pub mod tls;
 pub mod transport;
 
 pub use addr::{ClientAddr, PeerCredentials};
@@ -174,6 +181,8 @@ pub use handler::{
 /// `ipnet` crate's type.
 pub use ipnet::IpNet;
 pub use mode::{Evented, Forking, Mode, Synchronous, Threading};
+#[cfg(feature = "tls")]
+pub use options::DEFAULT_TLS_HANDSHAKE_TIMEOUT;
 pub use options::{
     DEFAULT_BACKLOG, DEFAULT_HIGH_WATER, DEFAULT_MAX_OUTPUT, DEFAULT_MAX_PACKET_SIZE,
     DEFAULT_PROXY_HEADER_MAX, DEFAULT_PROXY_HEADER_TIMEOUT, DEFAULT_READ_TIMEOUT,
@@ -195,4 +204,6 @@ pub use signal::{Stoppable, shutdown_on_ctrl_c, shutdown_on_ctrl_c_with};
 pub use stats::Stats;
 #[cfg(unix)]
 pub use sys::raise_fd_limit;
+#[cfg(feature = "tls")]
+pub use tls::TlsInfo;
 pub use transport::{BindAddr, Tcp, Transport, Udp};

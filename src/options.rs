@@ -48,6 +48,11 @@ pub struct Options {
     pub(crate) proxy_protocol: ProxyProtocol,
     pub(crate) proxy_header_timeout: Duration,
     pub(crate) proxy_header_max: usize,
+    /// TLS on accepted connections (feature `tls`): the reloadable configuration.
+    #[cfg(feature = "tls")]
+    pub(crate) tls: Option<crate::tls::TlsSlot>,
+    #[cfg(feature = "tls")]
+    pub(crate) tls_handshake_timeout: Duration,
 }
 
 /// Default `listen(2)` backlog (Python: 5; std and mio: 128).
@@ -71,6 +76,10 @@ pub const DEFAULT_PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default largest PROXY protocol header accepted, TLVs included
 /// ([`Builder::proxy_header_max`](crate::Builder::proxy_header_max)).
 pub const DEFAULT_PROXY_HEADER_MAX: usize = 4096;
+#[cfg(feature = "tls")]
+/// Default time a TLS client has to finish its handshake
+/// ([`Builder::tls_handshake_timeout`](crate::Builder::tls_handshake_timeout)).
+pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default largest datagram a datagram server receives whole (Python: 8192).
 pub const DEFAULT_MAX_PACKET_SIZE: usize = 65_535;
 
@@ -113,6 +122,10 @@ impl Default for Options {
             proxy_protocol: ProxyProtocol::Off,
             proxy_header_timeout: DEFAULT_PROXY_HEADER_TIMEOUT,
             proxy_header_max: DEFAULT_PROXY_HEADER_MAX,
+            #[cfg(feature = "tls")]
+            tls: None,
+            #[cfg(feature = "tls")]
+            tls_handshake_timeout: DEFAULT_TLS_HANDSHAKE_TIMEOUT,
         }
     }
 }

@@ -31,6 +31,7 @@ pub(crate) struct Counters {
     pub(crate) accept_errors: Counter,
     pub(crate) saturated: Counter,
     pub(crate) proxy_refused: Counter,
+    pub(crate) tls_failures: Counter,
 }
 
 /// A snapshot of a server's activity, from [`ServerHandle::stats`](crate::ServerHandle::stats).
@@ -99,6 +100,13 @@ pub struct Stats {
     /// In forking mode the header is read in the child, which keeps its count (only the
     /// untrusted peers, closed before forking, are counted here).
     pub proxy_refused: u64,
+    /// TLS handshakes that failed (feature `tls`): garbage or a plaintext client on the TLS
+    /// port, a refused client certificate, a client that did not finish within
+    /// [`Builder::tls_handshake_timeout`](crate::Builder::tls_handshake_timeout). Each
+    /// connection was closed before reaching the handler; each is logged (at WARN, at most
+    /// one line a second), not counted in `errors`. In forking mode the handshake runs in
+    /// the child, which tells the parent through its exit status.
+    pub tls_failures: u64,
 }
 
 impl Counters {
@@ -117,6 +125,7 @@ impl Counters {
             accept_errors: self.accept_errors.get(),
             saturated: self.saturated.get(),
             proxy_refused: self.proxy_refused.get(),
+            tls_failures: self.tls_failures.get(),
             ..Stats::default()
         }
     }
@@ -144,6 +153,7 @@ impl std::fmt::Display for Stats {
             (self.deadline_expired, "past the deadline"),
             (self.saturated, "saturated"),
             (self.proxy_refused, "refused over their PROXY header"),
+            (self.tls_failures, "TLS handshakes failed"),
         ] {
             if n > 0 {
                 write!(f, ", {n} {what}")?;

@@ -137,6 +137,9 @@ fn main() -> ExitCode {
             opts: ClientOptions { udp, nick },
         } => {
             let addr = args.addr.as_deref().unwrap_or(ADDR);
+            if args.tls.tls_ca.is_some() {
+                common::usage_error("the chat client speaks plaintext only (try openssl s_client)");
+            }
             let result = if udp {
                 udp_client(addr, nick.as_deref())
             } else {

@@ -6,6 +6,7 @@
 #![allow(dead_code)] // each example uses a different part
 
 mod activation;
+pub mod tls;
 
 use std::fmt::Display;
 use std::io;
@@ -109,6 +110,9 @@ pub struct ServerArgs {
     /// the original client's address. Stream servers only.
     #[arg(long)]
     pub proxy_protocol: bool,
+    /// `--tls-cert`, `--tls-key`, `--tls-client-ca`.
+    #[command(flatten)]
+    pub tls: tls::TlsServerArgs,
 }
 
 /// The options every example client takes.
@@ -117,6 +121,9 @@ pub struct ClientArgs {
     /// Address of the server.
     #[arg(long)]
     pub addr: Option<String>,
+    /// `--tls-ca`, `--tls-cert`, `--tls-key`.
+    #[command(flatten)]
+    pub tls: tls::TlsClientArgs,
 }
 
 /// `--log-level`, global to both subcommands.
@@ -259,7 +266,7 @@ where
     }
     let name = s.name;
     let addr = args.addr.as_deref().unwrap_or(s.default_addr);
-    let mut builder = Server::<T, M>::builder();
+    let mut builder = args.tls.apply(name, Server::<T, M>::builder())?;
     let proxied = args.proxy_protocol;
     if proxied {
         let datagram = std::any::TypeId::of::<T::Request>()
@@ -343,10 +350,9 @@ pub fn client_failed(name: &str, what: impl Display) -> ExitCode {
 /// The line client of the request/response examples over TCP: each line of stdin goes
 /// out, and as many bytes as were sent are read back and printed (echo and upper-case
 /// replies keep the length).
-pub fn tcp_line_client(addr: &str) -> io::Result<()> {
+pub fn tcp_line_client(addr: &str, tls: &tls::TlsClientArgs) -> io::Result<()> {
     use std::io::{BufRead, Read, Write};
-    let mut conn = std::net::TcpStream::connect(addr)
-        .map_err(|e| io::Error::new(e.kind(), format!("cannot connect to {addr}: {e}")))?;
+    let mut conn = tls::connect(addr, tls)?;
     conn.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut reply = Vec::new();
     for line in io::stdin().lock().lines() {
@@ -428,10 +434,13 @@ where
         }
         Cmd::Client { args, opts } => {
             let addr = args.addr.as_deref().unwrap_or(default_addr);
+            if opts.udp && args.tls.tls_ca.is_some() {
+                usage_error("TLS is for stream transports: --tls-ca goes without --udp");
+            }
             let result = if opts.udp {
                 udp_line_client(addr)
             } else {
-                tcp_line_client(addr)
+                tcp_line_client(addr, &args.tls)
             };
             result.map_or_else(|e| client_failed(name, e), |()| ExitCode::SUCCESS)
         }

@@ -60,6 +60,28 @@ impl From<StateError> for std::io::Error {
 pub struct ServerHandle(pub(crate) Arc<Context>);
 
 impl ServerHandle {
+    /// Replaces the TLS configuration (a renewed certificate and key, say) for the
+    /// connections accepted from now on; connections already open keep the one their
+    /// handshake used. Feature `tls`. In a [`Prefork`](crate::prefork::Prefork) pool each
+    /// worker process has its own server: call it in each.
+    ///
+    /// # Errors
+    /// [`io::ErrorKind::InvalidInput`](std::io::ErrorKind::InvalidInput) if the server was
+    /// built without TLS ([`Builder::tls`](crate::Builder::tls)).
+    #[cfg(feature = "tls")]
+    pub fn set_tls_config(&self, config: Arc<rustls::ServerConfig>) -> std::io::Result<()> {
+        match &self.0.options.tls {
+            Some(slot) => {
+                slot.set(config);
+                Ok(())
+            }
+            None => Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "set_tls_config: the server was built without TLS (Builder::tls)",
+            )),
+        }
+    }
+
     pub(crate) fn new(ctx: Arc<Context>) -> ServerHandle {
         ServerHandle(ctx)
     }

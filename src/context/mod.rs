@@ -148,6 +148,7 @@ impl Context {
             Event::Panic => self.stats.panics.inc(),
             Event::Timeout => self.stats.timeouts.inc(),
             Event::Disconnect => self.stats.disconnects.inc(),
+            Event::Tls => self.stats.tls_failures.inc(),
             _ => self.stats.errors.inc(),
         }
         match &self.hooks.handle_error {
@@ -177,6 +178,10 @@ impl Context {
                     Event::Timeout | Event::Disconnect => log::log!(
                         kind.level(),
                         "socketserver: request from {addr} ended: {err}{skipped}"
+                    ),
+                    Event::Tls => log::log!(
+                        kind.level(),
+                        "socketserver: closed the connection from {addr}: {err}{skipped}"
                     ),
                     _ => log::log!(
                         kind.level(),

@@ -28,15 +28,22 @@ pub(crate) enum Event {
     Dropped,
     /// A connection closed for a missing, malformed, late or untrusted PROXY header (WARN).
     Proxy,
+    /// A TLS handshake that failed: garbage, plaintext, a refused certificate, too slow
+    /// (WARN).
+    Tls,
 }
 
-const KINDS: usize = 7;
+const KINDS: usize = 8;
 
 impl Event {
     /// What a handler error is.
     pub(crate) fn of(err: &HandlerError) -> Event {
         match err {
             HandlerError::Panic(_) => Event::Panic,
+            #[cfg(feature = "tls")]
+            HandlerError::Io(e) if crate::tls::is_handshake_error(e) => Event::Tls,
+            #[cfg(feature = "tls")]
+            HandlerError::Io(e) if crate::tls::is_truncated(e) => Event::Disconnect,
             HandlerError::Io(e) => match e.kind() {
                 io::ErrorKind::TimedOut => Event::Timeout,
                 io::ErrorKind::ConnectionReset
@@ -52,7 +59,7 @@ impl Event {
     pub(crate) fn level(self) -> log::Level {
         match self {
             Event::Error | Event::Panic => log::Level::Error,
-            Event::Rejected | Event::Dropped | Event::Proxy => log::Level::Warn,
+            Event::Rejected | Event::Dropped | Event::Proxy | Event::Tls => log::Level::Warn,
             Event::Timeout | Event::Disconnect => log::Level::Info,
         }
     }
@@ -66,6 +73,7 @@ impl Event {
             Event::Rejected => "rejection",
             Event::Dropped => "dropped request",
             Event::Proxy => "PROXY header refusal",
+            Event::Tls => "TLS handshake failure",
         }
     }
 }
@@ -137,6 +145,7 @@ impl Summary {
             Event::Rejected,
             Event::Dropped,
             Event::Proxy,
+            Event::Tls,
         ];
         let parts: Vec<String> = ALL
             .iter()

@@ -197,6 +197,10 @@ impl Blocking {
             if let Some(h) = req.proxy_header() {
                 ch.set_proxy_header(Box::new(h.clone()));
             }
+            #[cfg(feature = "tls")]
+            if let Some(info) = req.tls() {
+                ch.set_tls(info.clone());
+            }
             ch
         })
     }
@@ -241,8 +245,7 @@ impl BaseRequestHandler<StreamRequest> for Blocking {
                 handler.handle(ch, reader.message())?;
                 Blocking::flush(ch)?;
                 if std::mem::take(&mut ch.take_over) {
-                    let sock = req.connection().socket();
-                    let mut stream = BlockingStream::new(&mut reader, sock, None)?;
+                    let mut stream = BlockingStream::over(&mut reader, req.connection());
                     handler.handle_blocking(ch, &mut stream)?;
                     Blocking::flush(ch)?;
                 }

@@ -44,6 +44,10 @@ use crate::handler::HandlerFactory;
 use crate::request::Request;
 use crate::sys;
 
+/// The exit status of a child whose TLS handshake failed (the parent counts it in
+/// `tls_failures`, not as a served request).
+const TLS_FAILED: i32 = 3;
+
 /// Children of a forking server.
 #[derive(Debug)]
 pub struct Forker {
@@ -63,7 +67,9 @@ impl Forker {
         self.children.lock().len()
     }
 
-    /// Reaps exited children without blocking; returns how many are still running.
+    /// Reaps exited children without blocking; returns how many are still running. Exit
+    /// status 0: served; [`TLS_FAILED`]: a failed TLS handshake, counted in
+    /// `tls_failures`; anything else: served, with an error.
     pub(crate) fn reap(&self, ctx: &Context) -> usize {
         let mut children = self.children.lock();
         children.retain(|&pid| {
@@ -74,8 +80,14 @@ impl Forker {
                 return true; // still running
             }
             if r == pid {
+                let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
+                if code == Some(TLS_FAILED) {
+                    // The handshake failed: never handled, as in the other modes.
+                    ctx.stats.tls_failures.inc();
+                    return false;
+                }
                 ctx.stats.served.inc();
-                if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
+                if code != Some(0) {
                     ctx.stats.errors.inc();
                 }
             }
@@ -181,11 +193,17 @@ fn child<R: Request>(
     if !ctx.options.log_in_children {
         log::set_max_level(log::LevelFilter::Off);
     }
+    let tls_failures = ctx.stats.tls_failures.get();
     let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         pipeline::process(ctx, factory, inc, crate::mode::Disposition::Run)
     }))
     .unwrap_or(false);
+    let code = match ok {
+        true => 0,
+        false if ctx.stats.tls_failures.get() > tls_failures => TLS_FAILED,
+        false => 1,
+    };
     // SAFETY: _exit(2) ends the child without running the parent's destructors or atexit
     // handlers (which could flush the parent's buffers twice).
-    unsafe { libc::_exit(if ok { 0 } else { 1 }) }
+    unsafe { libc::_exit(code) }
 }

@@ -59,6 +59,8 @@ pub struct Channel {
     pub(crate) closing: Closing,
     /// The handler asked for the connection in blocking mode after this message.
     pub(crate) take_over: bool,
+    #[cfg(feature = "tls")]
+    tls: Option<crate::tls::TlsInfo>,
 }
 
 impl Channel {
@@ -75,6 +77,8 @@ impl Channel {
             server,
             closing: Closing::No,
             take_over: false,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 
@@ -132,6 +136,18 @@ impl Channel {
     /// The server (Python's `self.server`): shared state, statistics, `shutdown`.
     pub fn server(&self) -> &ServerHandle {
         &self.server
+    }
+
+    /// What the TLS handshake negotiated (see [`StreamRequest::tls`](crate::StreamRequest::tls));
+    /// `None` on a plaintext server. Feature `tls`.
+    #[cfg(feature = "tls")]
+    pub fn tls(&self) -> Option<&crate::tls::TlsInfo> {
+        self.tls.as_ref()
+    }
+
+    #[cfg(feature = "tls")]
+    pub(crate) fn set_tls(&mut self, info: crate::tls::TlsInfo) {
+        self.tls = Some(info);
     }
 
     /// Takes the replies queued by the handler (for the runner to send).

@@ -7,6 +7,8 @@ mod message;
 mod proxy;
 mod stream;
 mod takeover;
+#[cfg(feature = "tls")]
+mod tls;
 
 pub use datagram::{DatagramRequest, ReplyBuffer};
 pub use message::{Channel, ChannelHandle};
@@ -15,6 +17,8 @@ pub(crate) use proxy::HeaderReader;
 pub use proxy::{ProxyHeader, Tlv};
 pub use stream::{Connection, SocketWriter, StreamRequest};
 pub use takeover::BlockingStream;
+#[cfg(feature = "tls")]
+pub(crate) use tls::handshake_failed;
 
 use std::io;
 use std::sync::Arc;

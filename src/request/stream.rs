@@ -26,6 +26,9 @@ struct Shared {
     wbufsize: usize,
     /// Where the handler is in its conversation (for the drain).
     activity: Arc<Activity>,
+    /// TLS on (feature `tls`): every read and write goes through the session.
+    #[cfg(feature = "tls")]
+    tls: Option<crate::tls::Session>,
 }
 
 /// An accepted connection: a cheap, clonable handle (`Arc`) to the socket.
@@ -40,17 +43,80 @@ struct Shared {
 /// A read or write that waits longer than the server's timeout fails with
 /// [`io::ErrorKind::TimedOut`] and a [`TimeoutError`](crate::TimeoutError) inside
 /// (`read timed out after 2s (read_timeout)`).
+///
+/// With TLS ([`Builder::tls`](crate::Builder::tls), feature `tls`) reads and writes carry
+/// plaintext through the connection's session, shared by every clone; a read that meets the
+/// peer's end of file without `close_notify` fails with
+/// [`io::ErrorKind::UnexpectedEof`] ("TLS stream truncated"). [`socket`](Self::socket) is
+/// the raw, encrypted socket: for options, never for reading or writing.
 #[derive(Debug, Clone)]
 pub struct Connection(Arc<Shared>);
 
 impl Connection {
-    fn new(sock: Socket, wbufsize: usize, activity: Arc<Activity>) -> Connection {
+    fn new(
+        sock: Socket,
+        wbufsize: usize,
+        activity: Arc<Activity>,
+        #[cfg(feature = "tls")] tls: Option<crate::tls::Session>,
+    ) -> Connection {
         Connection(Arc::new(Shared {
             sock,
             wbuf: Mutex::new(Vec::new()),
             wbufsize,
             activity,
+            #[cfg(feature = "tls")]
+            tls,
         }))
+    }
+
+    /// One `recv`, or with TLS the plaintext of one or more records (see
+    /// [`Session::read`](crate::tls::Session::read)); not retried on `EINTR`.
+    fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &self.0.tls {
+            return tls.read(&self.0.sock, buf);
+        }
+        (&self.0.sock).read(buf)
+    }
+
+    /// One `sendmsg`, or with TLS all of `bufs` as records.
+    fn send(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &self.0.tls {
+            return tls.write_vectored(&self.0.sock, bufs);
+        }
+        (&self.0.sock).write_vectored(bufs)
+    }
+
+    /// A read for a handler that took the connection over
+    /// ([`BlockingStream`](crate::BlockingStream)): plaintext, retried on `EINTR`, without
+    /// `wfile`'s buffer or the drain's bookkeeping.
+    pub(crate) fn read_direct(&self, buf: &mut [u8]) -> io::Result<usize> {
+        retry_interrupted(|| self.recv(buf))
+    }
+
+    /// The write of [`read_direct`](Self::read_direct)'s kind.
+    pub(crate) fn write_direct(&self, buf: &[u8]) -> io::Result<usize> {
+        retry_interrupted(|| self.send(&[IoSlice::new(buf)]))
+    }
+
+    /// Does the TLS session hold input not read yet (the socket may be empty)?
+    fn tls_buffered(&self) -> bool {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &self.0.tls {
+            return tls.has_buffered();
+        }
+        false
+    }
+
+    /// With TLS, sends `close_notify` (best effort; without `wait`, not if a writer holds
+    /// the session).
+    fn close_notify(&self, wait: bool) {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &self.0.tls {
+            tls.close_notify(&self.0.sock, wait);
+        }
+        let _ = wait;
     }
 
     /// The underlying socket2 socket: every socket option, `peer_addr`, `set_read_timeout`….
@@ -59,8 +125,13 @@ impl Connection {
     }
 
     /// `shutdown(2)` on the socket: `Shutdown::Write` sends FIN (the peer reads EOF),
-    /// `Shutdown::Read`/`Both` also make blocked reads here return.
+    /// `Shutdown::Read`/`Both` also make blocked reads here return. With TLS,
+    /// `Write` and `Both` send `close_notify` first (unless another thread is writing at
+    /// that moment).
     pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        if how != Shutdown::Read {
+            self.close_notify(false);
+        }
         self.0.sock.shutdown(how)
     }
 
@@ -88,7 +159,7 @@ impl Connection {
     fn send_vectored_all(&self, mut slices: &mut [IoSlice<'_>]) -> io::Result<()> {
         IoSlice::advance_slices(&mut slices, 0);
         while !slices.is_empty() {
-            match (&self.0.sock).write_vectored(slices) {
+            match self.send(slices) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => IoSlice::advance_slices(&mut slices, n),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -150,11 +221,21 @@ impl Read for &Connection {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.flush_pending()?;
         let activity = &self.0.activity;
-        if activity.begin_read() && !crate::sys::has_pending_input(self.as_raw_fd()) {
+        if activity.begin_read()
+            && !crate::sys::has_pending_input(self.as_raw_fd())
+            && !self.tls_buffered()
+        {
             activity.end_read(Some(0));
             return Ok(0);
         }
-        let r = retry_interrupted(|| (&self.0.sock).read(buf));
+        let r = retry_interrupted(|| self.recv(buf));
+        #[cfg(feature = "tls")]
+        // The drain's `shutdown(SHUT_RD)` ended a read that waited for a new request: an
+        // end of file, not a truncation.
+        let r = match r {
+            Err(e) if crate::tls::is_truncated(&e) && activity.draining() => Ok(0),
+            r => r,
+        };
         activity.end_read(r.as_ref().ok().copied());
         r.map_err(|e| self.timed_out(e, false))
     }
@@ -175,7 +256,7 @@ impl Write for &Connection {
     }
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         self.flush_pending()?;
-        let r = retry_interrupted(|| (&self.0.sock).write_vectored(bufs));
+        let r = retry_interrupted(|| self.send(bufs));
         if matches!(r, Ok(n) if n > 0) {
             self.0.activity.replied();
         }
@@ -289,6 +370,8 @@ pub struct StreamRequest {
     proxy: Option<Box<ProxyHeader>>,
     server: ServerHandle,
     registration: Option<Registration>,
+    #[cfg(feature = "tls")]
+    tls: Option<crate::tls::TlsInfo>,
 }
 
 /// An accepted connection, before its request is opened: what the serving loop hands to
@@ -325,6 +408,13 @@ impl StreamRequest {
     /// The raw connection (Python's `request` / `connection`).
     pub fn connection(&self) -> &Connection {
         &self.conn
+    }
+
+    /// What the TLS handshake negotiated (protocol version, cipher suite, ALPN protocol,
+    /// SNI name, the client's certificates); `None` on a plaintext server. Feature `tls`.
+    #[cfg(feature = "tls")]
+    pub fn tls(&self) -> Option<&crate::tls::TlsInfo> {
+        self.tls.as_ref()
     }
 
     /// The credentials of a Unix-domain peer (user, group and, on Linux, process id), as
@@ -436,8 +526,16 @@ impl RequestKind for StreamRequest {
             proxy,
         } = inc;
         ctx.options.configure_accepted(&sock, ctx.inet)?;
+        #[cfg(feature = "tls")]
+        let (session, tls) = super::tls::accept(&sock, ctx)?.unzip();
         let activity = ctx.tracker.activity();
-        let conn = Connection::new(sock, ctx.options.wbufsize, activity.clone());
+        let conn = Connection::new(
+            sock,
+            ctx.options.wbufsize,
+            activity.clone(),
+            #[cfg(feature = "tls")]
+            session,
+        );
         // A forked child never locks the parent's tracker (another thread may hold it).
         #[cfg(unix)]
         let registration = (!crate::sys::in_forked_child())
@@ -452,6 +550,8 @@ impl RequestKind for StreamRequest {
             proxy,
             server: ServerHandle::new(ctx.clone()),
             registration,
+            #[cfg(feature = "tls")]
+            tls,
         })
     }
 
@@ -466,8 +566,10 @@ impl RequestKind for StreamRequest {
         // Unregister before the descriptor can close, so a forced close never touches a
         // recycled fd number.
         drop(self.registration.take());
+        // With TLS, `close_notify` first: the peer knows the stream ended here.
+        self.conn.close_notify(true);
         // "some platforms may raise ENOTCONN" (Python): the peer may be gone already.
-        let _ = self.conn.shutdown(Shutdown::Write);
+        let _ = self.conn.0.sock.shutdown(Shutdown::Write);
     }
 
     fn into_stream(inc: Self::Incoming) -> Result<(Socket, ClientAddr), Self::Incoming> {

@@ -16,7 +16,57 @@ use std::time::Duration;
 
 use socket2::Socket;
 
+use super::Connection;
 use crate::framing::MessageReader;
+
+/// What a [`BlockingStream`] reads and writes: the evented mode's socket, or a classic
+/// mode's [`Connection`] (plaintext through its TLS session, if any).
+#[derive(Clone, Copy)]
+enum Io<'a> {
+    Socket(&'a Socket),
+    Connection(&'a Connection),
+    /// The evented mode's TLS session over its socket (in blocking mode meanwhile).
+    #[cfg(feature = "tls")]
+    Tls(&'a Socket, &'a crate::tls::Session),
+}
+
+impl<'a> Io<'a> {
+    fn read(self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Io::Socket(mut s) => retry(|| s.read(buf)),
+            Io::Connection(c) => c.read_direct(buf),
+            #[cfg(feature = "tls")]
+            Io::Tls(s, tls) => tls.read(s, buf),
+        }
+    }
+
+    fn write(self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Io::Socket(mut s) => retry(|| s.write(buf)),
+            Io::Connection(c) => c.write_direct(buf),
+            #[cfg(feature = "tls")]
+            Io::Tls(s, tls) => tls.write_vectored(s, &[std::io::IoSlice::new(buf)]),
+        }
+    }
+
+    fn socket(self) -> &'a Socket {
+        match self {
+            Io::Socket(s) => s,
+            Io::Connection(c) => c.socket(),
+            #[cfg(feature = "tls")]
+            Io::Tls(s, _) => s,
+        }
+    }
+}
+
+/// `Read` for [`MessageReader::read_from`].
+struct Reader<'a>(Io<'a>);
+
+impl Read for Reader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read(buf)
+    }
+}
 
 /// The connection of a message handler in blocking mode (see the module docs): `Read`,
 /// `BufRead` and `Write` on the socket, after the bytes already buffered.
@@ -28,7 +78,7 @@ use crate::framing::MessageReader;
 /// follow.
 pub struct BlockingStream<'a> {
     reader: &'a mut MessageReader,
-    sock: &'a Socket,
+    io: Io<'a>,
     read: u64,
     written: u64,
 }
@@ -48,10 +98,33 @@ impl<'a> BlockingStream<'a> {
         }
         Ok(BlockingStream {
             reader,
-            sock,
+            io: Io::Socket(sock),
             read: 0,
             written: 0,
         })
+    }
+
+    /// [`new`](Self::new) with TLS: plaintext through the evented connection's session.
+    #[cfg(feature = "tls")]
+    pub(crate) fn with_tls(
+        reader: &'a mut MessageReader,
+        sock: &'a Socket,
+        tls: &'a crate::tls::Session,
+        timeouts: Option<(Option<Duration>, Option<Duration>)>,
+    ) -> io::Result<BlockingStream<'a>> {
+        let mut stream = BlockingStream::new(reader, sock, timeouts)?;
+        stream.io = Io::Tls(sock, tls);
+        Ok(stream)
+    }
+
+    /// Over a classic mode's connection, which already blocks.
+    pub(crate) fn over(reader: &'a mut MessageReader, conn: &'a Connection) -> BlockingStream<'a> {
+        BlockingStream {
+            reader,
+            io: Io::Connection(conn),
+            read: 0,
+            written: 0,
+        }
     }
 
     /// Bytes the handler has read through this stream so far.
@@ -67,7 +140,7 @@ impl<'a> BlockingStream<'a> {
     /// The socket, for options (`set_read_timeout` for a longer body, say). Reading from it
     /// directly skips the bytes already buffered here: read through the stream.
     pub fn socket(&self) -> &Socket {
-        self.sock
+        self.io.socket()
     }
 }
 
@@ -85,10 +158,7 @@ impl Read for BlockingStream<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let unread = self.reader.unread();
         let n = if unread.is_empty() {
-            retry(|| {
-                let mut sock = self.sock;
-                sock.read(buf)
-            })?
+            self.io.read(buf)?
         } else {
             let n = unread.len().min(buf.len());
             buf[..n].copy_from_slice(&unread[..n]);
@@ -105,8 +175,7 @@ impl Read for BlockingStream<'_> {
 impl BufRead for BlockingStream<'_> {
     fn fill_buf(&mut self) -> io::Result<&[u8]> {
         if self.reader.unread().is_empty() {
-            let mut sock = self.sock;
-            self.reader.read_from(&mut sock)?;
+            self.reader.read_from(&mut Reader(self.io))?;
         }
         Ok(self.reader.unread())
     }
@@ -121,10 +190,7 @@ impl BufRead for BlockingStream<'_> {
 /// `send`, blocking up to the write timeout.
 impl Write for BlockingStream<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = retry(|| {
-            let mut sock = self.sock;
-            sock.write(buf)
-        })?;
+        let n = self.io.write(buf)?;
         self.written += n as u64;
         Ok(n)
     }

@@ -21,6 +21,9 @@ use crate::mode::Mode;
 use crate::options::{Options, Overload, PoolConfig};
 use crate::transport::{BindAddr, Transport};
 
+#[cfg(feature = "tls")]
+mod tls;
+
 /// Configures and creates a [`Server`]. Obtain one with [`Server::builder`].
 ///
 /// ```no_run
@@ -139,6 +142,15 @@ impl<T: Transport, M: Mode> Builder<T, M> {
     where
         H: IntoHandler<T::Request, Marker>,
     {
+        #[cfg(feature = "tls")]
+        if self.options.tls.is_some()
+            && !<T::Request as crate::request::sealed::RequestKind>::STREAM
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "TLS is for stream transports (TCP, Unix stream); DTLS is not supported",
+            ));
+        }
         let executor = Arc::new(M::executor(&self.options)?);
         let factory = handler.into_factory();
         if matches!(*executor, crate::mode::Executor::Reactor(_)) {

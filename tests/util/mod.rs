@@ -3,6 +3,8 @@
 #![allow(dead_code)]
 
 use std::io::{self, Read, Write};
+
+pub mod tls;
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};

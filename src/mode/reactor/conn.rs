@@ -76,6 +76,8 @@ struct State {
     addr: ClientAddr,
     set_up: bool,
     eof: bool,
+    /// The TLS handshake failed: the connection was never a request.
+    tls_failed: bool,
 }
 
 pub(super) struct Conn {
@@ -86,6 +88,22 @@ pub(super) struct Conn {
     io: Mutex<Io>,
     state: Mutex<State>,
     shared: Weak<Shared>,
+    /// TLS on (feature `tls`): the session, its handshake done in the first turns.
+    #[cfg(feature = "tls")]
+    tls: Option<crate::tls::Session>,
+}
+
+/// What the turn reads messages from: the socket, or the plaintext of its TLS session.
+struct Input<'a>(&'a Conn);
+
+impl io::Read for Input<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &self.0.tls {
+            return tls.read_nonblocking(&self.0.sock, buf);
+        }
+        (&self.0.sock).read(buf)
+    }
 }
 
 impl std::fmt::Debug for Conn {
@@ -143,11 +161,16 @@ impl Conn {
         handler: Box<dyn MessageHandler>,
         ctx: &Arc<Context>,
         shared: Weak<Shared>,
-    ) -> Conn {
+    ) -> io::Result<Conn> {
+        #[cfg(feature = "tls")]
+        let tls = match &ctx.options.tls {
+            Some(slot) => Some(crate::tls::Session::new(slot.get())?),
+            None => None,
+        };
         // The channel needs the connection's weak self: filled in by `Arc::new_cyclic` in
         // `new_arc`; a placeholder outlet until then is never used.
         let now = Instant::now();
-        Conn {
+        Ok(Conn {
             key,
             sock,
             peer: addr.clone(),
@@ -186,9 +209,41 @@ impl Conn {
                 addr,
                 set_up: false,
                 eof: false,
+                tls_failed: false,
             }),
             shared,
+            #[cfg(feature = "tls")]
+            tls,
+        })
+    }
+
+    /// Is TLS on for this connection?
+    fn is_tls(&self) -> bool {
+        #[cfg(feature = "tls")]
+        return self.tls.is_some();
+        #[cfg(not(feature = "tls"))]
+        false
+    }
+
+    /// After a read of `short` plaintext: was the input emptied?
+    fn input_drained(&self, short: bool) -> bool {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &self.tls {
+            return tls.drained();
         }
+        short
+    }
+
+    /// Appends `plain` to the output queue: as is, or sealed into TLS records (with the
+    /// records the session had to send first).
+    fn queue_out(&self, io: &mut Io, plain: &[u8]) -> io::Result<()> {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &self.tls {
+            tls.take_records(&mut io.out);
+            return tls.seal_into(plain, &mut io.out);
+        }
+        io.out.extend_from_slice(plain);
+        Ok(())
     }
 
     /// Points the channel's outlet at this connection (once it is in its `Arc`).
@@ -222,7 +277,7 @@ impl Conn {
                 ),
             ));
         }
-        io.out.extend_from_slice(data);
+        self.queue_out(&mut io, data)?;
         if io.owned {
             return Ok(()); // the owner flushes and re-arms
         }
@@ -272,8 +327,14 @@ impl Conn {
             return false;
         }
         let past = |since: Option<Instant>, limit: Option<std::time::Duration>| matches!((since, limit), (Some(t), Some(d)) if now.saturating_duration_since(t) >= d);
+        #[cfg(feature = "tls")]
+        let handshaking = self.tls.as_ref().is_some_and(|t| t.is_handshaking());
+        #[cfg(not(feature = "tls"))]
+        let handshaking = false;
         let why = if io.header_due.is_some_and(|t| now >= t) {
             HEADER_LATE
+        } else if handshaking && past(Some(io.opened), handshake_timeout(o)) {
+            HANDSHAKE_LATE
         } else if past(Some(io.opened), o.connection_deadline) {
             "connection deadline (connection_deadline)"
         } else if past(io.partial_since, o.message_deadline) {
@@ -321,6 +382,10 @@ impl Conn {
             if again {
                 s.schedule(self.key);
             }
+            return;
+        }
+        #[cfg(feature = "tls")]
+        if !st.set_up && !self.handshake_turn(s, ctx, st, expire) {
             return;
         }
         st.reader.adopt(spare);
@@ -387,7 +452,7 @@ impl Conn {
                 break;
             }
             reads += 1;
-            match st.reader.read_from(&mut &self.sock) {
+            match st.reader.read_from(&mut Input(self)) {
                 Ok(0) => {
                     st.eof = true;
                     let rest = st.reader.take_rest();
@@ -409,10 +474,19 @@ impl Conn {
                     // A read that did not fill the buffer emptied the socket: no second
                     // `recv` just to hear `EAGAIN`. (The one-shot re-arm reports anything
                     // that arrives after it.)
-                    drained = st.reader.short_read() && !read_closed;
+                    // With TLS: the session's `recv` came back short and it holds no more
+                    // plaintext.
+                    drained = !read_closed && self.input_drained(st.reader.short_read());
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     drained = true;
+                    break;
+                }
+                #[cfg(feature = "tls")]
+                Err(e) if crate::tls::is_truncated(&e) => {
+                    ctx.report_error(&st.addr, &HandlerError::Io(e));
+                    st.eof = true;
+                    failed = true;
                     break;
                 }
                 Err(e) => {
@@ -429,7 +503,12 @@ impl Conn {
         if got_input {
             io.last_input = Instant::now();
         }
-        if !st.channel.out.is_empty() {
+        if self.is_tls() {
+            let out = std::mem::take(&mut st.channel.out);
+            failed |= self.queue_out(&mut io, &out).is_err();
+            st.channel.out = out;
+            st.channel.out.clear();
+        } else if !st.channel.out.is_empty() {
             if io.pending() == 0 {
                 io.out.clear();
                 io.sent = 0;
@@ -534,15 +613,14 @@ impl Conn {
     /// if it succeeded and the socket is non-blocking again.
     fn blocking(&self, s: &Shared, ctx: &Arc<Context>, st: &mut State) -> bool {
         st.channel.take_over = false;
-        let queued = {
+        // What the queue holds is sent as is (ciphertext with TLS), then the replies.
+        let (queued, replies) = {
             let mut io = self.io.lock();
             let sent = io.sent;
-            let mut queued = io.out.split_off(sent);
+            let queued = io.out.split_off(sent);
             io.out.clear();
             io.sent = 0;
-            queued.extend_from_slice(&st.channel.out);
-            st.channel.out.clear();
-            queued
+            (queued, std::mem::take(&mut st.channel.out))
         };
         let timeouts = Some((s.options.read_timeout, s.options.write_timeout));
         let State {
@@ -552,8 +630,16 @@ impl Conn {
             ..
         } = st;
         let ok = stage(ctx, &st.addr, || {
+            #[cfg(feature = "tls")]
+            if let Some(tls) = &self.tls {
+                let mut stream = BlockingStream::with_tls(reader, &self.sock, tls, timeouts)?;
+                (&self.sock).write_all(&queued)?;
+                stream.write_all(&replies)?;
+                return handler.handle_blocking(channel, &mut stream);
+            }
             let mut stream = BlockingStream::new(reader, &self.sock, timeouts)?;
             stream.write_all(&queued)?;
+            stream.write_all(&replies)?;
             handler.handle_blocking(channel, &mut stream)
         });
         self.io.lock().last_input = Instant::now();
@@ -595,7 +681,17 @@ impl Conn {
             stage(ctx, &st.addr, || st.handler.finish(&mut st.channel));
             let mut io = self.io.lock();
             let out = std::mem::take(&mut st.channel.out);
-            io.out.extend_from_slice(&out);
+            let _ = self.queue_out(&mut io, &out);
+            let _ = self.send_pending(&mut io);
+        }
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &self.tls {
+            // `close_notify` after the last reply; after a failed handshake, its alert.
+            if !st.tls_failed {
+                tls.queue_close_notify();
+            }
+            let mut io = self.io.lock();
+            tls.take_records(&mut io.out);
             let _ = self.send_pending(&mut io);
         }
         let _ = self.sock.shutdown(std::net::Shutdown::Write);
@@ -605,6 +701,77 @@ impl Conn {
             ctx.stats.served.inc();
         }
         ctx.release_connection();
+    }
+}
+
+/// Why the sweep closes a connection whose TLS handshake is not done.
+const HANDSHAKE_LATE: &str = "TLS handshake not done within the deadline (tls_handshake_timeout)";
+
+/// The handshake deadline, with TLS on.
+fn handshake_timeout(o: &Options) -> Option<std::time::Duration> {
+    #[cfg(feature = "tls")]
+    return o.tls.as_ref().map(|_| o.tls_handshake_timeout);
+    #[cfg(not(feature = "tls"))]
+    {
+        let _ = o;
+        None
+    }
+}
+
+#[cfg(feature = "tls")]
+impl Conn {
+    /// A turn before the TLS handshake is done: feeds it what arrived and sends its
+    /// answer. `true` once it is done (the turn goes on: `setup`, then the messages);
+    /// `false` if the turn is over — waiting for the peer, or closed: a failed handshake
+    /// (garbage, plaintext, a refused certificate, the deadline) is reported once, counted
+    /// in `tls_failures`, and closed without ever reaching the handler.
+    fn handshake_turn(
+        &self,
+        s: &Shared,
+        ctx: &Arc<Context>,
+        st: &mut State,
+        expire: Option<&'static str>,
+    ) -> bool {
+        let Some(tls) = &self.tls else { return true };
+        if !tls.is_handshaking() {
+            return true;
+        }
+        let r = match expire {
+            Some(HANDSHAKE_LATE) => Err(io::ErrorKind::WouldBlock.into()),
+            Some(why) => Err(io::Error::other(why)),
+            None if s.forced.load(Ordering::SeqCst) => Err(io::Error::other("forced close")),
+            None => tls.handshake_nonblocking(&self.sock),
+        };
+        match r {
+            Ok(true) => {
+                st.channel.set_tls(tls.info());
+                true
+            }
+            Ok(false) => {
+                let mut io = self.io.lock();
+                tls.take_records(&mut io.out);
+                if self.send_pending(&mut io).is_err() {
+                    drop(io);
+                    st.tls_failed = true;
+                    self.close(s, ctx, st, false);
+                    return false;
+                }
+                io.owned = false;
+                let again = std::mem::take(&mut io.again);
+                drop(io);
+                if again {
+                    s.schedule(self.key);
+                }
+                false
+            }
+            Err(e) => {
+                let e = crate::request::handshake_failed(e, s.options.tls_handshake_timeout);
+                ctx.report_error(&st.addr, &HandlerError::Io(e));
+                st.tls_failed = true;
+                self.close(s, ctx, st, false);
+                false
+            }
+        }
     }
 }
 

@@ -143,6 +143,8 @@ impl Reactor {
                 .proxy_protocol
                 .is_on()
                 .then_some(options.proxy_header_timeout),
+            #[cfg(feature = "tls")]
+            options.tls.as_ref().map(|_| options.tls_handshake_timeout),
         ];
         let sweep_every = timers
             .iter()
@@ -194,7 +196,7 @@ impl Reactor {
             sock.set_tcp_keepalive(&socket2::TcpKeepalive::new().with_time(idle))?;
         }
         let key = s.next_key.fetch_add(1, Ordering::Relaxed);
-        let conn = conn::new_arc(Conn::new(key, sock, addr, handler, ctx, Arc::downgrade(s)));
+        let conn = conn::new_arc(Conn::new(key, sock, addr, handler, ctx, Arc::downgrade(s))?);
         // In the table before the poller watches it: the first event may already say that
         // the peer has closed (data and FIN before the accept), and must not be dropped.
         // The descriptor is deleted from the poller (`Conn::close`) before it is closed
