@@ -3,14 +3,12 @@
 use std::io::{self, Cursor};
 use std::sync::Arc;
 
-use parking_lot::Mutex;
 use socket2::{SockAddr, Socket};
 
 use super::sealed::RequestKind;
-use super::{Polled, RecvBuf};
+use super::{Polled, RecvBuf, ReplyQueue};
 use crate::addr::ClientAddr;
 use crate::context::{Context, ServerHandle};
-use crate::sys::SendBatch;
 
 /// A request on a datagram transport (UDP, Unix datagram): Python's
 /// `DatagramRequestHandler` after `setup()`.
@@ -62,7 +60,7 @@ pub struct DatagramRequest {
     send_empty: bool,
     send_timeout: Option<std::time::Duration>,
     /// Handled inline in a batch: the reply joins the batch's (`sendmmsg`).
-    batch: Option<Arc<Mutex<SendBatch>>>,
+    batch: Option<ReplyQueue>,
 }
 
 impl DatagramRequest {
@@ -169,7 +167,7 @@ pub struct Packet {
     from: SockAddr,
     addr: ClientAddr,
     socket: Arc<Socket>,
-    batch: Option<Arc<Mutex<SendBatch>>>,
+    batch: Option<ReplyQueue>,
 }
 
 impl RequestKind for DatagramRequest {
@@ -239,7 +237,7 @@ impl RequestKind for DatagramRequest {
         if let Some(batch) = &self.batch {
             if !self.wfile.is_empty() || self.send_empty {
                 let reply = std::mem::take(&mut self.wfile.buf);
-                batch.lock().push(self.reply_to.clone(), reply);
+                batch.push(self.reply_to.clone(), reply);
             }
             return Ok(());
         }

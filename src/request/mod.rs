@@ -10,6 +10,7 @@ mod takeover;
 pub use datagram::{DatagramRequest, ReplyBuffer};
 pub use message::{Channel, ChannelHandle};
 pub(crate) use message::{Closing, Outlet};
+
 pub use stream::{Connection, SocketWriter, StreamRequest};
 pub use takeover::BlockingStream;
 
@@ -38,8 +39,33 @@ pub enum Polled<T> {
 pub struct RecvBuf(
     Option<crate::sys::RecvBatch>,
     /// Replies of the datagrams handled inline, sent together once the batch is done.
-    Option<Arc<parking_lot::Mutex<crate::sys::SendBatch>>>,
+    Option<ReplyQueue>,
 );
+
+/// The replies queued by the datagrams of one receive batch (`wfile`s), shared by the
+/// requests that queue them and the thread that sends them.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ReplyQueue(Arc<parking_lot::Mutex<crate::sys::SendBatch>>);
+
+impl ReplyQueue {
+    /// Sends what is queued (`sendmmsg(2)` on Linux); a reply that cannot be sent goes to
+    /// `handle_error`.
+    pub(crate) fn flush(&self, ctx: &Context, sock: &Socket) {
+        let mut batch = self.0.lock();
+        if batch.is_empty() {
+            return;
+        }
+        batch.flush(sock, ctx.options.write_timeout, |to, e| {
+            let addr = ClientAddr::from_sockaddr(to);
+            ctx.report_error(&addr, &crate::error::HandlerError::Io(e));
+        });
+    }
+
+    /// Queues one reply.
+    pub(crate) fn push(&self, to: socket2::SockAddr, data: Vec<u8>) {
+        self.0.lock().push(to, data);
+    }
+}
 
 /// Memory the receive buffers of one receiving thread may take at most (virtual: pages
 /// the kernel never writes are never mapped).
@@ -61,27 +87,22 @@ impl RecvBuf {
         let slots = (RECV_BATCH_BYTES / max_packet_size.max(1)).clamp(1, crate::sys::BATCH_SLOTS);
         RecvBuf(
             Some(crate::sys::RecvBatch::new(max_packet_size, slots)),
-            inline.then(Arc::default),
+            inline.then(ReplyQueue::default),
         )
-    }
-
-    /// For a datagram transport, one datagram per receive (`recvmsg(2)`).
-    pub(crate) fn single(max_packet_size: usize) -> RecvBuf {
-        RecvBuf(Some(crate::sys::RecvBatch::new(max_packet_size, 1)), None)
     }
 
     /// Sends the replies queued by the datagrams handled since the last flush; a reply that
     /// cannot be sent goes to `handle_error`.
     pub(crate) fn flush_replies(&self, ctx: &Context, sock: &Socket) {
-        let Some(replies) = &self.1 else { return };
-        let mut batch = replies.lock();
-        if batch.is_empty() {
-            return;
+        if let Some(replies) = &self.1 {
+            replies.flush(ctx, sock);
         }
-        batch.flush(sock, ctx.options.write_timeout, |to, e| {
-            let addr = ClientAddr::from_sockaddr(to);
-            ctx.report_error(&addr, &crate::error::HandlerError::Io(e));
-        });
+    }
+
+    /// The queue [`flush_replies`](Self::flush_replies) sends, for a thread that does not
+    /// hold this buffer.
+    pub(crate) fn reply_queue(&self) -> Option<ReplyQueue> {
+        self.1.clone()
     }
 
     /// Datagrams already received and not yet handed out.

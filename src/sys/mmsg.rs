@@ -5,7 +5,9 @@
 use std::io;
 use std::mem::MaybeUninit;
 
-use socket2::{MaybeUninitSlice, SockAddr, Socket};
+#[cfg(not(target_os = "linux"))]
+use socket2::MaybeUninitSlice;
+use socket2::{SockAddr, Socket};
 
 /// Datagrams taken per `recvmmsg` at most.
 pub(crate) const BATCH_SLOTS: usize = 16;
@@ -27,14 +29,18 @@ pub(crate) struct RecvBatch {
     buf: Vec<MaybeUninit<u8>>,
     size: usize,
     slots: usize,
-    /// Per datagram received: length, truncated, sender.
+    /// Per datagram received: length, truncated, and the sender's address length (Linux:
+    /// the address itself stays in `addrs` until [`next`](Self::next) takes it).
+    #[cfg(target_os = "linux")]
+    got: Vec<(usize, bool, libc::socklen_t)>,
+    #[cfg(not(target_os = "linux"))]
     got: Vec<(usize, bool, SockAddr)>,
     next: usize,
     /// The last receive took fewer datagrams than it had room for: the socket was empty.
     drained: bool,
     /// `recvmmsg`'s headers, pointing into `buf`, `iovs` and `addrs` (heap memory that
     /// never moves: the vectors are never resized). This makes the batch `!Send`: it lives
-    /// on the thread that receives.
+    /// on the thread that receives, unless moved with its owner (see the `Send` impl).
     #[cfg(target_os = "linux")]
     hdrs: Vec<libc::mmsghdr>,
     #[cfg(target_os = "linux")]
@@ -42,6 +48,12 @@ pub(crate) struct RecvBatch {
     #[cfg(target_os = "linux")]
     addrs: Vec<socket2::SockAddrStorage>,
 }
+
+// SAFETY: the raw pointers in `hdrs` and `iovs` point into `buf`, `iovs` and `addrs`, heap
+// memory this batch owns and never reallocates: moving the batch to another thread moves
+// what they point to with it, and nothing else holds them (every use takes `&mut self`).
+#[cfg(target_os = "linux")]
+unsafe impl Send for RecvBatch {}
 
 impl std::fmt::Debug for RecvBatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -119,6 +131,16 @@ impl RecvBatch {
     /// The next datagram of the last receive.
     pub(crate) fn next(&mut self) -> Option<Datagram<'_>> {
         let i = self.next;
+        #[cfg(target_os = "linux")]
+        let (len, truncated, from) = {
+            let &(len, truncated, namelen) = self.got.get(i)?;
+            // SAFETY: recvmmsg filled slot `i`'s address and its length; the storage is
+            // plain data (`sockaddr_storage`), so a bitwise copy is a valid one — a single
+            // copy, straight into the `SockAddr` the request keeps.
+            let from = unsafe { SockAddr::new(std::ptr::read(&self.addrs[i]), namelen) };
+            (len, truncated, from)
+        };
+        #[cfg(not(target_os = "linux"))]
         let (len, truncated, from) = self.got.get(i)?.clone();
         self.next += 1;
         let slot = &self.buf[i * self.size..i * self.size + len.min(self.size)];
@@ -138,17 +160,18 @@ impl RecvBatch {
         self.next = 0;
         self.drained = false;
         #[cfg(target_os = "linux")]
-        if self.slots > 1 {
-            return self.recv_many(sock);
-        }
-        let mut slices = [MaybeUninitSlice::new(&mut self.buf[..self.size])];
-        match sock.recv_from_vectored(&mut slices) {
-            Ok((n, flags, from)) => {
-                self.got.push((n, flags.is_truncated(), from));
-                Ok(1)
+        return self.recv_many(sock);
+        #[cfg(not(target_os = "linux"))]
+        {
+            let mut slices = [MaybeUninitSlice::new(&mut self.buf[..self.size])];
+            match sock.recv_from_vectored(&mut slices) {
+                Ok((n, flags, from)) => {
+                    self.got.push((n, flags.is_truncated(), from));
+                    Ok(1)
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+                Err(e) => Err(e),
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
-            Err(e) => Err(e),
         }
     }
 
@@ -187,15 +210,7 @@ impl RecvBatch {
             let h = &self.hdrs[i];
             let truncated = h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
             let len = (h.msg_len as usize).min(self.size);
-            let mut storage = socket2::SockAddrStorage::zeroed();
-            // SAFETY: both are `sockaddr_storage`; recvmmsg filled slot `i`'s address.
-            unsafe {
-                *storage.view_as::<libc::sockaddr_storage>() =
-                    *self.addrs[i].view_as::<libc::sockaddr_storage>();
-            }
-            // SAFETY: the address and its length come from the kernel.
-            let from = unsafe { SockAddr::new(storage, h.msg_hdr.msg_namelen) };
-            self.got.push((len, truncated, from));
+            self.got.push((len, truncated, h.msg_hdr.msg_namelen));
         }
         self.drained = n > 0 && n < self.slots;
         Ok(n)
