@@ -380,3 +380,103 @@ fn a_queued_burst_with_oversized_datagrams_is_served_datagram_by_datagram() {
         st.truncated == oversized && st.served == 60 - oversized
     });
 }
+
+/// Issue 16: the receiver that leads takes datagrams in `recvmmsg` batches and runs their
+/// handlers itself. When one handler blocks, the leadership — and the datagrams of the
+/// batch not yet handled — go to another receiver (started on demand: the pool's minimum is
+/// one here), so a datagram received in the same batch as the blocking one is answered
+/// while it blocks, and so is one sent afterwards.
+#[test]
+fn threading_udp_answers_the_rest_of_a_batch_while_its_first_handler_blocks() {
+    let (gate_tx, gate_rx) = crossbeam_channel::unbounded::<()>();
+    let (started_tx, started_rx) = crossbeam_channel::unbounded::<()>();
+    let server = ThreadingUdpServer::builder()
+        .workers(1, 4)
+        .bind("127.0.0.1:0", move |req: &mut DatagramRequest| {
+            if req.packet() == b"block" {
+                let _ = started_tx.send(());
+                let _ = gate_rx.recv_timeout(LONG);
+            }
+            let packet = req.packet().to_vec();
+            req.wfile.write_all(&packet)
+        })
+        .unwrap();
+    let addr = server.server_address().unwrap();
+    let blocked = udp_client();
+    let c = udp_client();
+    // Queued before the server runs: its first receive takes both.
+    blocked.send_to(b"block", addr).unwrap();
+    c.send_to(b"same batch", addr).unwrap();
+    let run = Running::start(server);
+    started_rx.recv_timeout(LONG).expect("the handler blocks");
+    let mut buf = [0u8; 16];
+    let (n, _) = c.recv_from(&mut buf).unwrap();
+    assert_eq!(
+        &buf[..n],
+        b"same batch",
+        "answered while the first handler blocks"
+    );
+    c.send_to(b"later", addr).unwrap();
+    let (n, _) = c.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"later");
+    gate_tx.send(()).unwrap();
+    let (n, _) = blocked.recv_from(&mut buf).unwrap();
+    assert_eq!(
+        &buf[..n],
+        b"block",
+        "the blocked handler's reply is sent when it returns"
+    );
+    wait_until("all three served", || run.server.stats().served == 3);
+    run.stop().unwrap();
+}
+
+/// Issue 16: when every receiver up to the pool's maximum is in a handler, datagrams wait
+/// in the socket's buffer (none is lost), the saturation is counted, and they are served
+/// as soon as a handler returns.
+#[test]
+fn threading_udp_at_its_maximum_keeps_datagrams_in_the_socket_until_a_handler_returns() {
+    let (gate_tx, gate_rx) = crossbeam_channel::unbounded::<()>();
+    let (started_tx, started_rx) = crossbeam_channel::unbounded::<()>();
+    let server = ThreadingUdpServer::builder()
+        .workers(1, 2)
+        .bind("127.0.0.1:0", move |req: &mut DatagramRequest| {
+            if req.packet() == b"block" {
+                let _ = started_tx.send(());
+                let _ = gate_rx.recv_timeout(LONG);
+            }
+            let packet = req.packet().to_vec();
+            req.wfile.write_all(&packet)
+        })
+        .unwrap();
+    let addr = server.server_address().unwrap();
+    let run = Running::start(server);
+    let blocked = udp_client();
+    for _ in 0..2 {
+        blocked.send_to(b"block", addr).unwrap();
+    }
+    for _ in 0..2 {
+        started_rx.recv_timeout(LONG).expect("two handlers block");
+    }
+    let c = udp_client();
+    c.send_to(b"waits", addr).unwrap();
+    wait_until("the saturation is counted", || {
+        run.server.stats().saturated >= 1
+    });
+    let mut buf = [0u8; 16];
+    c.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    assert!(
+        c.recv_from(&mut buf).is_err(),
+        "answered although both receivers were blocked"
+    );
+    c.set_read_timeout(Some(LONG)).unwrap();
+    gate_tx.send(()).unwrap();
+    let (n, _) = c.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"waits");
+    gate_tx.send(()).unwrap();
+    for _ in 0..2 {
+        let (n, _) = blocked.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"block");
+    }
+    run.stop().unwrap();
+}
