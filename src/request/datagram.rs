@@ -164,6 +164,8 @@ impl io::Write for ReplyBuffer {
 #[derive(Debug)]
 pub struct Packet {
     data: Vec<u8>,
+    /// The reply's buffer (empty; reused when spare).
+    reply: Vec<u8>,
     from: SockAddr,
     addr: ClientAddr,
     socket: Arc<Socket>,
@@ -205,10 +207,16 @@ impl RequestKind for DatagramRequest {
             ctx.report_error(&addr, &crate::error::HandlerError::Io(err));
             return Ok(Polled::Skipped);
         }
-        let (data, from) = (d.data.to_vec(), d.from);
+        // Handled inline: the buffers of finished requests are reused (no allocation).
+        let (mut data, reply) = match &buf.1 {
+            Some(q) => q.take_buffers(),
+            None => (Vec::new(), Vec::new()),
+        };
+        data.extend_from_slice(d.data);
         Ok(Polled::Ready(Packet {
             data,
-            from,
+            reply,
+            from: d.from,
             addr,
             socket: sock.clone(),
             batch: buf.1.clone(),
@@ -222,7 +230,10 @@ impl RequestKind for DatagramRequest {
     fn open(inc: Packet, ctx: &Arc<Context>) -> io::Result<Self> {
         Ok(DatagramRequest {
             rfile: Cursor::new(inc.data),
-            wfile: ReplyBuffer::new(ctx.options.max_packet_size),
+            wfile: ReplyBuffer {
+                buf: inc.reply,
+                limit: ctx.options.max_packet_size,
+            },
             client_address: inc.addr,
             reply_to: inc.from,
             socket: inc.socket,
@@ -252,7 +263,11 @@ impl RequestKind for DatagramRequest {
         Ok(())
     }
 
-    fn shutdown_request(self) {}
+    fn shutdown_request(self) {
+        if let Some(q) = &self.batch {
+            q.give_back(self.rfile.into_inner(), self.wfile.buf);
+        }
+    }
 
     fn into_stream(inc: Packet) -> Result<(Socket, ClientAddr), Packet> {
         Err(inc)

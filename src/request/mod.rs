@@ -65,6 +65,19 @@ impl ReplyQueue {
     pub(crate) fn push(&self, to: socket2::SockAddr, data: Vec<u8>) {
         self.0.lock().push(to, data);
     }
+
+    /// Two empty buffers (a packet's and its reply's), reused when some are spare.
+    pub(crate) fn take_buffers(&self) -> (Vec<u8>, Vec<u8>) {
+        let mut batch = self.0.lock();
+        (batch.take_buffer(), batch.take_buffer())
+    }
+
+    /// Keeps a finished request's buffers for the next datagrams.
+    pub(crate) fn give_back(&self, packet: Vec<u8>, reply: Vec<u8>) {
+        let mut batch = self.0.lock();
+        batch.give_back(packet);
+        batch.give_back(reply);
+    }
 }
 
 /// Memory the receive buffers of one receiving thread may take at most (virtual: pages
