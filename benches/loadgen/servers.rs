@@ -145,6 +145,14 @@ pub fn serve(server: &str, service: &str, max_workers: Option<usize>) -> io::Res
             ready(s.server_address()?);
             s.serve_forever()
         }
+        ("crate-sync-reply", "udp-echo") => {
+            // `reply()`: sent at once, one `sendto` per datagram, as the std loop does.
+            let s = UdpServer::bind(any_port(), |req: &mut DatagramRequest| {
+                req.reply(req.packet())
+            })?;
+            ready(s.server_address()?);
+            s.serve_forever()
+        }
         ("std", "tcp-echo" | "tcp-sink") => {
             let l = std_listener()?;
             ready(l.local_addr()?);

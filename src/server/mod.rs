@@ -80,11 +80,11 @@ pub type UdpServer = Server<Udp, Synchronous>;
 /// (leader/followers). The one that leads receives — `recvmmsg(2)` batches, as
 /// [`UdpServer`] does — and runs each handler itself, so short handlers cost what they cost
 /// on [`UdpServer`]; replies written to `wfile` leave together (`sendmmsg(2)`). The serving
-/// thread watches it: when one handler has run for 1–2 ms (it blocks, or computes), the
+/// thread watches it: when one handler has run for 2–4 ms (it blocks, or computes), the
 /// leadership, with the datagrams already received, goes to another receiver — one waiting
 /// (the pool's minimum are kept, default 4) or a new one, up to the pool's maximum
 /// ([`Builder::workers`](crate::Builder::workers), default 256). So a handler that blocks
-/// never stops the server from receiving for more than a couple of milliseconds. When every
+/// never stops the server from receiving for more than a few milliseconds. When every
 /// receiver up to the maximum is in a handler, datagrams wait in the socket's receive buffer
 /// until one returns ([`Stats::saturated`](crate::Stats::saturated) counts it, and a warning
 /// is logged at most every 10 s; the [`Overload`](crate::Overload) policy applies to
