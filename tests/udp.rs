@@ -480,3 +480,65 @@ fn threading_udp_at_its_maximum_keeps_datagrams_in_the_socket_until_a_handler_re
     }
     run.stop().unwrap();
 }
+
+/// Issue 16: `shutdown()` while the only receiver (the pool's maximum is one) blocks in a
+/// handler, after the watchdog took its leadership: the datagrams received with it in the
+/// same batch are still served once it returns, and a datagram sent after `shutdown()` is
+/// not taken.
+#[test]
+fn threading_udp_serves_the_rest_of_its_batch_after_shutdown_but_nothing_sent_later() {
+    let (gate_tx, gate_rx) = crossbeam_channel::unbounded::<()>();
+    let (started_tx, started_rx) = crossbeam_channel::unbounded::<()>();
+    let after = Arc::new(Mutex::new(0u32));
+    let a = after.clone();
+    let server = Arc::new(
+        ThreadingUdpServer::builder()
+            .workers(1, 1)
+            .bind("127.0.0.1:0", move |req: &mut DatagramRequest| {
+                match req.packet() {
+                    b"block" => {
+                        let _ = started_tx.send(());
+                        let _ = gate_rx.recv_timeout(LONG);
+                    }
+                    b"after" => *a.lock() += 1,
+                    _ => {}
+                }
+                let packet = req.packet().to_vec();
+                req.wfile.write_all(&packet)
+            })
+            .unwrap(),
+    );
+    let addr = server.server_address().unwrap();
+    let c = udp_client();
+    // Queued before the server runs: one receive takes all four.
+    for msg in [&b"block"[..], b"one", b"two", b"three"] {
+        c.send_to(msg, addr).unwrap();
+    }
+    let serving = {
+        let s = server.clone();
+        thread::spawn(move || s.serve_forever())
+    };
+    started_rx.recv_timeout(LONG).expect("the handler blocks");
+    // The watchdog has seen it blocked: the receiver lost its leadership (and, at the
+    // maximum, no other could take it).
+    wait_until("the saturation is counted", || {
+        server.stats().saturated >= 1
+    });
+    server.shutdown();
+    serving.join().unwrap().unwrap();
+    c.send_to(b"after", addr).unwrap();
+    gate_tx.send(()).unwrap();
+    let mut buf = [0u8; 16];
+    let mut got = Vec::new();
+    for _ in 0..4 {
+        let (n, _) = c.recv_from(&mut buf).unwrap();
+        got.push(buf[..n].to_vec());
+    }
+    assert_eq!(got, [&b"block"[..], b"one", b"two", b"three"]);
+    assert!(server.server_close_timeout(LONG), "the receiver was joined");
+    assert_eq!(
+        *after.lock(),
+        0,
+        "a datagram sent after shutdown() was served"
+    );
+}

@@ -307,8 +307,13 @@ impl RecvShared {
         let mut st = self.state.lock();
         loop {
             if self.over.load(Ordering::SeqCst) {
-                st.alive -= 1;
-                return None;
+                // Datagrams already received are served even so: lead once more for them
+                // (a leader that holds the batch serves them itself).
+                let pending = !st.leader && self.lead.try_lock().is_some_and(|b| b.has_pending());
+                if !pending {
+                    st.alive -= 1;
+                    return None;
+                }
             }
             if !st.leader {
                 st.leader = true;
