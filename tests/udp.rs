@@ -542,3 +542,51 @@ fn threading_udp_serves_the_rest_of_its_batch_after_shutdown_but_nothing_sent_la
         "a datagram sent after shutdown() was served"
     );
 }
+
+/// Issue 16: the watchdog (the serving thread of a threading datagram server) ticks only
+/// while datagrams flow: once they stop, it sleeps until the next one. Counted from the
+/// serving thread's voluntary context switches (Linux `/proc`): at a 2 ms tick, 300 ms
+/// would take about 150.
+#[cfg(target_os = "linux")]
+#[test]
+fn threading_udp_watchdog_sleeps_while_no_datagram_arrives() {
+    let server = Arc::new(ThreadingUdpServer::bind("127.0.0.1:0", echo_datagram).unwrap());
+    let addr = server.server_address().unwrap();
+    let (tid_tx, tid_rx) = crossbeam_channel::bounded(1);
+    let serving = {
+        let s = server.clone();
+        thread::spawn(move || {
+            // SAFETY: gettid has no preconditions.
+            let _ = tid_tx.send(unsafe { libc::gettid() });
+            s.serve_forever()
+        })
+    };
+    let tid = tid_rx.recv_timeout(LONG).unwrap();
+    let switches = || {
+        let status = std::fs::read_to_string(format!("/proc/self/task/{tid}/status")).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap()
+    };
+    let c = udp_client();
+    let mut buf = [0u8; 16];
+    for i in 0..20u8 {
+        c.send_to(&[i], addr).unwrap();
+        let (n, _) = c.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..n], &[i]);
+    }
+    // A few ticks after the last datagram, the watchdog goes to sleep.
+    thread::sleep(Duration::from_millis(50));
+    let before = switches();
+    thread::sleep(Duration::from_millis(300));
+    let woke = switches() - before;
+    assert!(woke <= 5, "the idle watchdog woke {woke} times in 300 ms");
+    // And it still wakes for the next datagram, and for shutdown.
+    c.send_to(b"again", addr).unwrap();
+    let (n, _) = c.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"again");
+    server.shutdown();
+    serving.join().unwrap().unwrap();
+}
