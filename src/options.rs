@@ -288,7 +288,8 @@ impl ProxyProtocol {
 
 /// What the serving loop does when the pool's queue is full. For stream servers;
 /// threading datagram servers have no connection to hold back or refuse: their receivers
-/// run the request themselves (see [`ThreadingUdpServer`](crate::ThreadingUdpServer)).
+/// run the request themselves, and beyond the pool's maximum datagrams wait in the socket's
+/// receive buffer (see [`ThreadingUdpServer`](crate::ThreadingUdpServer)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum Overload {

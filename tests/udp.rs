@@ -380,3 +380,213 @@ fn a_queued_burst_with_oversized_datagrams_is_served_datagram_by_datagram() {
         st.truncated == oversized && st.served == 60 - oversized
     });
 }
+
+/// Issue 16: the receiver that leads takes datagrams in `recvmmsg` batches and runs their
+/// handlers itself. When one handler blocks, the leadership — and the datagrams of the
+/// batch not yet handled — go to another receiver (started on demand: the pool's minimum is
+/// one here), so a datagram received in the same batch as the blocking one is answered
+/// while it blocks, and so is one sent afterwards.
+#[test]
+fn threading_udp_answers_the_rest_of_a_batch_while_its_first_handler_blocks() {
+    let (gate_tx, gate_rx) = crossbeam_channel::unbounded::<()>();
+    let (started_tx, started_rx) = crossbeam_channel::unbounded::<()>();
+    let server = ThreadingUdpServer::builder()
+        .workers(1, 4)
+        .bind("127.0.0.1:0", move |req: &mut DatagramRequest| {
+            if req.packet() == b"block" {
+                let _ = started_tx.send(());
+                let _ = gate_rx.recv_timeout(LONG);
+            }
+            let packet = req.packet().to_vec();
+            req.wfile.write_all(&packet)
+        })
+        .unwrap();
+    let addr = server.server_address().unwrap();
+    let blocked = udp_client();
+    let c = udp_client();
+    // Queued before the server runs: its first receive takes both.
+    blocked.send_to(b"block", addr).unwrap();
+    c.send_to(b"same batch", addr).unwrap();
+    let run = Running::start(server);
+    started_rx.recv_timeout(LONG).expect("the handler blocks");
+    let mut buf = [0u8; 16];
+    let (n, _) = c.recv_from(&mut buf).unwrap();
+    assert_eq!(
+        &buf[..n],
+        b"same batch",
+        "answered while the first handler blocks"
+    );
+    c.send_to(b"later", addr).unwrap();
+    let (n, _) = c.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"later");
+    gate_tx.send(()).unwrap();
+    let (n, _) = blocked.recv_from(&mut buf).unwrap();
+    assert_eq!(
+        &buf[..n],
+        b"block",
+        "the blocked handler's reply is sent when it returns"
+    );
+    wait_until("all three served", || run.server.stats().served == 3);
+    run.stop().unwrap();
+}
+
+/// Issue 16: when every receiver up to the pool's maximum is in a handler, datagrams wait
+/// in the socket's buffer (none is lost), the saturation is counted, and they are served
+/// as soon as a handler returns.
+#[test]
+fn threading_udp_at_its_maximum_keeps_datagrams_in_the_socket_until_a_handler_returns() {
+    let (gate_tx, gate_rx) = crossbeam_channel::unbounded::<()>();
+    let (started_tx, started_rx) = crossbeam_channel::unbounded::<()>();
+    let server = ThreadingUdpServer::builder()
+        .workers(1, 2)
+        .bind("127.0.0.1:0", move |req: &mut DatagramRequest| {
+            if req.packet() == b"block" {
+                let _ = started_tx.send(());
+                let _ = gate_rx.recv_timeout(LONG);
+            }
+            let packet = req.packet().to_vec();
+            req.wfile.write_all(&packet)
+        })
+        .unwrap();
+    let addr = server.server_address().unwrap();
+    let run = Running::start(server);
+    let blocked = udp_client();
+    for _ in 0..2 {
+        blocked.send_to(b"block", addr).unwrap();
+    }
+    for _ in 0..2 {
+        started_rx.recv_timeout(LONG).expect("two handlers block");
+    }
+    let c = udp_client();
+    c.send_to(b"waits", addr).unwrap();
+    wait_until("the saturation is counted", || {
+        run.server.stats().saturated >= 1
+    });
+    let mut buf = [0u8; 16];
+    c.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    assert!(
+        c.recv_from(&mut buf).is_err(),
+        "answered although both receivers were blocked"
+    );
+    c.set_read_timeout(Some(LONG)).unwrap();
+    gate_tx.send(()).unwrap();
+    let (n, _) = c.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"waits");
+    gate_tx.send(()).unwrap();
+    for _ in 0..2 {
+        let (n, _) = blocked.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"block");
+    }
+    run.stop().unwrap();
+}
+
+/// Issue 16: `shutdown()` while the only receiver (the pool's maximum is one) blocks in a
+/// handler, after the watchdog took its leadership: the datagrams received with it in the
+/// same batch are still served once it returns, and a datagram sent after `shutdown()` is
+/// not taken.
+#[test]
+fn threading_udp_serves_the_rest_of_its_batch_after_shutdown_but_nothing_sent_later() {
+    let (gate_tx, gate_rx) = crossbeam_channel::unbounded::<()>();
+    let (started_tx, started_rx) = crossbeam_channel::unbounded::<()>();
+    let after = Arc::new(Mutex::new(0u32));
+    let a = after.clone();
+    let server = Arc::new(
+        ThreadingUdpServer::builder()
+            .workers(1, 1)
+            .bind("127.0.0.1:0", move |req: &mut DatagramRequest| {
+                match req.packet() {
+                    b"block" => {
+                        let _ = started_tx.send(());
+                        let _ = gate_rx.recv_timeout(LONG);
+                    }
+                    b"after" => *a.lock() += 1,
+                    _ => {}
+                }
+                let packet = req.packet().to_vec();
+                req.wfile.write_all(&packet)
+            })
+            .unwrap(),
+    );
+    let addr = server.server_address().unwrap();
+    let c = udp_client();
+    // Queued before the server runs: one receive takes all four.
+    for msg in [&b"block"[..], b"one", b"two", b"three"] {
+        c.send_to(msg, addr).unwrap();
+    }
+    let serving = {
+        let s = server.clone();
+        thread::spawn(move || s.serve_forever())
+    };
+    started_rx.recv_timeout(LONG).expect("the handler blocks");
+    // The watchdog has seen it blocked: the receiver lost its leadership (and, at the
+    // maximum, no other could take it).
+    wait_until("the saturation is counted", || {
+        server.stats().saturated >= 1
+    });
+    server.shutdown();
+    serving.join().unwrap().unwrap();
+    c.send_to(b"after", addr).unwrap();
+    gate_tx.send(()).unwrap();
+    let mut buf = [0u8; 16];
+    let mut got = Vec::new();
+    for _ in 0..4 {
+        let (n, _) = c.recv_from(&mut buf).unwrap();
+        got.push(buf[..n].to_vec());
+    }
+    assert_eq!(got, [&b"block"[..], b"one", b"two", b"three"]);
+    assert!(server.server_close_timeout(LONG), "the receiver was joined");
+    assert_eq!(
+        *after.lock(),
+        0,
+        "a datagram sent after shutdown() was served"
+    );
+}
+
+/// Issue 16: the watchdog (the serving thread of a threading datagram server) ticks only
+/// while datagrams flow: once they stop, it sleeps until the next one. Counted from the
+/// serving thread's voluntary context switches (Linux `/proc`): at a 2 ms tick, 300 ms
+/// would take about 150.
+#[cfg(target_os = "linux")]
+#[test]
+fn threading_udp_watchdog_sleeps_while_no_datagram_arrives() {
+    let server = Arc::new(ThreadingUdpServer::bind("127.0.0.1:0", echo_datagram).unwrap());
+    let addr = server.server_address().unwrap();
+    let (tid_tx, tid_rx) = crossbeam_channel::bounded(1);
+    let serving = {
+        let s = server.clone();
+        thread::spawn(move || {
+            // SAFETY: gettid has no preconditions.
+            let _ = tid_tx.send(unsafe { libc::gettid() });
+            s.serve_forever()
+        })
+    };
+    let tid = tid_rx.recv_timeout(LONG).unwrap();
+    let switches = || {
+        let status = std::fs::read_to_string(format!("/proc/self/task/{tid}/status")).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap()
+    };
+    let c = udp_client();
+    let mut buf = [0u8; 16];
+    for i in 0..20u8 {
+        c.send_to(&[i], addr).unwrap();
+        let (n, _) = c.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..n], &[i]);
+    }
+    // A few ticks after the last datagram, the watchdog goes to sleep.
+    thread::sleep(Duration::from_millis(50));
+    let before = switches();
+    thread::sleep(Duration::from_millis(300));
+    let woke = switches() - before;
+    assert!(woke <= 5, "the idle watchdog woke {woke} times in 300 ms");
+    // And it still wakes for the next datagram, and for shutdown.
+    c.send_to(b"again", addr).unwrap();
+    let (n, _) = c.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"again");
+    server.shutdown();
+    serving.join().unwrap().unwrap();
+}

@@ -103,7 +103,7 @@ struct Cli {
 enum Cmd {
     /// Run one peer server (used by the harness).
     Serve {
-        /// crate, crate-wide, crate-sync, crate-evented, crate-evented-lines, std, tokio.
+        /// crate, crate-wide, crate-sync, crate-sync-reply, crate-evented, crate-evented-lines, std, tokio.
         #[arg(long)]
         server: String,
         /// tcp-echo, tcp-sink, udp-echo.
@@ -395,7 +395,14 @@ fn scenarios(cfg: &Config) -> Vec<Scenario> {
             load: Load::Udp,
             conns: 8,
             size: 64,
-            servers: vec!["crate", "crate-sync", "tokio", "std", "python"],
+            servers: vec![
+                "crate",
+                "crate-sync",
+                "crate-sync-reply",
+                "tokio",
+                "std",
+                "python",
+            ],
             driver: Driver::Threads,
             background: 0,
         });

@@ -296,6 +296,53 @@ fn targets(v: &View<'_>, out: &mut String) {
             verdict(rs.map(|_| missed.is_empty()), &missed),
         );
     }
+    // Issue 16's targets: each datagram server against the std loop, CPU and p99 included.
+    for (server, name, cpu_max) in [
+        ("crate-sync", "UdpServer", 1.0),
+        ("crate", "ThreadingUdpServer", 1.1),
+    ] {
+        let (Some(ours), Some(std)) = (v.agg(sc, server), v.agg(sc, "std")) else {
+            continue;
+        };
+        let rs = v.ratio(sc, server, "std");
+        // Per-repetition ratios (runs seconds apart), as for req/s.
+        let cpu = v
+            .ratio_by(sc, server, "std", cpu_per_req_us)
+            .unwrap_or(f64::NAN);
+        let p99 = v
+            .ratio_by(sc, server, "std", |p| us(p.outcome.latency.p99))
+            .unwrap_or(f64::NAN);
+        let mut missed = Vec::new();
+        if rs.is_some_and(|r| r < 1.0) {
+            missed.push("req/s < std");
+        }
+        if cpu.is_nan() || cpu > cpu_max {
+            missed.push("CPU/datagram above target");
+        }
+        if server == "crate" && (p99.is_nan() || p99 > 2.0) {
+            missed.push("p99 > 2× std");
+        }
+        if ours.lost > 0 {
+            missed.push("loss");
+        }
+        let p99_target = if server == "crate" {
+            ", p99 ≤ 2× std"
+        } else {
+            ""
+        };
+        let _ = writeln!(
+            out,
+            "| UDP echo, 8 clients, {name} (issue 16) | ≥ 1.0× std, CPU/datagram ≤ {cpu_max:.1}× std{p99_target}, no loss | {} std; CPU {} vs {} µs ({cpu:.2}×); p99 {} vs {} µs ({p99:.2}×); lost {}/{} | {} |",
+            fx(rs),
+            num(ours.cpu_us),
+            num(std.cpu_us),
+            num(ours.p99_us),
+            num(std.p99_us),
+            ours.lost,
+            ours.sent,
+            verdict(rs.map(|_| missed.is_empty()), &missed),
+        );
+    }
     if let Some(r) = v.ratio_by("upload", "crate", "std", |p| p.outcome.mb_per_s()) {
         let mb = v.agg("upload", "crate").map_or(f64::NAN, |a| a.mbps);
         let _ = writeln!(
@@ -739,7 +786,7 @@ pub fn render(cfg: &Config, r: &Results) -> String {
     );
     let _ = writeln!(
         out,
-        "- servers: `crate` = ThreadingTcpServer/ThreadingUdpServer with default options; `crate-wide` = the same with `workers(4, 2048)`; `crate-sync` = UdpServer (no pool); `crate-evented` = EventedTcpServer (default options) with a decoder that makes everything buffered one message (a byte-stream echo); `crate-evented-lines` = the same with the default line framing; `std` = thread per connection / one `recv_from` loop; `tokio` = multi-thread runtime, task per connection; `python` = Python 3 socketserver.ThreadingTCPServer/ThreadingUDPServer (backlog 1024)\n"
+        "- servers: `crate` = ThreadingTcpServer/ThreadingUdpServer with default options; `crate-wide` = the same with `workers(4, 2048)`; `crate-sync` = UdpServer (no pool), replying through `wfile` (replies of a receive batch sent together, `sendmmsg`); `crate-sync-reply` = the same replying with `req.reply()` (one `sendto` each, at once); `crate-evented` = EventedTcpServer (default options) with a decoder that makes everything buffered one message (a byte-stream echo); `crate-evented-lines` = the same with the default line framing; `std` = thread per connection / one `recv_from` loop; `tokio` = multi-thread runtime, task per connection; `python` = Python 3 socketserver.ThreadingTCPServer/ThreadingUDPServer (backlog 1024)\n"
     );
 
     let _ = writeln!(

@@ -130,13 +130,23 @@ pub fn serve(server: &str, service: &str, max_workers: Option<usize>) -> io::Res
             s.serve_forever()
         }
         ("crate", "udp-echo") => {
+            // The Python way (`self.wfile.write(self.rfile.read())`): the reply leaves after
+            // the handler, with the others of its receive batch (`sendmmsg`).
             let s = ThreadingUdpServer::bind(any_port(), |req: &mut DatagramRequest| {
-                req.reply(req.packet())
+                io::copy(&mut req.rfile, &mut req.wfile).map(drop)
             })?;
             ready(s.server_address()?);
             s.serve_forever()
         }
         ("crate-sync", "udp-echo") => {
+            let s = UdpServer::bind(any_port(), |req: &mut DatagramRequest| {
+                io::copy(&mut req.rfile, &mut req.wfile).map(drop)
+            })?;
+            ready(s.server_address()?);
+            s.serve_forever()
+        }
+        ("crate-sync-reply", "udp-echo") => {
+            // `reply()`: sent at once, one `sendto` per datagram, as the std loop does.
             let s = UdpServer::bind(any_port(), |req: &mut DatagramRequest| {
                 req.reply(req.packet())
             })?;

@@ -114,6 +114,10 @@ macro_rules! base_for {
 base_for!(StreamRequestHandler, StreamRequest);
 base_for!(DatagramRequestHandler, DatagramRequest);
 
+/// A stateless handler function (see [`HandlerFactory::stateless`]).
+#[doc(hidden)]
+pub type HandleFn<R> = dyn Fn(&mut R) -> io::Result<()>;
+
 /// Builds one handler per request: Python's `RequestHandlerClass`.
 ///
 /// Servers accept anything that converts into a factory ([`IntoHandler`]): a constructor
@@ -133,6 +137,15 @@ pub trait HandlerFactory<R: Request>: Send + Sync + 'static {
     /// `false`.
     fn handles_messages(&self) -> bool {
         false
+    }
+
+    /// The handler when it is one stateless function (a plain closure, whose `setup` and
+    /// `finish` do nothing): the request pipeline then calls it directly, with no handler
+    /// object allocated per request. Default: `None` (a handler from
+    /// [`new_handler`](Self::new_handler) per request).
+    #[doc(hidden)]
+    fn stateless(&self) -> Option<&HandleFn<R>> {
+        None
     }
 }
 
@@ -239,6 +252,10 @@ where
 {
     fn new_handler(&self) -> Box<dyn BaseRequestHandler<R>> {
         Box::new(FnHandler(self.0.clone()))
+    }
+
+    fn stateless(&self) -> Option<&HandleFn<R>> {
+        Some(&*self.0)
     }
 }
 

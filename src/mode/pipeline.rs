@@ -75,6 +75,12 @@ fn run_handler<R: RequestKind + crate::request::Request>(
     addr: &ClientAddr,
     req: &mut R,
 ) -> bool {
+    if let Some(handle) = factory.stateless() {
+        // A closure handler (no setup, no finish): no handler object to allocate.
+        let handled = stage(ctx, addr, || handle(req));
+        let completed = stage(ctx, addr, || req.complete());
+        return handled && completed;
+    }
     let mut handler = match catch_unwind(AssertUnwindSafe(|| factory.new_handler())) {
         Ok(h) => h,
         Err(p) => {

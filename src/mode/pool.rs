@@ -1,8 +1,9 @@
 //! The worker pool behind [`Threading`](super::Threading) servers: crossbeam channels, a
 //! bounded queue, elastic between a minimum and a maximum number of workers.
 //!
-//! - The serving thread is the producer (for datagram servers: the receivers, through the
-//!   never-blocking `try_submit`). Workers are the consumers.
+//! - The serving thread is the producer, workers are the consumers. (Threading datagram
+//!   servers use the pool only for `handle_request`: `serve_forever` runs their handlers on
+//!   receiver threads, see `server/receivers.rs`.)
 //! - After each submit, if more jobs are queued than workers are idle and the pool is below
 //!   its maximum, one worker is started (so the pool grows exactly when all are busy).
 //! - A worker above the minimum that waits `keep_alive` without work exits; so does one that
@@ -96,25 +97,6 @@ impl Pool {
     pub(crate) fn has_room(&self) -> bool {
         self.shared.config.overload != Overload::Block
             || self.tx.read().as_ref().is_none_or(|tx| !tx.is_full())
-    }
-
-    /// Queues a job if the queue has room (growing the pool as `submit` does); gives it back
-    /// if the queue is full or closed. Never blocks, whatever the overload policy: for
-    /// datagram receivers, which then run the job themselves.
-    pub(crate) fn try_submit(&self, ctx: &Context, job: Job) -> Result<(), Job> {
-        let guard = self.tx.read();
-        let Some(tx) = guard.as_ref() else {
-            return Err(job);
-        };
-        match tx.try_send(job) {
-            Ok(()) => {
-                if !self.maybe_grow(tx) {
-                    self.note_saturation(ctx, tx);
-                }
-                Ok(())
-            }
-            Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) => Err(job),
-        }
     }
 
     /// Queues a job, or disposes of it per the overload policy.

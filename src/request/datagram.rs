@@ -3,14 +3,12 @@
 use std::io::{self, Cursor};
 use std::sync::Arc;
 
-use parking_lot::Mutex;
 use socket2::{SockAddr, Socket};
 
 use super::sealed::RequestKind;
-use super::{Polled, RecvBuf};
+use super::{Polled, RecvBuf, ReplyQueue};
 use crate::addr::ClientAddr;
 use crate::context::{Context, ServerHandle};
-use crate::sys::SendBatch;
 
 /// A request on a datagram transport (UDP, Unix datagram): Python's
 /// `DatagramRequestHandler` after `setup()`.
@@ -56,13 +54,14 @@ pub struct DatagramRequest {
     /// at most [`max_packet_size`](crate::Builder::max_packet_size) bytes.
     pub wfile: ReplyBuffer,
     client_address: ClientAddr,
-    reply_to: SockAddr,
+    /// Where replies go when it is not an IP peer (see [`reply_addr`]).
+    reply_to: Option<Box<SockAddr>>,
     socket: Arc<Socket>,
     server: ServerHandle,
     send_empty: bool,
     send_timeout: Option<std::time::Duration>,
     /// Handled inline in a batch: the reply joins the batch's (`sendmmsg`).
-    batch: Option<Arc<Mutex<SendBatch>>>,
+    batch: Option<ReplyQueue>,
 }
 
 impl DatagramRequest {
@@ -85,7 +84,8 @@ impl DatagramRequest {
     /// Sends `buf` to the client now, as one datagram, in addition to `wfile`. When the
     /// socket's send buffer is full it waits for room, up to the server's write timeout.
     pub fn reply(&self, buf: &[u8]) -> io::Result<()> {
-        crate::sys::send_to_waiting(&self.socket, buf, &self.reply_to, self.send_timeout).map(drop)
+        let to = reply_addr(&self.client_address, &self.reply_to)?;
+        crate::sys::send_to_waiting(&self.socket, buf, &to, self.send_timeout).map(drop)
     }
 
     /// The server this request arrived on (Python's `self.server`).
@@ -162,14 +162,30 @@ impl io::Write for ReplyBuffer {
     }
 }
 
+/// The address to reply to: an IP peer's is its `client_address` (a request does not carry
+/// a 128-byte `sockaddr_storage` around); others (Unix peers) keep their own.
+fn reply_addr(addr: &ClientAddr, other: &Option<Box<SockAddr>>) -> io::Result<SockAddr> {
+    match (other, addr.as_inet()) {
+        (Some(to), _) => Ok((**to).clone()),
+        (None, Some(a)) => Ok(SockAddr::from(a)),
+        (None, None) => Err(io::Error::new(
+            io::ErrorKind::AddrNotAvailable,
+            "the sender has no address to reply to",
+        )),
+    }
+}
+
 /// A received datagram on its way to a handler.
 #[derive(Debug)]
 pub struct Packet {
     data: Vec<u8>,
-    from: SockAddr,
+    /// The reply's buffer (empty; reused when spare).
+    reply: Vec<u8>,
     addr: ClientAddr,
+    /// The sender's address if it is not an IP one (see [`reply_addr`]).
+    from: Option<Box<SockAddr>>,
     socket: Arc<Socket>,
-    batch: Option<Arc<Mutex<SendBatch>>>,
+    batch: Option<ReplyQueue>,
 }
 
 impl RequestKind for DatagramRequest {
@@ -195,7 +211,10 @@ impl RequestKind for DatagramRequest {
         let Some(d) = batch.next() else {
             return Ok(Polled::WouldBlock);
         };
-        let addr = ClientAddr::from_sockaddr(&d.from);
+        let (addr, from) = match d.from.as_socket() {
+            Some(a) => (ClientAddr::Inet(a), None),
+            None => (ClientAddr::from_sockaddr(&d.from), Some(d.from)),
+        };
         if d.truncated {
             ctx.stats.truncated.inc();
             let err = io::Error::new(
@@ -207,11 +226,17 @@ impl RequestKind for DatagramRequest {
             ctx.report_error(&addr, &crate::error::HandlerError::Io(err));
             return Ok(Polled::Skipped);
         }
-        let (data, from) = (d.data.to_vec(), d.from);
+        // Handled inline: the buffers of finished requests are reused (no allocation).
+        let (mut data, reply) = match &buf.1 {
+            Some(q) => q.take_buffers(),
+            None => (Vec::new(), Vec::new()),
+        };
+        data.extend_from_slice(d.data);
         Ok(Polled::Ready(Packet {
             data,
-            from,
+            reply,
             addr,
+            from: from.map(Box::new),
             socket: sock.clone(),
             batch: buf.1.clone(),
         }))
@@ -224,7 +249,10 @@ impl RequestKind for DatagramRequest {
     fn open(inc: Packet, ctx: &Arc<Context>) -> io::Result<Self> {
         Ok(DatagramRequest {
             rfile: Cursor::new(inc.data),
-            wfile: ReplyBuffer::new(ctx.options.max_packet_size),
+            wfile: ReplyBuffer {
+                buf: inc.reply,
+                limit: ctx.options.max_packet_size,
+            },
             client_address: inc.addr,
             reply_to: inc.from,
             socket: inc.socket,
@@ -239,22 +267,27 @@ impl RequestKind for DatagramRequest {
         if let Some(batch) = &self.batch {
             if !self.wfile.is_empty() || self.send_empty {
                 let reply = std::mem::take(&mut self.wfile.buf);
-                batch.lock().push(self.reply_to.clone(), reply);
+                batch.push(reply_addr(&self.client_address, &self.reply_to)?, reply);
             }
             return Ok(());
         }
         if !self.wfile.is_empty() || self.send_empty {
+            let to = reply_addr(&self.client_address, &self.reply_to)?;
             crate::sys::send_to_waiting(
                 &self.socket,
                 self.wfile.as_slice(),
-                &self.reply_to,
+                &to,
                 self.send_timeout,
             )?;
         }
         Ok(())
     }
 
-    fn shutdown_request(self) {}
+    fn shutdown_request(self) {
+        if let Some(q) = &self.batch {
+            q.give_back(self.rfile.into_inner(), self.wfile.buf);
+        }
+    }
 
     fn preamble(inc: Packet, _ctx: &Arc<Context>) -> Option<Packet> {
         Some(inc)

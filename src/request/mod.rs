@@ -45,8 +45,46 @@ pub enum Polled<T> {
 pub struct RecvBuf(
     Option<crate::sys::RecvBatch>,
     /// Replies of the datagrams handled inline, sent together once the batch is done.
-    Option<Arc<parking_lot::Mutex<crate::sys::SendBatch>>>,
+    Option<ReplyQueue>,
 );
+
+/// The replies queued by the datagrams of one receive batch (`wfile`s), shared by the
+/// requests that queue them and the thread that sends them.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ReplyQueue(Arc<parking_lot::Mutex<crate::sys::SendBatch>>);
+
+impl ReplyQueue {
+    /// Sends what is queued (`sendmmsg(2)` on Linux); a reply that cannot be sent goes to
+    /// `handle_error`.
+    pub(crate) fn flush(&self, ctx: &Context, sock: &Socket) {
+        let mut batch = self.0.lock();
+        if batch.is_empty() {
+            return;
+        }
+        batch.flush(sock, ctx.options.write_timeout, |to, e| {
+            let addr = ClientAddr::from_sockaddr(to);
+            ctx.report_error(&addr, &crate::error::HandlerError::Io(e));
+        });
+    }
+
+    /// Queues one reply.
+    pub(crate) fn push(&self, to: socket2::SockAddr, data: Vec<u8>) {
+        self.0.lock().push(to, data);
+    }
+
+    /// Two empty buffers (a packet's and its reply's), reused when some are spare.
+    pub(crate) fn take_buffers(&self) -> (Vec<u8>, Vec<u8>) {
+        let mut batch = self.0.lock();
+        (batch.take_buffer(), batch.take_buffer())
+    }
+
+    /// Keeps a finished request's buffers for the next datagrams.
+    pub(crate) fn give_back(&self, packet: Vec<u8>, reply: Vec<u8>) {
+        let mut batch = self.0.lock();
+        batch.give_back(packet);
+        batch.give_back(reply);
+    }
+}
 
 /// Memory the receive buffers of one receiving thread may take at most (virtual: pages
 /// the kernel never writes are never mapped).
@@ -68,11 +106,12 @@ impl RecvBuf {
         let slots = (RECV_BATCH_BYTES / max_packet_size.max(1)).clamp(1, crate::sys::BATCH_SLOTS);
         RecvBuf(
             Some(crate::sys::RecvBatch::new(max_packet_size, slots)),
-            inline.then(Arc::default),
+            inline.then(ReplyQueue::default),
         )
     }
 
-    /// For a datagram transport, one datagram per receive (`recvmsg(2)`).
+    /// For one datagram per receive (`handle_request`): one buffer, nothing left behind in
+    /// a batch, and the reply sent by the request itself (no queue to flush).
     pub(crate) fn single(max_packet_size: usize) -> RecvBuf {
         RecvBuf(Some(crate::sys::RecvBatch::new(max_packet_size, 1)), None)
     }
@@ -80,15 +119,15 @@ impl RecvBuf {
     /// Sends the replies queued by the datagrams handled since the last flush; a reply that
     /// cannot be sent goes to `handle_error`.
     pub(crate) fn flush_replies(&self, ctx: &Context, sock: &Socket) {
-        let Some(replies) = &self.1 else { return };
-        let mut batch = replies.lock();
-        if batch.is_empty() {
-            return;
+        if let Some(replies) = &self.1 {
+            replies.flush(ctx, sock);
         }
-        batch.flush(sock, ctx.options.write_timeout, |to, e| {
-            let addr = ClientAddr::from_sockaddr(to);
-            ctx.report_error(&addr, &crate::error::HandlerError::Io(e));
-        });
+    }
+
+    /// The queue [`flush_replies`](Self::flush_replies) sends, for a thread that does not
+    /// hold this buffer.
+    pub(crate) fn reply_queue(&self) -> Option<ReplyQueue> {
+        self.1.clone()
     }
 
     /// Datagrams already received and not yet handed out.

@@ -78,16 +78,21 @@ pub type ThreadingTcpServer = Server<Tcp, Threading>;
 pub type UdpServer = Server<Udp, Synchronous>;
 /// Python's `ThreadingUDPServer`: UDP, datagrams handled concurrently.
 ///
-/// A datagram is a whole request, so it needs no hand-off: receiver threads (as many as
-/// the pool's minimum, default 4) all receive on the socket and run handlers themselves
-/// while another receiver stays free; the serving thread only waits for `shutdown()`. When
-/// every other receiver is busy in a handler, datagrams go to the worker pool, so handlers
-/// that block never stop the server from receiving; when the pool's queue is full too,
-/// receivers run them anyway and the kernel's receive buffer absorbs the excess (the
-/// [`Overload`](crate::Overload) policy applies to connections, not datagrams). So up to
-/// the pool's maximum plus the receivers run at once, and
-/// [`Stats::workers`](crate::Stats::workers) counts pool workers only. See the README's
-/// Performance section; [`UdpServer`] is still the leanest for handlers that never block.
+/// A datagram is a whole request, so it needs no hand-off: receiver threads take turns
+/// (leader/followers). The one that leads receives — `recvmmsg(2)` batches, as
+/// [`UdpServer`] does — and runs each handler itself, so short handlers cost what they cost
+/// on [`UdpServer`]; replies written to `wfile` leave together (`sendmmsg(2)`). The serving
+/// thread watches it: when one handler has run for 2–4 ms (it blocks, or computes), the
+/// leadership, with the datagrams already received, goes to another receiver — one waiting
+/// (the pool's minimum are kept, default 4) or a new one, up to the pool's maximum
+/// ([`Builder::workers`](crate::Builder::workers), default 256). So a handler that blocks
+/// never stops the server from receiving for more than a few milliseconds. When every
+/// receiver up to the maximum is in a handler, datagrams wait in the socket's receive buffer
+/// until one returns ([`Stats::saturated`](crate::Stats::saturated) counts it, and a warning
+/// is logged at most every 10 s; the [`Overload`](crate::Overload) policy applies to
+/// connections, not datagrams). The worker pool itself serves only
+/// [`handle_request`](Server::handle_request), so [`Stats::workers`](crate::Stats::workers)
+/// counts no receiver. See the README's Performance section.
 pub type ThreadingUdpServer = Server<Udp, Threading>;
 /// Python's `UnixStreamServer`.
 pub type UnixStreamServer = Server<UnixStream, Synchronous>;

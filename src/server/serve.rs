@@ -15,13 +15,13 @@ use std::time::{Duration, Instant};
 use socket2::Socket;
 
 use super::accept::{Backoff, is_per_connection};
-use super::receivers::{Receivers, RecvShared};
+use super::receivers::Receivers;
 use super::{Handled, Server};
 use crate::addr::ClientAddr;
 use crate::context::{Context, ServerHandle};
 use crate::error::HandlerError;
 use crate::handler::HandlerFactory;
-use crate::mode::{Disposition, Executor, Job, Mode, pipeline};
+use crate::mode::{Disposition, Executor, Mode, pipeline};
 use crate::options::Overload;
 use crate::request::sealed::RequestKind;
 use crate::request::{Polled, RecvBuf, Request};
@@ -86,31 +86,32 @@ impl<T: Transport, M: Mode> Server<T, M> {
             (a, b) => a.or(b),
         };
         let hold_at_limit = ctx.options.pool.overload == Overload::Block;
-        // Threading mode on a datagram socket: several receivers, no hand-off per datagram
-        // while one stays free (see `receivers.rs`). Dropped at the end: helpers stop.
-        // The serving thread then only waits for shutdown and runs `service_actions`.
+        // Threading mode on a datagram socket: receivers that run handlers themselves,
+        // leader/followers (see `receivers.rs`). The serving thread is their watchdog and
+        // runs `service_actions`; dropping them at the end stops them.
         let receivers = match &*self.executor {
             Executor::Pool(_) if !<T::Request as RequestKind>::STREAM => {
                 let pool = &ctx.options.pool;
-                let count = pool.min_workers.clamp(1, pool.max_workers.max(1));
-                Receivers::start(&self.dispatcher(), &sock, count, &self.receivers)
+                let max = pool.max_workers.max(1);
+                let keep = pool.min_workers.clamp(1, max);
+                Receivers::start(&self.dispatcher(), &sock, (keep, max), &self.receivers)
             }
             _ => None,
         };
+        if let Some(rx) = &receivers {
+            return rx.watch(ctx, hook_interval, &self.receivers, &|| {
+                self.service_actions()
+            });
+        }
         let waiting = || self.note_waiting(&sock);
         loop {
-            if ctx.control.stop_requested()
-                || (receivers.is_none() && !self.executor.wait_for_capacity(ctx, &waiting))
-            {
+            if ctx.control.stop_requested() || !self.executor.wait_for_capacity(ctx, &waiting) {
                 break;
             }
             // At max_connections under Block: wait for a close (it wakes us), not for
             // connections — checking every second who waits in the backlog meanwhile.
-            // With datagram receivers, they wait on the socket.
-            let at_limit = receivers.is_none() && hold_at_limit && ctx.at_connection_limit();
-            let (poll_fds, timeout) = if receivers.is_some() {
-                (&fds[1..], interval)
-            } else if at_limit {
+            let at_limit = hold_at_limit && ctx.at_connection_limit();
+            let (poll_fds, timeout) = if at_limit {
                 let check = Duration::from_secs(1);
                 (&fds[1..], Some(interval.map_or(check, |i| i.min(check))))
             } else {
@@ -221,14 +222,13 @@ impl<T: Transport, M: Mode> Server<T, M> {
             buf,
             backoff,
             &ctx.control.waker,
-            None,
             &|| ctx.control.stop_requested(),
         )
     }
 
     /// `verify_request`, then `process_request` in the server's mode.
     fn dispatch(&self, inc: <T::Request as RequestKind>::Incoming, listener: RawFd) {
-        dispatch(&self.dispatcher(), inc, listener, None);
+        dispatch(&self.dispatcher(), inc, listener);
     }
 
     /// At close, before the listener goes: the connections the kernel has already
@@ -254,7 +254,7 @@ impl<T: Transport, M: Mode> Server<T, M> {
             }
             match <T::Request as RequestKind>::get_request(ctx, sock, &mut buf) {
                 Ok(Polled::Ready(inc)) => {
-                    dispatch(&d, inc, sock.as_raw_fd(), None);
+                    dispatch(&d, inc, sock.as_raw_fd());
                     taken += 1;
                 }
                 Ok(Polled::Skipped) => {}
@@ -320,16 +320,15 @@ impl<T: Transport, M: Mode> Server<T, M> {
     }
 }
 
-/// `verify_request`, then `process_request` in the server's mode — or, on a datagram
-/// receiver (see `receivers.rs`), inline when another receiver stays free to receive or
-/// the pool's queue is full.
-pub(super) fn dispatch<R: Request>(
-    d: &Dispatcher<R>,
-    inc: R::Incoming,
-    listener: RawFd,
-    receivers: Option<&RecvShared>,
-) {
-    let (ctx, factory) = (&d.ctx, &d.factory);
+/// What every request goes through before it is processed: the stale-socket probe closed,
+/// `accepted` counted, `verify_request`, and (streams) the connection limit. `None` if the
+/// request was closed here; else the request, and whether it counts as an open connection.
+pub(super) fn admit<R: Request>(d: &Dispatcher<R>, inc: R::Incoming) -> Option<R::Incoming> {
+    admit_counted(d, inc).map(|(inc, _)| inc)
+}
+
+fn admit_counted<R: Request>(d: &Dispatcher<R>, inc: R::Incoming) -> Option<(R::Incoming, bool)> {
+    let ctx = &d.ctx;
     // Another server starting on this Unix path, checking whether it is stale: not a
     // client. Closed at once, no handler, counted nowhere.
     if R::STREAM && R::incoming_addr(&inc).is_stale_probe() {
@@ -337,7 +336,7 @@ pub(super) fn dispatch<R: Request>(
             "socketserver: closed the stale-socket probe of a server starting on this path"
         );
         R::close_incoming(inc);
-        return;
+        return None;
     }
     ctx.stats.accepted.inc();
     // Behind a proxy, `verify_request` judges the client the header names: it runs once
@@ -351,12 +350,12 @@ pub(super) fn dispatch<R: Request>(
         );
         ctx.proxy_failed(R::incoming_addr(&inc), &e);
         R::close_incoming(inc);
-        return;
+        return None;
     }
     if !proxied && !ctx.verify(R::incoming_addr(&inc)) {
         // Python's shutdown_request on refusal, exactly once (bpo-26309).
         R::close_incoming(inc);
-        return;
+        return None;
     }
     // Stream connections are counted while open (forking: the children hold them,
     // bounded by max_children instead).
@@ -368,39 +367,19 @@ pub(super) fn dispatch<R: Request>(
             let addr = R::incoming_addr(&inc);
             ctx.log_rejected(addr, "max_connections reached");
             R::close_incoming(inc);
-            return;
+            return None;
         }
         ctx.open.fetch_add(1, Ordering::SeqCst);
     }
-    if let Some(rx) = receivers {
-        // A datagram receiver: run it here while another receiver stays free; else hand it
-        // to the pool; if the pool's queue is full, run it here anyway (back-pressure).
-        let job: Job = {
-            let (ctx2, factory) = (ctx.clone(), factory.clone());
-            Box::new(move |d| {
-                pipeline::process(&ctx2, &*factory, inc, d);
-            })
-        };
-        let job = if rx.claim_inline() {
-            Some(job)
-        } else if let Executor::Pool(pool) = &*d.executor {
-            pool.try_submit(ctx, job)
-                .err()
-                .inspect(|_| rx.claim_anyway())
-        } else {
-            rx.claim_anyway();
-            Some(job)
-        };
-        if let Some(job) = job {
-            let _busy = rx.busy_guard();
-            // The pipeline catches handler panics; this keeps the receiver alive through
-            // anything else, as the pool does for its workers.
-            if catch_unwind(AssertUnwindSafe(|| job(Disposition::Run))).is_err() {
-                log::error!("socketserver: a request panicked outside its handler");
-            }
-        }
+    Some((inc, counted))
+}
+
+/// `verify_request`, then `process_request` in the server's mode.
+pub(super) fn dispatch<R: Request>(d: &Dispatcher<R>, inc: R::Incoming, listener: RawFd) {
+    let (ctx, factory) = (&d.ctx, &d.factory);
+    let Some((inc, counted)) = admit_counted(d, inc) else {
         return;
-    }
+    };
     match &*d.executor {
         Executor::Inline => {
             pipeline::process(ctx, &**factory, inc, Disposition::Run);
@@ -469,14 +448,12 @@ pub(super) fn dispatch<R: Request>(
 /// Takes up to `BATCH` pending requests from `sock` and dispatches them; stops early when
 /// `stop()` holds, the socket is drained, or (Block policy) there is no room for more.
 /// Resource errors back off on `waker` (so a shutdown still takes effect at once).
-#[allow(clippy::too_many_arguments)]
 pub(super) fn take_batch<R: Request>(
     d: &Dispatcher<R>,
     sock: &Arc<Socket>,
     buf: &mut RecvBuf,
     backoff: &mut Backoff,
     waker: &sys::Waker,
-    receivers: Option<&RecvShared>,
     stop: &dyn Fn() -> bool,
 ) -> io::Result<()> {
     let ctx = &d.ctx;
@@ -489,13 +466,12 @@ pub(super) fn take_batch<R: Request>(
         match R::get_request(ctx, sock, buf) {
             Ok(Polled::Ready(inc)) => {
                 backoff.reset();
-                dispatch(d, inc, sock.as_raw_fd(), receivers);
+                dispatch(d, inc, sock.as_raw_fd());
                 if !buf.has_pending() {
                     buf.flush_replies(ctx, sock);
                 }
-                // Block policy: stop taking requests there is no room for (receivers run
-                // them inline instead).
-                if (receivers.is_none() && !d.executor.has_room())
+                // Block policy: stop taking requests there is no room for.
+                if !d.executor.has_room()
                     || (ctx.options.pool.overload == Overload::Block && ctx.at_connection_limit())
                 {
                     break;

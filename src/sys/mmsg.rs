@@ -5,7 +5,9 @@
 use std::io;
 use std::mem::MaybeUninit;
 
-use socket2::{MaybeUninitSlice, SockAddr, Socket};
+#[cfg(not(target_os = "linux"))]
+use socket2::MaybeUninitSlice;
+use socket2::{SockAddr, Socket};
 
 /// Datagrams taken per `recvmmsg` at most.
 pub(crate) const BATCH_SLOTS: usize = 16;
@@ -27,14 +29,18 @@ pub(crate) struct RecvBatch {
     buf: Vec<MaybeUninit<u8>>,
     size: usize,
     slots: usize,
-    /// Per datagram received: length, truncated, sender.
+    /// Per datagram received: length, truncated, and the sender's address length (Linux:
+    /// the address itself stays in `addrs` until [`next`](Self::next) takes it).
+    #[cfg(target_os = "linux")]
+    got: Vec<(usize, bool, libc::socklen_t)>,
+    #[cfg(not(target_os = "linux"))]
     got: Vec<(usize, bool, SockAddr)>,
     next: usize,
     /// The last receive took fewer datagrams than it had room for: the socket was empty.
     drained: bool,
     /// `recvmmsg`'s headers, pointing into `buf`, `iovs` and `addrs` (heap memory that
     /// never moves: the vectors are never resized). This makes the batch `!Send`: it lives
-    /// on the thread that receives.
+    /// on the thread that receives, unless moved with its owner (see the `Send` impl).
     #[cfg(target_os = "linux")]
     hdrs: Vec<libc::mmsghdr>,
     #[cfg(target_os = "linux")]
@@ -42,6 +48,12 @@ pub(crate) struct RecvBatch {
     #[cfg(target_os = "linux")]
     addrs: Vec<socket2::SockAddrStorage>,
 }
+
+// SAFETY: the raw pointers in `hdrs` and `iovs` point into `buf`, `iovs` and `addrs`, heap
+// memory this batch owns and never reallocates: moving the batch to another thread moves
+// what they point to with it, and nothing else holds them (every use takes `&mut self`).
+#[cfg(target_os = "linux")]
+unsafe impl Send for RecvBatch {}
 
 impl std::fmt::Debug for RecvBatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -119,6 +131,16 @@ impl RecvBatch {
     /// The next datagram of the last receive.
     pub(crate) fn next(&mut self) -> Option<Datagram<'_>> {
         let i = self.next;
+        #[cfg(target_os = "linux")]
+        let (len, truncated, from) = {
+            let &(len, truncated, namelen) = self.got.get(i)?;
+            // SAFETY: recvmmsg filled slot `i`'s address and its length; the storage is
+            // plain data (`sockaddr_storage`), so a bitwise copy is a valid one — a single
+            // copy, straight into the `SockAddr` the request keeps.
+            let from = unsafe { SockAddr::new(std::ptr::read(&self.addrs[i]), namelen) };
+            (len, truncated, from)
+        };
+        #[cfg(not(target_os = "linux"))]
         let (len, truncated, from) = self.got.get(i)?.clone();
         self.next += 1;
         let slot = &self.buf[i * self.size..i * self.size + len.min(self.size)];
@@ -138,17 +160,18 @@ impl RecvBatch {
         self.next = 0;
         self.drained = false;
         #[cfg(target_os = "linux")]
-        if self.slots > 1 {
-            return self.recv_many(sock);
-        }
-        let mut slices = [MaybeUninitSlice::new(&mut self.buf[..self.size])];
-        match sock.recv_from_vectored(&mut slices) {
-            Ok((n, flags, from)) => {
-                self.got.push((n, flags.is_truncated(), from));
-                Ok(1)
+        return self.recv_many(sock);
+        #[cfg(not(target_os = "linux"))]
+        {
+            let mut slices = [MaybeUninitSlice::new(&mut self.buf[..self.size])];
+            match sock.recv_from_vectored(&mut slices) {
+                Ok((n, flags, from)) => {
+                    self.got.push((n, flags.is_truncated(), from));
+                    Ok(1)
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+                Err(e) => Err(e),
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
-            Err(e) => Err(e),
         }
     }
 
@@ -187,27 +210,27 @@ impl RecvBatch {
             let h = &self.hdrs[i];
             let truncated = h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
             let len = (h.msg_len as usize).min(self.size);
-            let mut storage = socket2::SockAddrStorage::zeroed();
-            // SAFETY: both are `sockaddr_storage`; recvmmsg filled slot `i`'s address.
-            unsafe {
-                *storage.view_as::<libc::sockaddr_storage>() =
-                    *self.addrs[i].view_as::<libc::sockaddr_storage>();
-            }
-            // SAFETY: the address and its length come from the kernel.
-            let from = unsafe { SockAddr::new(storage, h.msg_hdr.msg_namelen) };
-            self.got.push((len, truncated, from));
+            self.got.push((len, truncated, h.msg_hdr.msg_namelen));
         }
         self.drained = n > 0 && n < self.slots;
         Ok(n)
     }
 }
 
+/// Buffers kept for reuse by [`SendBatch`] at most, and the largest capacity kept: the
+/// packet and reply buffers of the next datagrams come from there instead of the allocator.
+const SPARE_BUFFERS: usize = 2 * BATCH_SLOTS;
+const SPARE_CAPACITY: usize = 16 << 10;
+
 /// Replies queued while a batch of datagrams is handled, sent together: one `sendmmsg(2)`
-/// on Linux (what it leaves, and every reply elsewhere, one `sendto` at a time, waiting up
-/// to the timeout when the send buffer is full).
+/// per [`BATCH_SLOTS`] replies on Linux (what it leaves, and every reply elsewhere, one
+/// `sendto` at a time, waiting up to the timeout when the send buffer is full). It also
+/// keeps the buffers of sent replies and of finished requests, cleared, for the next
+/// datagrams.
 #[derive(Debug, Default)]
 pub(crate) struct SendBatch {
     replies: Vec<(SockAddr, Vec<u8>)>,
+    spare: Vec<Vec<u8>>,
 }
 
 impl SendBatch {
@@ -221,6 +244,23 @@ impl SendBatch {
         self.replies.is_empty()
     }
 
+    /// An empty buffer, reused if one is spare.
+    pub(crate) fn take_buffer(&mut self) -> Vec<u8> {
+        self.spare.pop().unwrap_or_default()
+    }
+
+    /// Keeps `buf` for [`take_buffer`](Self::take_buffer) (unless enough are kept, or it is
+    /// large: memory stays bounded).
+    pub(crate) fn give_back(&mut self, mut buf: Vec<u8>) {
+        if self.spare.len() < SPARE_BUFFERS
+            && buf.capacity() > 0
+            && buf.capacity() <= SPARE_CAPACITY
+        {
+            buf.clear();
+            self.spare.push(buf);
+        }
+    }
+
     /// Sends everything queued; calls `failed(to, error)` for each reply that could not be
     /// sent.
     pub(crate) fn flush(
@@ -229,63 +269,71 @@ impl SendBatch {
         timeout: Option<std::time::Duration>,
         mut failed: impl FnMut(&SockAddr, io::Error),
     ) {
-        #[allow(unused_mut)]
-        let mut sent = 0;
-        #[cfg(target_os = "linux")]
-        if self.replies.len() > 1 {
-            sent = self.send_many(sock);
-        }
-        for (to, data) in self.replies.drain(..).skip(sent) {
-            if let Err(e) = super::send_to_waiting(sock, &data, &to, timeout) {
-                failed(&to, e);
+        let mut replies = std::mem::take(&mut self.replies);
+        let mut start = 0;
+        while start < replies.len() {
+            let chunk = &replies[start..(start + BATCH_SLOTS).min(replies.len())];
+            #[allow(unused_mut)]
+            let mut sent = 0;
+            #[cfg(target_os = "linux")]
+            if chunk.len() > 1 {
+                sent = send_many(sock, chunk);
             }
+            if sent == 0 {
+                // One on its own, waiting for room: the first of what is left.
+                let (to, data) = &chunk[0];
+                if let Err(e) = super::send_to_waiting(sock, data, to, timeout) {
+                    failed(to, e);
+                }
+                sent = 1;
+            }
+            start += sent;
         }
+        for (_, data) in replies.drain(..) {
+            self.give_back(data);
+        }
+        // The emptied vector is kept: no allocation for the next batch.
+        self.replies = replies;
     }
+}
 
-    /// One `sendmmsg` without waiting: how many replies (from the first) it sent.
-    #[cfg(target_os = "linux")]
-    fn send_many(&mut self, sock: &Socket) -> usize {
-        use std::os::fd::AsRawFd;
-        let mut iovs: Vec<libc::iovec> = self
-            .replies
-            .iter()
-            .map(|(_, d)| libc::iovec {
-                iov_base: d.as_ptr().cast_mut().cast(),
-                iov_len: d.len(),
-            })
-            .collect();
-        let mut hdrs: Vec<libc::mmsghdr> = self
-            .replies
-            .iter()
-            .zip(iovs.iter_mut())
-            .map(|((to, _), iov)| {
-                // SAFETY: a zeroed mmsghdr is valid; the pointers set outlive the call.
-                let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
-                h.msg_hdr.msg_name = to.as_ptr().cast_mut().cast();
-                h.msg_hdr.msg_namelen = to.len();
-                h.msg_hdr.msg_iov = iov;
-                h.msg_hdr.msg_iovlen = 1;
-                h
-            })
-            .collect();
-        loop {
-            // SAFETY: `hdrs` holds valid headers pointing at `self.replies` and `iovs`,
-            // which live until the call returns; the kernel only reads them.
-            let r = unsafe {
-                libc::sendmmsg(
-                    sock.as_raw_fd(),
-                    hdrs.as_mut_ptr(),
-                    hdrs.len() as libc::c_uint,
-                    libc::MSG_DONTWAIT,
-                )
-            };
-            if r >= 0 {
-                return r as usize;
-            }
-            if io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
-                // The first failed: the loop after sends each on its own and reports.
-                return 0;
-            }
+/// One `sendmmsg` of up to [`BATCH_SLOTS`] replies without waiting: how many (from the
+/// first) it sent; 0 if the first could not be sent at once.
+#[cfg(target_os = "linux")]
+fn send_many(sock: &Socket, replies: &[(SockAddr, Vec<u8>)]) -> usize {
+    use std::os::fd::AsRawFd;
+    let n = replies.len().min(BATCH_SLOTS);
+    // SAFETY: zeroed iovecs and mmsghdrs are valid values.
+    let mut iovs: [libc::iovec; BATCH_SLOTS] = unsafe { std::mem::zeroed() };
+    let mut hdrs: [libc::mmsghdr; BATCH_SLOTS] = unsafe { std::mem::zeroed() };
+    for (i, (to, data)) in replies.iter().take(n).enumerate() {
+        iovs[i] = libc::iovec {
+            iov_base: data.as_ptr().cast_mut().cast(),
+            iov_len: data.len(),
+        };
+        let h = &mut hdrs[i].msg_hdr;
+        h.msg_name = to.as_ptr().cast_mut().cast();
+        h.msg_namelen = to.len();
+        h.msg_iov = &mut iovs[i];
+        h.msg_iovlen = 1;
+    }
+    loop {
+        // SAFETY: `hdrs[..n]` are valid headers pointing at `replies` and `iovs`, which
+        // live until the call returns; the kernel only reads them.
+        let r = unsafe {
+            libc::sendmmsg(
+                sock.as_raw_fd(),
+                hdrs.as_mut_ptr(),
+                n as libc::c_uint,
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if r >= 0 {
+            return r as usize;
+        }
+        if io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+            // The first failed: the caller sends it on its own (waiting) and reports.
+            return 0;
         }
     }
 }
@@ -338,7 +386,9 @@ mod tests {
             .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
             .collect();
         let mut batch = SendBatch::default();
-        for round in 0..2u8 {
+        // More than one `sendmmsg` holds.
+        let rounds = (BATCH_SLOTS + 4).div_ceil(3) as u8;
+        for round in 0..rounds {
             for (i, p) in peers.iter().enumerate() {
                 batch.push(p.local_addr().unwrap().into(), vec![round, i as u8]);
             }
@@ -347,11 +397,15 @@ mod tests {
         batch.flush(&server, None, |_, _| errors += 1);
         assert_eq!(errors, 0);
         assert!(batch.is_empty());
+        assert!(
+            batch.take_buffer().capacity() >= 2,
+            "the sent replies' buffers are kept for reuse"
+        );
         for (i, p) in peers.iter().enumerate() {
             p.set_read_timeout(Some(std::time::Duration::from_secs(10)))
                 .unwrap();
             let mut buf = [0u8; 8];
-            for round in 0..2u8 {
+            for round in 0..rounds {
                 let n = p.recv(&mut buf).unwrap();
                 assert_eq!(&buf[..n], &[round, i as u8]);
             }

@@ -63,11 +63,16 @@ pub(crate) fn send_to_waiting(
     to: &socket2::SockAddr,
     timeout: Option<Duration>,
 ) -> io::Result<usize> {
-    // A timeout too large to add to `now` (years) waits forever instead of panicking.
-    let deadline = timeout.and_then(|t| std::time::Instant::now().checked_add(t));
+    // Set at the first `EAGAIN` (the clock is not read when the send buffer has room, the
+    // usual case). A timeout too large to add to `now` (years) waits forever instead of
+    // panicking.
+    let mut deadline = None;
     loop {
         match sock.send_to(buf, to) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let deadline = *deadline.get_or_insert_with(|| {
+                    timeout.and_then(|t| std::time::Instant::now().checked_add(t))
+                });
                 let left = deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
                 if left == Some(Duration::ZERO) {
                     return Err(io::Error::new(
