@@ -723,3 +723,49 @@ fn evented_tls_round_trips_never_stall_under_many_connections() {
     }
     running.stop().unwrap();
 }
+
+/// Behind HAProxy in TCP mode the PROXY header comes first, in plaintext, and the TLS
+/// handshake after it: the server reads the header without taking a byte of the
+/// ClientHello, then terminates TLS; the handler sees both the original client and the
+/// session.
+struct WhoTls;
+
+impl MessageHandler for WhoTls {
+    fn handle(&mut self, ch: &mut Channel, _msg: &[u8]) -> io::Result<()> {
+        let sni = ch.tls().and_then(|t| t.server_name().map(String::from));
+        let client = ch.client_address().to_string();
+        writeln!(ch, "{client} {sni:?}")
+    }
+}
+
+#[test]
+fn a_proxy_header_before_the_tls_handshake_names_the_client_in_every_mode() {
+    fn check<M: Mode>(pki: &Pki) {
+        let server = Server::<Tcp, M>::builder()
+            .proxy_protocol(ProxyProtocol::Required)
+            .tls(pki.server_config())
+            .bind("127.0.0.1:0", || WhoTls)
+            .unwrap();
+        let addr = server.server_address().unwrap();
+        let _running = Running::start(server);
+        let mut sock = std::net::TcpStream::connect(addr).unwrap();
+        sock.set_read_timeout(Some(LONG)).unwrap();
+        sock.write_all(b"PROXY TCP4 192.0.2.99 192.0.2.1 4242 443\r\n")
+            .unwrap();
+        let name = socketserver::tls::rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let conn = socketserver::tls::rustls::ClientConnection::new(pki.client_config(false), name)
+            .unwrap();
+        let mut c = socketserver::tls::rustls::StreamOwned::new(conn, sock);
+        let reply = line_round_trip(&mut c, "who\n");
+        assert_eq!(
+            reply,
+            "192.0.2.99:4242 Some(\"localhost\")\n",
+            "{}",
+            std::any::type_name::<M>()
+        );
+        close(c);
+    }
+    let pki = Pki::new();
+    check::<Threading>(&pki);
+    check::<Evented>(&pki);
+}
