@@ -77,6 +77,7 @@ struct State {
     set_up: bool,
     eof: bool,
     /// The TLS handshake failed: the connection was never a request.
+    #[cfg(feature = "tls")]
     tls_failed: bool,
 }
 
@@ -209,6 +210,7 @@ impl Conn {
                 addr,
                 set_up: false,
                 eof: false,
+                #[cfg(feature = "tls")]
                 tls_failed: false,
             }),
             shared,
@@ -371,17 +373,6 @@ impl Conn {
         let mut guard = self.state.lock();
         let st = &mut *guard;
         if st.preamble.is_some() && !self.preamble(s, ctx, st, expire) {
-            let mut io = self.io.lock();
-            if io.closed {
-                return;
-            }
-            io.owned = false;
-            let again = std::mem::take(&mut io.again);
-            drop(io);
-            drop(guard);
-            if again {
-                s.schedule(self.key);
-            }
             return;
         }
         #[cfg(feature = "tls")]
@@ -556,10 +547,22 @@ impl Conn {
         }
     }
 
+    /// Ends a turn that waits for the peer (the rest of a PROXY header, the next flight of
+    /// a handshake): lets go of the connection, and goes round again if an event came
+    /// meanwhile (edge-triggered, it is not reported twice).
+    fn park(&self, s: &Shared, mut io: parking_lot::MutexGuard<'_, Io>) {
+        io.owned = false;
+        let again = std::mem::take(&mut io.again);
+        drop(io);
+        if again {
+            s.schedule(self.key);
+        }
+    }
+
     /// Reads what has arrived of the PROXY header. `true` once it is read and the client
     /// it names passed `verify_request`: the turn goes on (what follows the header may
-    /// already be in the socket, and no new edge would report it). `false`: wait for more,
-    /// or the connection was closed (refused or late).
+    /// already be in the socket, and no new edge would report it). `false`: the turn is
+    /// over — parked until more arrives, or the connection closed (refused or late).
     fn preamble(
         &self,
         s: &Shared,
@@ -592,7 +595,10 @@ impl Conn {
             // A header on its way when the drain starts is waited for (its deadline is
             // within the grace period): the request behind it may be on its way too.
             Ok(None) => match expire {
-                None => return false,
+                None => {
+                    self.park(s, self.io.lock());
+                    return false;
+                }
                 Some(why) => ctx.proxy_failed(
                     &st.addr,
                     &io::Error::new(
@@ -756,12 +762,7 @@ impl Conn {
                     self.close(s, ctx, st, false);
                     return false;
                 }
-                io.owned = false;
-                let again = std::mem::take(&mut io.again);
-                drop(io);
-                if again {
-                    s.schedule(self.key);
-                }
+                self.park(s, io);
                 false
             }
             Err(e) => {
