@@ -141,10 +141,15 @@ fn sigint_runs_the_users_callback_besides_the_shutdown() {
     let mut child = spawn_self("ctrl_c_callback_child");
     let _port = child.port();
     child.signal(libc::SIGINT);
-    assert_eq!(
-        ChildProc::expect_line(&child.stdout, "CALLBACK"),
-        "CALLBACK 1"
-    );
     assert_eq!(child.wait_exit(), Some(0));
-    ChildProc::expect_line(&child.stdout, "CLOSED");
+    // The callback's thread and the closing main thread print in either order.
+    let lines: Vec<String> = child.stdout.iter().collect();
+    assert!(
+        lines.iter().any(|l| l.ends_with("CALLBACK 1")),
+        "no callback: {lines:?}"
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("CLOSED")),
+        "not closed: {lines:?}"
+    );
 }
