@@ -26,15 +26,7 @@ pub(crate) fn process<R: RequestKind + crate::request::Request>(
         refuse::<R>(ctx, inc, why);
         return false;
     }
-    ctx.in_flight.fetch_add(1, Ordering::SeqCst);
-    // Decremented on every way out, a panic outside the handler stages included.
-    struct InFlight<'a>(&'a Context);
-    impl Drop for InFlight<'_> {
-        fn drop(&mut self) {
-            self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
-        }
-    }
-    let _in_flight = InFlight(ctx);
+    let _in_flight = InFlight::new(ctx);
     let Some(inc) = R::preamble(inc, ctx) else {
         return false;
     };
@@ -55,6 +47,43 @@ pub(crate) fn process<R: RequestKind + crate::request::Request>(
             ctx.report_error(&addr, &HandlerError::Io(e));
             false
         }
+    }
+}
+
+/// [`process`] for a request the caller refills and keeps (a datagram request reused by a
+/// receiving thread, `RequestKind::next_reused`): `verify_request` on its sender, then the
+/// handler stages and `complete`; the reply is left in `req` for `reply_reused`. `true`
+/// if it ran and no error or panic was reported.
+pub(crate) fn process_reused<R: RequestKind + crate::request::Request>(
+    ctx: &Context,
+    factory: &dyn HandlerFactory<R>,
+    addr: &ClientAddr,
+    req: &mut R,
+) -> bool {
+    ctx.stats.accepted.inc();
+    if !ctx.verify(addr) {
+        return false;
+    }
+    let _in_flight = InFlight::new(ctx);
+    let ok = run_handler(ctx, factory, addr, req);
+    ctx.stats.served.inc();
+    ok
+}
+
+/// A request counted in `in_flight` (`Stats::active`) while it lives: decremented on every
+/// way out, a panic outside the handler stages included.
+struct InFlight<'a>(&'a Context);
+
+impl<'a> InFlight<'a> {
+    fn new(ctx: &'a Context) -> InFlight<'a> {
+        ctx.in_flight.fetch_add(1, Ordering::SeqCst);
+        InFlight(ctx)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

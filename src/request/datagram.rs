@@ -6,7 +6,7 @@ use std::sync::Arc;
 use socket2::{SockAddr, Socket};
 
 use super::sealed::RequestKind;
-use super::{Polled, RecvBuf, ReplyQueue};
+use super::{Polled, RecvBuf};
 use crate::addr::ClientAddr;
 use crate::context::{Context, ServerHandle};
 
@@ -60,8 +60,10 @@ pub struct DatagramRequest {
     server: ServerHandle,
     send_empty: bool,
     send_timeout: Option<std::time::Duration>,
-    /// Handled inline in a batch: the reply joins the batch's (`sendmmsg`).
-    batch: Option<ReplyQueue>,
+    /// A reused request (see `RequestKind::reusable`): `complete` leaves the reply in
+    /// `wfile` and its address here, for `reply_reused` to queue (`sendmmsg`) or send.
+    reused: bool,
+    held: Option<SockAddr>,
 }
 
 impl DatagramRequest {
@@ -179,13 +181,43 @@ fn reply_addr(addr: &ClientAddr, other: &Option<Box<SockAddr>>) -> io::Result<So
 #[derive(Debug)]
 pub struct Packet {
     data: Vec<u8>,
-    /// The reply's buffer (empty; reused when spare).
-    reply: Vec<u8>,
     addr: ClientAddr,
     /// The sender's address if it is not an IP one (see [`reply_addr`]).
     from: Option<Box<SockAddr>>,
     socket: Arc<Socket>,
-    batch: Option<ReplyQueue>,
+}
+
+/// Buffers a reused request keeps between datagrams at most (larger ones were grown by
+/// a handler, and are dropped).
+const SPARE_CAPACITY: usize = 16 << 10;
+
+/// The next datagram of `batch`, receiving (without waiting) when none is pending; `None`
+/// when the socket is empty.
+fn next_datagram<'a>(
+    sock: &Socket,
+    batch: &'a mut crate::sys::RecvBatch,
+) -> io::Result<Option<crate::sys::Datagram<'a>>> {
+    if !batch.has_pending() {
+        // The last batch emptied the socket: back to waiting, without a `recvmmsg` just
+        // to hear `EAGAIN`.
+        if batch.take_drained() || batch.recv(sock)? == 0 {
+            return Ok(None);
+        }
+    }
+    Ok(batch.next())
+}
+
+/// A datagram larger than `max_packet_size` arrived cut short: counted, reported, dropped.
+fn truncated(ctx: &Context, addr: &ClientAddr) {
+    ctx.stats.truncated.inc();
+    let err = io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!(
+            "datagram from {addr} is larger than max_packet_size ({} bytes): dropped",
+            ctx.options.max_packet_size
+        ),
+    );
+    ctx.report_error(addr, &crate::error::HandlerError::Io(err));
 }
 
 impl RequestKind for DatagramRequest {
@@ -200,15 +232,7 @@ impl RequestKind for DatagramRequest {
         let Some(batch) = buf.0.as_mut() else {
             return Err(io::Error::other("no receive buffer for a datagram socket"));
         };
-        if !batch.has_pending() {
-            // The last batch emptied the socket: back to waiting, without a `recvmmsg`
-            // just to hear `EAGAIN`.
-            if batch.take_drained() || batch.recv(sock)? == 0 {
-                return Ok(Polled::WouldBlock);
-            }
-        }
-        let limit = ctx.options.max_packet_size;
-        let Some(d) = batch.next() else {
+        let Some(d) = next_datagram(sock, batch)? else {
             return Ok(Polled::WouldBlock);
         };
         let (addr, from) = match d.from.as_socket() {
@@ -216,29 +240,14 @@ impl RequestKind for DatagramRequest {
             None => (ClientAddr::from_sockaddr(&d.from), Some(d.from)),
         };
         if d.truncated {
-            ctx.stats.truncated.inc();
-            let err = io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!(
-                    "datagram from {addr} is larger than max_packet_size ({limit} bytes): dropped"
-                ),
-            );
-            ctx.report_error(&addr, &crate::error::HandlerError::Io(err));
+            truncated(ctx, &addr);
             return Ok(Polled::Skipped);
         }
-        // Handled inline: the buffers of finished requests are reused (no allocation).
-        let (mut data, reply) = match &buf.1 {
-            Some(q) => q.take_buffers(),
-            None => (Vec::new(), Vec::new()),
-        };
-        data.extend_from_slice(d.data);
         Ok(Polled::Ready(Packet {
-            data,
-            reply,
+            data: d.data.to_vec(),
             addr,
             from: from.map(Box::new),
             socket: sock.clone(),
-            batch: buf.1.clone(),
         }))
     }
 
@@ -249,43 +258,113 @@ impl RequestKind for DatagramRequest {
     fn open(inc: Packet, ctx: &Arc<Context>) -> io::Result<Self> {
         Ok(DatagramRequest {
             rfile: Cursor::new(inc.data),
-            wfile: ReplyBuffer {
-                buf: inc.reply,
-                limit: ctx.options.max_packet_size,
-            },
+            wfile: ReplyBuffer::new(ctx.options.max_packet_size),
             client_address: inc.addr,
             reply_to: inc.from,
             socket: inc.socket,
             server: ServerHandle::new(ctx.clone()),
             send_empty: ctx.options.empty_datagram_reply,
             send_timeout: ctx.options.write_timeout,
-            batch: inc.batch,
+            reused: false,
+            held: None,
         })
     }
 
     fn complete(&mut self) -> io::Result<()> {
-        if let Some(batch) = &self.batch {
-            if !self.wfile.is_empty() || self.send_empty {
-                let reply = std::mem::take(&mut self.wfile.buf);
-                batch.push(reply_addr(&self.client_address, &self.reply_to)?, reply);
-            }
+        if self.wfile.is_empty() && !self.send_empty {
             return Ok(());
         }
-        if !self.wfile.is_empty() || self.send_empty {
-            let to = reply_addr(&self.client_address, &self.reply_to)?;
-            crate::sys::send_to_waiting(
-                &self.socket,
-                self.wfile.as_slice(),
-                &to,
-                self.send_timeout,
-            )?;
+        let to = reply_addr(&self.client_address, &self.reply_to)?;
+        if self.reused {
+            self.held = Some(to);
+            return Ok(());
         }
-        Ok(())
+        crate::sys::send_to_waiting(&self.socket, self.wfile.as_slice(), &to, self.send_timeout)
+            .map(drop)
     }
 
-    fn shutdown_request(self) {
-        if let Some(q) = &self.batch {
-            q.give_back(self.rfile.into_inner(), self.wfile.buf);
+    fn shutdown_request(self) {}
+
+    fn reusable(ctx: &Arc<Context>, sock: &Arc<Socket>) -> Option<Self> {
+        let mut req = DatagramRequest::open(
+            Packet {
+                data: Vec::new(),
+                addr: ClientAddr::Inet(std::net::SocketAddr::from(([0, 0, 0, 0], 0))),
+                from: None,
+                socket: sock.clone(),
+            },
+            ctx,
+        )
+        .ok()?;
+        req.reused = true;
+        Some(req)
+    }
+
+    fn next_reused(
+        ctx: &Arc<Context>,
+        sock: &Socket,
+        buf: &mut RecvBuf,
+        req: &mut Self,
+    ) -> io::Result<Polled<ClientAddr>> {
+        let Some(batch) = buf.0.as_mut() else {
+            return Err(io::Error::other("no receive buffer for a datagram socket"));
+        };
+        let Some(d) = next_datagram(sock, batch)? else {
+            return Ok(Polled::WouldBlock);
+        };
+        match d.from.as_socket() {
+            Some(a) => {
+                req.client_address = ClientAddr::Inet(a);
+                req.reply_to = None;
+            }
+            None => {
+                req.client_address = ClientAddr::from_sockaddr(&d.from);
+                match &mut req.reply_to {
+                    Some(to) => **to = d.from,
+                    None => req.reply_to = Some(Box::new(d.from)),
+                }
+            }
+        }
+        if d.truncated {
+            truncated(ctx, &req.client_address);
+            return Ok(Polled::Skipped);
+        }
+        // The handler may have replaced `rfile` or `wfile` (they are public): whatever it
+        // left is emptied, and dropped if it grew beyond what a datagram needs.
+        let limit = ctx.options.max_packet_size;
+        let data = req.rfile.get_mut();
+        data.clear();
+        if data.capacity() > limit.max(SPARE_CAPACITY) {
+            *data = Vec::new();
+        }
+        data.extend_from_slice(d.data);
+        req.rfile.set_position(0);
+        req.wfile.buf.clear();
+        if req.wfile.buf.capacity() > limit.max(SPARE_CAPACITY) {
+            req.wfile.buf = Vec::new();
+        }
+        req.wfile.limit = limit;
+        req.held = None;
+        Ok(Polled::Ready(req.client_address.clone()))
+    }
+
+    fn reply_reused(req: &mut Self, buf: Option<&mut RecvBuf>, ctx: &Context) {
+        let Some(to) = req.held.take() else { return };
+        match buf.and_then(|b| b.1.as_mut()) {
+            Some(replies) => {
+                let spare = replies.take_buffer();
+                replies.push(to, std::mem::replace(&mut req.wfile.buf, spare));
+            }
+            None => {
+                if let Err(e) = crate::sys::send_to_waiting(
+                    &req.socket,
+                    req.wfile.as_slice(),
+                    &to,
+                    req.send_timeout,
+                ) {
+                    ctx.report_error(&req.client_address, &crate::error::HandlerError::Io(e));
+                }
+            }
         }
     }
 

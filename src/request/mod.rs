@@ -39,52 +39,27 @@ pub enum Polled<T> {
     WouldBlock,
 }
 
+impl<T> Polled<T> {
+    /// The same outcome with the request turned into `f(request)`.
+    pub(crate) fn map<U>(self, f: impl FnOnce(T) -> U) -> Polled<U> {
+        match self {
+            Polled::Ready(t) => Polled::Ready(f(t)),
+            Polled::Skipped => Polled::Skipped,
+            Polled::WouldBlock => Polled::WouldBlock,
+        }
+    }
+}
+
 /// Scratch space reused by the serving loop between receives: for datagram transports a
-/// batch of receive buffers (`recvmmsg(2)` on Linux), nothing for streams.
+/// batch of receive buffers (`recvmmsg(2)` on Linux) and the replies of the datagrams
+/// handled from it, nothing for streams. It belongs to whoever receives: the serving
+/// thread, or (threading) the leading receiver, handed on with the leadership.
 #[derive(Debug)]
 pub struct RecvBuf(
     Option<crate::sys::RecvBatch>,
-    /// Replies of the datagrams handled inline, sent together once the batch is done.
-    Option<ReplyQueue>,
+    /// Replies of the datagrams handled on the spot, sent together once the batch is done.
+    Option<crate::sys::SendBatch>,
 );
-
-/// The replies queued by the datagrams of one receive batch (`wfile`s), shared by the
-/// requests that queue them and the thread that sends them.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct ReplyQueue(Arc<parking_lot::Mutex<crate::sys::SendBatch>>);
-
-impl ReplyQueue {
-    /// Sends what is queued (`sendmmsg(2)` on Linux); a reply that cannot be sent goes to
-    /// `handle_error`.
-    pub(crate) fn flush(&self, ctx: &Context, sock: &Socket) {
-        let mut batch = self.0.lock();
-        if batch.is_empty() {
-            return;
-        }
-        batch.flush(sock, ctx.options.write_timeout, |to, e| {
-            let addr = ClientAddr::from_sockaddr(to);
-            ctx.report_error(&addr, &crate::error::HandlerError::Io(e));
-        });
-    }
-
-    /// Queues one reply.
-    pub(crate) fn push(&self, to: socket2::SockAddr, data: Vec<u8>) {
-        self.0.lock().push(to, data);
-    }
-
-    /// Two empty buffers (a packet's and its reply's), reused when some are spare.
-    pub(crate) fn take_buffers(&self) -> (Vec<u8>, Vec<u8>) {
-        let mut batch = self.0.lock();
-        (batch.take_buffer(), batch.take_buffer())
-    }
-
-    /// Keeps a finished request's buffers for the next datagrams.
-    pub(crate) fn give_back(&self, packet: Vec<u8>, reply: Vec<u8>) {
-        let mut batch = self.0.lock();
-        batch.give_back(packet);
-        batch.give_back(reply);
-    }
-}
 
 /// Memory the receive buffers of one receiving thread may take at most (virtual: pages
 /// the kernel never writes are never mapped).
@@ -96,17 +71,17 @@ impl RecvBuf {
         RecvBuf(None, None)
     }
 
-    /// For a datagram transport whose requests are handled on the receiving thread, one
-    /// after the other: up to [`BATCH_SLOTS`](crate::sys::BATCH_SLOTS) buffers of
-    /// `max_packet_size` bytes, and the replies sent together
-    /// ([`flush_replies`](Self::flush_replies)).
-    /// Without `inline`, the requests go elsewhere (a pool, a child) and send their own
-    /// replies.
+    /// For a datagram transport: up to [`BATCH_SLOTS`](crate::sys::BATCH_SLOTS) buffers of
+    /// `max_packet_size` bytes. With `inline` (requests handled on the receiving thread,
+    /// one after the other, through [`RequestKind::next_reused`](sealed::RequestKind::next_reused)),
+    /// also a queue for their replies, sent together
+    /// ([`flush_replies`](Self::flush_replies)); without, the requests go elsewhere (a pool,
+    /// a child) and send their own replies.
     pub(crate) fn datagrams(max_packet_size: usize, inline: bool) -> RecvBuf {
         let slots = (RECV_BATCH_BYTES / max_packet_size.max(1)).clamp(1, crate::sys::BATCH_SLOTS);
         RecvBuf(
             Some(crate::sys::RecvBatch::new(max_packet_size, slots)),
-            inline.then(ReplyQueue::default),
+            inline.then(crate::sys::SendBatch::default),
         )
     }
 
@@ -116,18 +91,17 @@ impl RecvBuf {
         RecvBuf(Some(crate::sys::RecvBatch::new(max_packet_size, 1)), None)
     }
 
-    /// Sends the replies queued by the datagrams handled since the last flush; a reply that
-    /// cannot be sent goes to `handle_error`.
-    pub(crate) fn flush_replies(&self, ctx: &Context, sock: &Socket) {
-        if let Some(replies) = &self.1 {
-            replies.flush(ctx, sock);
+    /// Sends the replies queued by the datagrams handled since the last flush
+    /// (`sendmmsg(2)` on Linux); a reply that cannot be sent goes to `handle_error`.
+    pub(crate) fn flush_replies(&mut self, ctx: &Context, sock: &Socket) {
+        let Some(replies) = &mut self.1 else { return };
+        if replies.is_empty() {
+            return;
         }
-    }
-
-    /// The queue [`flush_replies`](Self::flush_replies) sends, for a thread that does not
-    /// hold this buffer.
-    pub(crate) fn reply_queue(&self) -> Option<ReplyQueue> {
-        self.1.clone()
+        replies.flush(sock, ctx.options.write_timeout, |to, e| {
+            let addr = ClientAddr::from_sockaddr(to);
+            ctx.report_error(&addr, &crate::error::HandlerError::Io(e));
+        });
     }
 
     /// Datagrams already received and not yet handed out.
@@ -172,6 +146,26 @@ pub(crate) mod sealed {
         /// `shutdown_request` for a raw request that never became a request object
         /// (refused by `verify_request`, the overload policy, or a forced close).
         fn close_incoming(inc: Self::Incoming);
+        /// Datagram flavours: an empty request for a thread that runs the datagrams it
+        /// receives itself, one after the other, to refill for each
+        /// ([`next_reused`](Self::next_reused)) instead of building a request per datagram:
+        /// no allocation, no reference count touched. `None` for streams (a connection is
+        /// its own request).
+        fn reusable(ctx: &Arc<Context>, sock: &Arc<Socket>) -> Option<Self>;
+        /// The next datagram of `buf` (receiving without waiting when none is pending),
+        /// written into `req` as a fresh request: what `get_request` + `open` make, and no
+        /// trace of the previous one; `Ready` carries its sender. Its reply waits in `req` after `complete` for
+        /// [`reply_reused`](Self::reply_reused).
+        fn next_reused(
+            ctx: &Arc<Context>,
+            sock: &Socket,
+            buf: &mut RecvBuf,
+            req: &mut Self,
+        ) -> io::Result<Polled<ClientAddr>>;
+        /// A reused request has run: its reply (if it has one) joins `buf`'s replies, sent
+        /// together by [`RecvBuf::flush_replies`]; with no `buf`, it is sent now (a failure
+        /// goes to `handle_error`).
+        fn reply_reused(req: &mut Self, buf: Option<&mut RecvBuf>, ctx: &Context);
     }
 }
 

@@ -579,4 +579,19 @@ impl RequestKind for StreamRequest {
     fn close_incoming(inc: Self::Incoming) {
         let _ = inc.sock.shutdown(Shutdown::Write);
     }
+
+    fn reusable(_ctx: &Arc<Context>, _sock: &Arc<Socket>) -> Option<Self> {
+        None
+    }
+
+    fn next_reused(
+        _ctx: &Arc<Context>,
+        _sock: &Socket,
+        _buf: &mut RecvBuf,
+        _req: &mut Self,
+    ) -> io::Result<Polled<ClientAddr>> {
+        Ok(Polled::WouldBlock)
+    }
+
+    fn reply_reused(_req: &mut Self, _buf: Option<&mut RecvBuf>, _ctx: &Context) {}
 }

@@ -38,7 +38,6 @@
 
 use std::io;
 use std::os::fd::AsRawFd;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::{self, JoinHandle};
@@ -48,11 +47,9 @@ use parking_lot::{Condvar, Mutex};
 use socket2::Socket;
 
 use super::accept::{Backoff, is_per_connection};
-use super::serve::{Dispatcher, admit};
+use super::serve::{Dispatcher, run_reused};
 use crate::context::Context;
-use crate::mode::{Disposition, pipeline};
-use crate::request::sealed::RequestKind;
-use crate::request::{Polled, RecvBuf, ReplyQueue, Request};
+use crate::request::{Polled, RecvBuf, Request};
 use crate::sys;
 
 /// How often the watchdog looks at the leader while handlers run; a handler that runs
@@ -85,10 +82,9 @@ pub(crate) struct RecvShared {
     state: Mutex<State>,
     /// Followers wait here.
     promote: Condvar,
-    /// The receive batch and the replies it queued: the leader's, whoever that is.
+    /// The receive batch and the replies it queued: the leader's, whoever that is (a
+    /// demoted leader sends its own reply itself).
     lead: Mutex<RecvBuf>,
-    /// The same replies, reachable without the batch (a demoted leader sends its own).
-    replies: Option<ReplyQueue>,
     /// The leader's current handler call: a token unique per call, odd while the handler
     /// runs, even once it returned; 0 after the watchdog demoted the leader.
     running: AtomicU64,
@@ -151,7 +147,6 @@ impl Receivers {
                 saturated_log: None,
             }),
             promote: Condvar::new(),
-            replies: lead.reply_queue(),
             lead: Mutex::new(lead),
             running: AtomicU64::new(0),
             watchdog_asleep: AtomicBool::new(false),
@@ -351,11 +346,16 @@ enum Led {
     Over,
 }
 
-/// A receiver thread: leads when it can, follows otherwise, until the run is over.
+/// A receiver thread: leads when it can, follows otherwise, until the run is over. It
+/// runs every datagram it leads for on one reused request.
 fn receive<R: Request>(d: &Dispatcher<R>, sock: &Arc<Socket>, sh: &RecvShared) {
     let wait = sys::SharedWait::new(sock.as_raw_fd(), sh.waker.fd());
+    let Some(mut req) = R::reusable(&d.ctx, sock) else {
+        sh.state.lock().alive -= 1;
+        return;
+    };
     while let Some(id) = sh.follow() {
-        match lead(d, sock, sh, id, &wait) {
+        match lead(d, sock, sh, id, &wait, &mut req) {
             Led::Demoted => {}
             Led::Over => {
                 sh.state.lock().alive -= 1;
@@ -372,14 +372,21 @@ fn lead<R: Request>(
     sh: &RecvShared,
     id: u64,
     wait: &sys::SharedWait,
+    req: &mut R,
 ) -> Led {
     let ctx = &d.ctx;
     let over = || sh.over.load(Ordering::SeqCst) || ctx.control.stop_requested();
     let mut backoff = Backoff::default();
     let mut seq = 0u64;
+    // A handler ran and its reply is to queue (with the batch, under the same lock as the
+    // next datagram is taken).
+    let mut ran = false;
     loop {
-        let inc = {
+        let addr = {
             let mut buf = sh.lead.lock();
+            if std::mem::take(&mut ran) {
+                R::reply_reused(req, Some(&mut buf), ctx);
+            }
             loop {
                 if !buf.has_pending() {
                     // The batch is done: its replies leave together. Nothing new is taken
@@ -391,10 +398,10 @@ fn lead<R: Request>(
                         return Led::Over;
                     }
                 }
-                match R::get_request(&d.ctx, sock, &mut buf) {
-                    Ok(Polled::Ready(inc)) => {
+                match R::next_reused(&d.ctx, sock, &mut buf, req) {
+                    Ok(Polled::Ready(addr)) => {
                         backoff.reset();
-                        break inc;
+                        break addr;
                     }
                     Ok(Polled::Skipped) => {}
                     Ok(Polled::WouldBlock) => {
@@ -428,32 +435,19 @@ fn lead<R: Request>(
         {
             ctx.control.waker.wake();
         }
-        run_here(d, inc);
+        run_reused(d, &addr, req);
         if sh
             .running
             .compare_exchange(token | 1, token, Ordering::SeqCst, Ordering::SeqCst)
             .is_err()
         {
-            // Demoted meanwhile: another receiver leads. This handler's reply may sit in
-            // the shared queue, which the new leader could hold for a while: send it now.
-            if let Some(q) = &sh.replies {
-                q.flush(ctx, sock);
-            }
+            // Demoted meanwhile: another receiver leads, and holds the batch (with the
+            // replies queued before this one) for as long as it waits on the socket. This
+            // reply leaves now, on its own.
+            R::reply_reused(req, None, ctx);
             return Led::Demoted;
         }
-    }
-}
-
-/// `verify_request`, then the pipeline, on this thread.
-fn run_here<R: Request>(d: &Dispatcher<R>, inc: <R as RequestKind>::Incoming) {
-    let Some(inc) = admit(d, inc) else { return };
-    // The pipeline catches handler panics; this keeps the receiver alive through anything
-    // else, as the pool does for its workers.
-    let ran = catch_unwind(AssertUnwindSafe(|| {
-        pipeline::process(&d.ctx, &*d.factory, inc, Disposition::Run);
-    }));
-    if ran.is_err() {
-        log::error!("socketserver: a request panicked outside its handler");
+        ran = true;
     }
 }
 

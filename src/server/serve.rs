@@ -74,6 +74,11 @@ impl<T: Transport, M: Mode> Server<T, M> {
             return Ok(());
         };
         let mut buf = self.recv_buf();
+        // Synchronous datagram servers run each datagram on one reused request.
+        let mut reused = match *self.executor {
+            Executor::Inline => <T::Request as RequestKind>::reusable(ctx, &sock),
+            _ => None,
+        };
         let mut backoff = Backoff::default();
         let fds = [sock.as_raw_fd(), ctx.control.waker.fd()];
         let hook_interval = ctx.options.service_interval.or(ctx
@@ -133,7 +138,7 @@ impl<T: Transport, M: Mode> Server<T, M> {
                 break;
             }
             if ready & 0b01 != 0 {
-                self.serve_ready(&sock, &mut buf, &mut backoff)?;
+                self.serve_ready(&sock, &mut buf, reused.as_mut(), &mut backoff)?;
             }
             self.executor.tick();
             self.service_actions();
@@ -213,6 +218,7 @@ impl<T: Transport, M: Mode> Server<T, M> {
         &self,
         sock: &Arc<Socket>,
         buf: &mut RecvBuf,
+        reused: Option<&mut T::Request>,
         backoff: &mut Backoff,
     ) -> io::Result<()> {
         let ctx = &self.ctx;
@@ -220,6 +226,7 @@ impl<T: Transport, M: Mode> Server<T, M> {
             &self.dispatcher(),
             sock,
             buf,
+            reused,
             backoff,
             &ctx.control.waker,
             &|| ctx.control.stop_requested(),
@@ -323,10 +330,6 @@ impl<T: Transport, M: Mode> Server<T, M> {
 /// What every request goes through before it is processed: the stale-socket probe closed,
 /// `accepted` counted, `verify_request`, and (streams) the connection limit. `None` if the
 /// request was closed here; else the request, and whether it counts as an open connection.
-pub(super) fn admit<R: Request>(d: &Dispatcher<R>, inc: R::Incoming) -> Option<R::Incoming> {
-    admit_counted(d, inc).map(|(inc, _)| inc)
-}
-
 fn admit_counted<R: Request>(d: &Dispatcher<R>, inc: R::Incoming) -> Option<(R::Incoming, bool)> {
     let ctx = &d.ctx;
     // Another server starting on this Unix path, checking whether it is stale: not a
@@ -445,13 +448,15 @@ pub(super) fn dispatch<R: Request>(d: &Dispatcher<R>, inc: R::Incoming, listener
     }
 }
 
-/// Takes up to `BATCH` pending requests from `sock` and dispatches them; stops early when
-/// `stop()` holds, the socket is drained, or (Block policy) there is no room for more.
-/// Resource errors back off on `waker` (so a shutdown still takes effect at once).
+/// Takes up to `BATCH` pending requests from `sock` and dispatches them — or, given a
+/// `reused` request (a synchronous datagram server), runs each datagram on it here; stops
+/// early when `stop()` holds, the socket is drained, or (Block policy) there is no room for
+/// more. Resource errors back off on `waker` (so a shutdown still takes effect at once).
 pub(super) fn take_batch<R: Request>(
     d: &Dispatcher<R>,
     sock: &Arc<Socket>,
     buf: &mut RecvBuf,
+    mut reused: Option<&mut R>,
     backoff: &mut Backoff,
     waker: &sys::Waker,
     stop: &dyn Fn() -> bool,
@@ -463,10 +468,19 @@ pub(super) fn take_batch<R: Request>(
         if stop() && !buf.has_pending() {
             break;
         }
-        match R::get_request(ctx, sock, buf) {
-            Ok(Polled::Ready(inc)) => {
+        let taken = match reused.as_deref_mut() {
+            Some(req) => R::next_reused(ctx, sock, buf, req).map(|p| {
+                p.map(|addr| {
+                    run_reused(d, &addr, req);
+                    R::reply_reused(req, Some(buf), ctx);
+                })
+            }),
+            None => R::get_request(ctx, sock, buf)
+                .map(|p| p.map(|inc| dispatch(d, inc, sock.as_raw_fd()))),
+        };
+        match taken {
+            Ok(Polled::Ready(())) => {
                 backoff.reset();
-                dispatch(d, inc, sock.as_raw_fd());
                 if !buf.has_pending() {
                     buf.flush_replies(ctx, sock);
                 }
@@ -499,4 +513,16 @@ pub(super) fn take_batch<R: Request>(
     }
     buf.flush_replies(ctx, sock);
     Ok(())
+}
+
+/// Runs the datagram just written into `req` (`RequestKind::next_reused`) on this thread:
+/// `verify_request`, the handler stages, `complete`. The pipeline catches handler panics;
+/// this keeps the thread alive through anything else, as the pool does for its workers.
+pub(super) fn run_reused<R: Request>(d: &Dispatcher<R>, addr: &ClientAddr, req: &mut R) {
+    let ran = catch_unwind(AssertUnwindSafe(|| {
+        pipeline::process_reused(&d.ctx, &*d.factory, addr, req);
+    }));
+    if ran.is_err() {
+        log::error!("socketserver: a request panicked outside its handler");
+    }
 }
