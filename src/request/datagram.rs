@@ -61,9 +61,9 @@ pub struct DatagramRequest {
     send_empty: bool,
     send_timeout: Option<std::time::Duration>,
     /// A reused request (see `RequestKind::reusable`): `complete` leaves the reply in
-    /// `wfile` and its address here, for `reply_reused` to queue (`sendmmsg`) or send.
+    /// `wfile` (and sets `held`), for `reply_reused` to queue (`sendmmsg`) or send.
     reused: bool,
-    held: Option<SockAddr>,
+    held: bool,
 }
 
 impl DatagramRequest {
@@ -266,7 +266,7 @@ impl RequestKind for DatagramRequest {
             send_empty: ctx.options.empty_datagram_reply,
             send_timeout: ctx.options.write_timeout,
             reused: false,
-            held: None,
+            held: false,
         })
     }
 
@@ -274,11 +274,11 @@ impl RequestKind for DatagramRequest {
         if self.wfile.is_empty() && !self.send_empty {
             return Ok(());
         }
-        let to = reply_addr(&self.client_address, &self.reply_to)?;
         if self.reused {
-            self.held = Some(to);
+            self.held = true;
             return Ok(());
         }
+        let to = reply_addr(&self.client_address, &self.reply_to)?;
         crate::sys::send_to_waiting(&self.socket, self.wfile.as_slice(), &to, self.send_timeout)
             .map(drop)
     }
@@ -344,25 +344,33 @@ impl RequestKind for DatagramRequest {
             req.wfile.buf = Vec::new();
         }
         req.wfile.limit = limit;
-        req.held = None;
+        req.held = false;
         Ok(Polled::Ready(req.client_address.clone()))
     }
 
     fn reply_reused(req: &mut Self, buf: Option<&mut RecvBuf>, ctx: &Context) {
-        let Some(to) = req.held.take() else { return };
+        if !std::mem::take(&mut req.held) {
+            return;
+        }
+        let report = |e| ctx.report_error(&req.client_address, &crate::error::HandlerError::Io(e));
+        let to = match reply_addr(&req.client_address, &req.reply_to) {
+            Ok(to) => to,
+            Err(e) => return report(e),
+        };
         match buf.and_then(|b| b.1.as_mut()) {
             Some(replies) => {
                 let spare = replies.take_buffer();
                 replies.push(to, std::mem::replace(&mut req.wfile.buf, spare));
             }
             None => {
-                if let Err(e) = crate::sys::send_to_waiting(
+                let sent = crate::sys::send_to_waiting(
                     &req.socket,
                     req.wfile.as_slice(),
                     &to,
                     req.send_timeout,
-                ) {
-                    ctx.report_error(&req.client_address, &crate::error::HandlerError::Io(e));
+                );
+                if let Err(e) = sent {
+                    report(e);
                 }
             }
         }
