@@ -713,3 +713,45 @@ fn threading_udp_sends_the_replies_queued_before_a_blocking_handler_while_it_blo
     wait_until("both served", || run.server.stats().served == 2);
     run.stop().unwrap();
 }
+
+/// Issue 16 (review finding): a leader demoted with replies of its batch queued — here
+/// with no receiver left to take over (`workers(1, 1)`) — and the server shut down before
+/// its handler returns. Nobody leads any more: the queued replies must still leave (the
+/// demoted leader sends them with its own, and a receiver leaving a finished run leads
+/// once more while replies wait); none is dropped with the batch.
+#[test]
+fn threading_udp_sends_every_queued_reply_when_a_demoted_leader_returns_after_shutdown() {
+    let (gate_tx, gate_rx) = crossbeam_channel::unbounded::<()>();
+    let (started_tx, started_rx) = crossbeam_channel::unbounded::<()>();
+    let server = ThreadingUdpServer::builder()
+        .workers(1, 1)
+        .bind("127.0.0.1:0", move |req: &mut DatagramRequest| {
+            if req.packet() == b"block" {
+                let _ = started_tx.send(());
+                let _ = gate_rx.recv_timeout(LONG);
+            }
+            echo_datagram(req)
+        })
+        .unwrap();
+    let addr = server.server_address().unwrap();
+    let (first, blocked) = (udp_client(), udp_client());
+    first.send_to(b"first", addr).unwrap();
+    blocked.send_to(b"block", addr).unwrap();
+    let run = Running::start(server);
+    started_rx.recv_timeout(LONG).expect("the handler blocks");
+    // The watchdog demotes the leader and, at the maximum, counts the saturation.
+    wait_until("the leader is demoted", || {
+        run.server.stats().saturated >= 1
+    });
+    let server = run.server.clone();
+    run.stop().unwrap();
+    gate_tx.send(()).unwrap();
+    let mut buf = [0u8; 16];
+    let (n, _) = first
+        .recv_from(&mut buf)
+        .expect("the reply queued before the blocking handler is sent");
+    assert_eq!(&buf[..n], b"first");
+    let (n, _) = blocked.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"block");
+    assert!(server.server_close_timeout(LONG), "the receiver finished");
+}

@@ -187,10 +187,6 @@ pub struct Packet {
     socket: Arc<Socket>,
 }
 
-/// Buffers a reused request keeps between datagrams at most (larger ones were grown by
-/// a handler, and are dropped).
-const SPARE_CAPACITY: usize = 16 << 10;
-
 /// The next datagram of `batch`, receiving (without waiting) when none is pending; `None`
 /// when the socket is empty.
 fn next_datagram<'a>(
@@ -334,13 +330,13 @@ impl RequestKind for DatagramRequest {
         let limit = ctx.options.max_packet_size;
         let data = req.rfile.get_mut();
         data.clear();
-        if data.capacity() > limit.max(SPARE_CAPACITY) {
+        if data.capacity() > limit.max(crate::sys::SPARE_CAPACITY) {
             *data = Vec::new();
         }
         data.extend_from_slice(d.data);
         req.rfile.set_position(0);
         req.wfile.buf.clear();
-        if req.wfile.buf.capacity() > limit.max(SPARE_CAPACITY) {
+        if req.wfile.buf.capacity() > limit.max(crate::sys::SPARE_CAPACITY) {
             req.wfile.buf = Vec::new();
         }
         req.wfile.limit = limit;

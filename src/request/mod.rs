@@ -108,6 +108,11 @@ impl RecvBuf {
     pub(crate) fn has_pending(&self) -> bool {
         self.0.as_ref().is_some_and(|b| b.has_pending())
     }
+
+    /// Replies queued and not yet sent.
+    pub(crate) fn has_replies(&self) -> bool {
+        self.1.as_ref().is_some_and(|r| !r.is_empty())
+    }
 }
 
 pub(crate) mod sealed {
@@ -149,13 +154,13 @@ pub(crate) mod sealed {
         /// Datagram flavours: an empty request for a thread that runs the datagrams it
         /// receives itself, one after the other, to refill for each
         /// ([`next_reused`](Self::next_reused)) instead of building a request per datagram:
-        /// no allocation, no reference count touched. `None` for streams (a connection is
+        /// no reference count touched, and (IP peers) no allocation. `None` for streams (a connection is
         /// its own request).
         fn reusable(ctx: &Arc<Context>, sock: &Arc<Socket>) -> Option<Self>;
         /// The next datagram of `buf` (receiving without waiting when none is pending),
         /// written into `req` as a fresh request: what `get_request` + `open` make, and no
-        /// trace of the previous one; `Ready` carries its sender. Its reply waits in `req` after `complete` for
-        /// [`reply_reused`](Self::reply_reused).
+        /// trace of the previous one; `Ready` carries its sender. Its reply waits in `req`
+        /// after `complete` for [`reply_reused`](Self::reply_reused).
         fn next_reused(
             ctx: &Arc<Context>,
             sock: &Socket,

@@ -15,9 +15,13 @@
 //!   when it sees the same call twice — a handler has run for 2 to 4 ms — it demotes the
 //!   leader and promotes a follower, or starts a receiver if none waits (up to the pool's
 //!   maximum, [`Builder::workers`](crate::Builder::workers)). The new leader goes on with the
-//!   datagrams the old one had received and not yet handled (the batch belongs to the
-//!   leadership, not to a thread), sends the replies it had queued, and receives. The old
-//!   leader finishes its handler, sends its own reply, and becomes a follower.
+//!   datagrams the old one had received and not yet handled, sends the replies it had
+//!   queued for the handled ones (the batch and its replies belong to the leadership, not
+//!   to a thread), and receives. The old leader finishes its handler, sends its own reply
+//!   at once, and becomes a follower.
+//! - Each receiver runs every datagram it leads for on one request object it keeps and
+//!   refills (`RequestKind::next_reused`): no reference count, no lock per datagram but
+//!   the batch's, and (IP peers) no allocation.
 //! - So handlers that block hold up the others for 2–4 ms once, not for their duration,
 //!   and short handlers run exactly as on [`UdpServer`](crate::UdpServer). Go's scheduler
 //!   does the same for system calls (its `sysmon` hands a processor blocked in a syscall
@@ -302,9 +306,14 @@ impl RecvShared {
         let mut st = self.state.lock();
         loop {
             if self.over.load(Ordering::SeqCst) {
-                // Datagrams already received are served even so: lead once more for them
-                // (a leader that holds the batch serves them itself).
-                let pending = !st.leader && self.lead.try_lock().is_some_and(|b| b.has_pending());
+                // Datagrams already received are served, and replies queued are sent, even
+                // so: lead once more for them (a leader that holds the batch does it
+                // itself).
+                let pending = !st.leader
+                    && self
+                        .lead
+                        .try_lock()
+                        .is_some_and(|b| b.has_pending() || b.has_replies());
                 if !pending {
                     st.alive -= 1;
                     return None;
@@ -441,10 +450,17 @@ fn lead<R: Request>(
             .compare_exchange(token | 1, token, Ordering::SeqCst, Ordering::SeqCst)
             .is_err()
         {
-            // Demoted meanwhile: another receiver leads, and holds the batch (with the
-            // replies queued before this one) for as long as it waits on the socket. This
+            // Demoted meanwhile: another receiver leads. If it is in a handler, the batch
+            // is free: this reply and those queued before it leave now, in order. If it
+            // holds the batch, it sends what is queued before it waits or leaves; this
             // reply leaves now, on its own.
-            R::reply_reused(req, None, ctx);
+            match sh.lead.try_lock() {
+                Some(mut buf) => {
+                    R::reply_reused(req, Some(&mut buf), ctx);
+                    buf.flush_replies(ctx, sock);
+                }
+                None => R::reply_reused(req, None, ctx),
+            }
             return Led::Demoted;
         }
         ran = true;

@@ -217,16 +217,17 @@ impl RecvBatch {
     }
 }
 
-/// Buffers kept for reuse by [`SendBatch`] at most, and the largest capacity kept: the
-/// packet and reply buffers of the next datagrams come from there instead of the allocator.
-const SPARE_BUFFERS: usize = 2 * BATCH_SLOTS;
-const SPARE_CAPACITY: usize = 16 << 10;
+/// Buffers kept for reuse by [`SendBatch`] at most: the reply buffers of the next
+/// datagrams come from there instead of the allocator.
+const SPARE_BUFFERS: usize = BATCH_SLOTS;
+/// The largest buffer kept for reuse (a larger one was grown by a handler, and is freed),
+/// here and by a reused datagram request.
+pub(crate) const SPARE_CAPACITY: usize = 16 << 10;
 
 /// Replies queued while a batch of datagrams is handled, sent together: one `sendmmsg(2)`
 /// per [`BATCH_SLOTS`] replies on Linux (what it leaves, and every reply elsewhere, one
 /// `sendto` at a time, waiting up to the timeout when the send buffer is full). It also
-/// keeps the buffers of sent replies and of finished requests, cleared, for the next
-/// datagrams.
+/// keeps the buffers of sent replies, cleared, for the next replies.
 #[derive(Debug, Default)]
 pub(crate) struct SendBatch {
     replies: Vec<(SockAddr, Vec<u8>)>,
@@ -251,7 +252,7 @@ impl SendBatch {
 
     /// Keeps `buf` for [`take_buffer`](Self::take_buffer) (unless enough are kept, or it is
     /// large: memory stays bounded).
-    pub(crate) fn give_back(&mut self, mut buf: Vec<u8>) {
+    fn give_back(&mut self, mut buf: Vec<u8>) {
         if self.spare.len() < SPARE_BUFFERS
             && buf.capacity() > 0
             && buf.capacity() <= SPARE_CAPACITY
