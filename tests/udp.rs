@@ -388,19 +388,7 @@ fn a_queued_burst_with_oversized_datagrams_is_served_datagram_by_datagram() {
 /// while it blocks, and so is one sent afterwards.
 #[test]
 fn threading_udp_answers_the_rest_of_a_batch_while_its_first_handler_blocks() {
-    let (gate_tx, gate_rx) = crossbeam_channel::unbounded::<()>();
-    let (started_tx, started_rx) = crossbeam_channel::unbounded::<()>();
-    let server = ThreadingUdpServer::builder()
-        .workers(1, 4)
-        .bind("127.0.0.1:0", move |req: &mut DatagramRequest| {
-            if req.packet() == b"block" {
-                let _ = started_tx.send(());
-                let _ = gate_rx.recv_timeout(LONG);
-            }
-            let packet = req.packet().to_vec();
-            req.wfile.write_all(&packet)
-        })
-        .unwrap();
+    let (server, gate_tx, started_rx) = gated_echo_server((1, 4), LONG);
     let addr = server.server_address().unwrap();
     let blocked = udp_client();
     let c = udp_client();
@@ -435,19 +423,7 @@ fn threading_udp_answers_the_rest_of_a_batch_while_its_first_handler_blocks() {
 /// as soon as a handler returns.
 #[test]
 fn threading_udp_at_its_maximum_keeps_datagrams_in_the_socket_until_a_handler_returns() {
-    let (gate_tx, gate_rx) = crossbeam_channel::unbounded::<()>();
-    let (started_tx, started_rx) = crossbeam_channel::unbounded::<()>();
-    let server = ThreadingUdpServer::builder()
-        .workers(1, 2)
-        .bind("127.0.0.1:0", move |req: &mut DatagramRequest| {
-            if req.packet() == b"block" {
-                let _ = started_tx.send(());
-                let _ = gate_rx.recv_timeout(LONG);
-            }
-            let packet = req.packet().to_vec();
-            req.wfile.write_all(&packet)
-        })
-        .unwrap();
+    let (server, gate_tx, started_rx) = gated_echo_server((1, 2), LONG);
     let addr = server.server_address().unwrap();
     let run = Running::start(server);
     let blocked = udp_client();
@@ -681,20 +657,9 @@ fn each_datagram_gets_a_fresh_request_on_a_threading_server() {
 /// leader and leave at once — they do not wait for the blocked handler.
 #[test]
 fn threading_udp_sends_the_replies_queued_before_a_blocking_handler_while_it_blocks() {
-    let (gate_tx, gate_rx) = crossbeam_channel::unbounded::<()>();
-    let (started_tx, started_rx) = crossbeam_channel::unbounded::<()>();
-    let server = ThreadingUdpServer::builder()
-        .workers(1, 4)
-        .bind("127.0.0.1:0", move |req: &mut DatagramRequest| {
-            if req.packet() == b"block" {
-                let _ = started_tx.send(());
-                // Longer than the client waits below: a reply held back until this
-                // returns fails the test instead of arriving late.
-                let _ = gate_rx.recv_timeout(2 * LONG);
-            }
-            echo_datagram(req)
-        })
-        .unwrap();
+    // The handler blocks longer than the client waits below: a reply held back until it
+    // returns fails the test instead of arriving late.
+    let (server, gate_tx, started_rx) = gated_echo_server((1, 4), 2 * LONG);
     let addr = server.server_address().unwrap();
     let (first, blocked) = (udp_client(), udp_client());
     // Queued before the server runs: its first receive takes both.
@@ -721,18 +686,7 @@ fn threading_udp_sends_the_replies_queued_before_a_blocking_handler_while_it_blo
 /// once more while replies wait); none is dropped with the batch.
 #[test]
 fn threading_udp_sends_every_queued_reply_when_a_demoted_leader_returns_after_shutdown() {
-    let (gate_tx, gate_rx) = crossbeam_channel::unbounded::<()>();
-    let (started_tx, started_rx) = crossbeam_channel::unbounded::<()>();
-    let server = ThreadingUdpServer::builder()
-        .workers(1, 1)
-        .bind("127.0.0.1:0", move |req: &mut DatagramRequest| {
-            if req.packet() == b"block" {
-                let _ = started_tx.send(());
-                let _ = gate_rx.recv_timeout(LONG);
-            }
-            echo_datagram(req)
-        })
-        .unwrap();
+    let (server, gate_tx, started_rx) = gated_echo_server((1, 1), LONG);
     let addr = server.server_address().unwrap();
     let (first, blocked) = (udp_client(), udp_client());
     first.send_to(b"first", addr).unwrap();
@@ -754,4 +708,30 @@ fn threading_udp_sends_every_queued_reply_when_a_demoted_leader_returns_after_sh
     let (n, _) = blocked.recv_from(&mut buf).unwrap();
     assert_eq!(&buf[..n], b"block");
     assert!(server.server_close_timeout(LONG), "the receiver finished");
+}
+
+/// A `ThreadingUdpServer` with `workers(min, max)` that echoes every datagram, except that a
+/// handler given `block` first says so on the returned receiver, then waits until the
+/// returned sender sends (or `wait` passes).
+fn gated_echo_server(
+    (min, max): (usize, usize),
+    wait: Duration,
+) -> (
+    ThreadingUdpServer,
+    crossbeam_channel::Sender<()>,
+    crossbeam_channel::Receiver<()>,
+) {
+    let (gate_tx, gate_rx) = crossbeam_channel::unbounded::<()>();
+    let (started_tx, started_rx) = crossbeam_channel::unbounded::<()>();
+    let server = ThreadingUdpServer::builder()
+        .workers(min, max)
+        .bind("127.0.0.1:0", move |req: &mut DatagramRequest| {
+            if req.packet() == b"block" {
+                let _ = started_tx.send(());
+                let _ = gate_rx.recv_timeout(wait);
+            }
+            echo_datagram(req)
+        })
+        .unwrap();
+    (server, gate_tx, started_rx)
 }
