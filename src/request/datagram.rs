@@ -170,11 +170,15 @@ fn reply_addr(addr: &ClientAddr, other: &Option<Box<SockAddr>>) -> io::Result<So
     match (other, addr.as_inet()) {
         (Some(to), _) => Ok((**to).clone()),
         (None, Some(a)) => Ok(SockAddr::from(a)),
-        (None, None) => Err(io::Error::new(
-            io::ErrorKind::AddrNotAvailable,
-            "the sender has no address to reply to",
-        )),
+        (None, None) => Err(no_reply_address()),
     }
+}
+
+fn no_reply_address() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::AddrNotAvailable,
+        "the sender has no address to reply to",
+    )
 }
 
 /// A received datagram on its way to a handler.
@@ -349,22 +353,27 @@ impl RequestKind for DatagramRequest {
             return;
         }
         let report = |e| ctx.report_error(&req.client_address, &crate::error::HandlerError::Io(e));
-        let to = match reply_addr(&req.client_address, &req.reply_to) {
-            Ok(to) => to,
-            Err(e) => return report(e),
-        };
         match buf.and_then(|b| b.1.as_mut()) {
             Some(replies) => {
+                // Queued: an IP peer as its `SocketAddr` (no `sockaddr` built until the batch
+                // is sent); another peer's raw address is taken (the next datagram sets it).
+                let to = match (req.reply_to.take(), req.client_address.as_inet()) {
+                    (Some(to), _) => crate::sys::Peer::Other(to),
+                    (None, Some(a)) => crate::sys::Peer::Inet(a),
+                    (None, None) => return report(no_reply_address()),
+                };
                 let spare = replies.take_buffer();
                 replies.push(to, std::mem::replace(&mut req.wfile.buf, spare));
             }
             None => {
-                let sent = crate::sys::send_to_waiting(
-                    &req.socket,
-                    req.wfile.as_slice(),
-                    &to,
-                    req.send_timeout,
-                );
+                let sent = reply_addr(&req.client_address, &req.reply_to).and_then(|to| {
+                    crate::sys::send_to_waiting(
+                        &req.socket,
+                        req.wfile.as_slice(),
+                        &to,
+                        req.send_timeout,
+                    )
+                });
                 if let Err(e) = sent {
                     report(e);
                 }

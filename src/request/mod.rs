@@ -99,7 +99,10 @@ impl RecvBuf {
             return;
         }
         replies.flush(sock, ctx.options.write_timeout, |to, e| {
-            let addr = ClientAddr::from_sockaddr(to);
+            let addr = match to {
+                crate::sys::Peer::Inet(a) => ClientAddr::Inet(*a),
+                crate::sys::Peer::Other(a) => ClientAddr::from_sockaddr(a),
+            };
             ctx.report_error(&addr, &crate::error::HandlerError::Io(e));
         });
     }

@@ -41,7 +41,7 @@
 //! stuck datagram handler cannot be forced: it is detached, as a pool worker would be).
 
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::{self, JoinHandle};
@@ -358,7 +358,10 @@ enum Led {
 /// A receiver thread: leads when it can, follows otherwise, until the run is over. It
 /// runs every datagram it leads for on one reused request.
 fn receive<R: Request>(d: &Dispatcher<R>, sock: &Arc<Socket>, sh: &RecvShared) {
-    let wait = sys::SharedWait::new(sock.as_raw_fd(), sh.waker.fd());
+    // Only the leader waits on the socket (holding the batch), so a plain `poll(2)`:
+    // measured cheaper here than an epoll instance (`EPOLLEXCLUSIVE`), which only pays
+    // when several threads wait on one socket.
+    let wait = [sock.as_raw_fd(), sh.waker.fd()];
     let Some(mut req) = R::reusable(&d.ctx, sock) else {
         sh.state.lock().alive -= 1;
         return;
@@ -380,7 +383,7 @@ fn lead<R: Request>(
     sock: &Arc<Socket>,
     sh: &RecvShared,
     id: u64,
-    wait: &sys::SharedWait,
+    wait: &[RawFd; 2],
     req: &mut R,
 ) -> Led {
     let ctx = &d.ctx;
@@ -414,7 +417,7 @@ fn lead<R: Request>(
                     }
                     Ok(Polled::Skipped) => {}
                     Ok(Polled::WouldBlock) => {
-                        if let Err(e) = wait.wait() {
+                        if let Err(e) = sys::poll_readable(wait, None) {
                             log::error!("socketserver: datagram receiver stopped: {e}");
                             drop(buf);
                             sh.step_down();

@@ -224,19 +224,40 @@ const SPARE_BUFFERS: usize = BATCH_SLOTS;
 /// here and by a reused datagram request.
 pub(crate) const SPARE_CAPACITY: usize = 16 << 10;
 
+/// Where a queued reply goes: an IP peer as its `SocketAddr` (32 bytes, converted to a
+/// `sockaddr` only when the batch is sent, so queueing copies no 128-byte
+/// `sockaddr_storage`), anything else (a Unix peer) as its raw address.
+#[derive(Debug, Clone)]
+pub(crate) enum Peer {
+    /// An IPv4 or IPv6 peer.
+    Inet(std::net::SocketAddr),
+    /// Any other address, as received.
+    Other(Box<SockAddr>),
+}
+
+impl Peer {
+    /// The raw address (what `sendto(2)` takes).
+    pub(crate) fn to_sockaddr(&self) -> SockAddr {
+        match self {
+            Peer::Inet(a) => SockAddr::from(*a),
+            Peer::Other(a) => (**a).clone(),
+        }
+    }
+}
+
 /// Replies queued while a batch of datagrams is handled, sent together: one `sendmmsg(2)`
 /// per [`BATCH_SLOTS`] replies on Linux (what it leaves, and every reply elsewhere, one
 /// `sendto` at a time, waiting up to the timeout when the send buffer is full). It also
 /// keeps the buffers of sent replies, cleared, for the next replies.
 #[derive(Debug, Default)]
 pub(crate) struct SendBatch {
-    replies: Vec<(SockAddr, Vec<u8>)>,
+    replies: Vec<(Peer, Vec<u8>)>,
     spare: Vec<Vec<u8>>,
 }
 
 impl SendBatch {
     /// Queues `data` for `to`.
-    pub(crate) fn push(&mut self, to: SockAddr, data: Vec<u8>) {
+    pub(crate) fn push(&mut self, to: Peer, data: Vec<u8>) {
         self.replies.push((to, data));
     }
 
@@ -268,7 +289,7 @@ impl SendBatch {
         &mut self,
         sock: &Socket,
         timeout: Option<std::time::Duration>,
-        mut failed: impl FnMut(&SockAddr, io::Error),
+        mut failed: impl FnMut(&Peer, io::Error),
     ) {
         let mut replies = std::mem::take(&mut self.replies);
         let mut start = 0;
@@ -283,7 +304,7 @@ impl SendBatch {
             if sent == 0 {
                 // One on its own, waiting for room: the first of what is left.
                 let (to, data) = &chunk[0];
-                if let Err(e) = super::send_to_waiting(sock, data, to, timeout) {
+                if let Err(e) = super::send_to_waiting(sock, data, &to.to_sockaddr(), timeout) {
                     failed(to, e);
                 }
                 sent = 1;
@@ -301,30 +322,37 @@ impl SendBatch {
 /// One `sendmmsg` of up to [`BATCH_SLOTS`] replies without waiting: how many (from the
 /// first) it sent; 0 if the first could not be sent at once.
 #[cfg(target_os = "linux")]
-fn send_many(sock: &Socket, replies: &[(SockAddr, Vec<u8>)]) -> usize {
+fn send_many(sock: &Socket, replies: &[(Peer, Vec<u8>)]) -> usize {
     use std::os::fd::AsRawFd;
     let n = replies.len().min(BATCH_SLOTS);
-    // SAFETY: zeroed iovecs and mmsghdrs are valid values.
-    let mut iovs: [libc::iovec; BATCH_SLOTS] = unsafe { std::mem::zeroed() };
-    let mut hdrs: [libc::mmsghdr; BATCH_SLOTS] = unsafe { std::mem::zeroed() };
+    // Only the first `n` of each are written (and read by the kernel).
+    let mut names = [const { MaybeUninit::<SockAddr>::uninit() }; BATCH_SLOTS];
+    let mut iovs = [const { MaybeUninit::<libc::iovec>::uninit() }; BATCH_SLOTS];
+    let mut hdrs = [const { MaybeUninit::<libc::mmsghdr>::uninit() }; BATCH_SLOTS];
     for (i, (to, data)) in replies.iter().take(n).enumerate() {
-        iovs[i] = libc::iovec {
+        let name: &SockAddr = match to {
+            Peer::Inet(a) => names[i].write(SockAddr::from(*a)),
+            Peer::Other(a) => a,
+        };
+        let iov = iovs[i].write(libc::iovec {
             iov_base: data.as_ptr().cast_mut().cast(),
             iov_len: data.len(),
-        };
-        let h = &mut hdrs[i].msg_hdr;
-        h.msg_name = to.as_ptr().cast_mut().cast();
-        h.msg_namelen = to.len();
-        h.msg_iov = &mut iovs[i];
-        h.msg_iovlen = 1;
+        });
+        // SAFETY: a zeroed mmsghdr is a valid one (null pointers, zero lengths).
+        let h = hdrs[i].write(unsafe { std::mem::zeroed() });
+        h.msg_hdr.msg_name = name.as_ptr().cast_mut().cast();
+        h.msg_hdr.msg_namelen = name.len();
+        h.msg_hdr.msg_iov = iov;
+        h.msg_hdr.msg_iovlen = 1;
     }
     loop {
-        // SAFETY: `hdrs[..n]` are valid headers pointing at `replies` and `iovs`, which
-        // live until the call returns; the kernel only reads them.
+        // SAFETY: `hdrs[..n]` are initialised headers pointing at `names`, `replies` and
+        // `iovs`, which live until the call returns; the kernel only reads them (and writes
+        // each header's `msg_len`).
         let r = unsafe {
             libc::sendmmsg(
                 sock.as_raw_fd(),
-                hdrs.as_mut_ptr(),
+                hdrs.as_mut_ptr().cast::<libc::mmsghdr>(),
                 n as libc::c_uint,
                 libc::MSG_DONTWAIT,
             )
@@ -391,7 +419,7 @@ mod tests {
         let rounds = (BATCH_SLOTS + 4).div_ceil(3) as u8;
         for round in 0..rounds {
             for (i, p) in peers.iter().enumerate() {
-                batch.push(p.local_addr().unwrap().into(), vec![round, i as u8]);
+                batch.push(Peer::Inet(p.local_addr().unwrap()), vec![round, i as u8]);
             }
         }
         let mut errors = 0;

@@ -18,6 +18,6 @@ pub(crate) use child::*;
 #[cfg(unix)]
 pub use limits::raise_fd_limit;
 #[cfg(unix)]
-pub(crate) use mmsg::{BATCH_SLOTS, Datagram, RecvBatch, SPARE_CAPACITY, SendBatch};
+pub(crate) use mmsg::{BATCH_SLOTS, Datagram, Peer, RecvBatch, SPARE_CAPACITY, SendBatch};
 #[cfg(unix)]
 pub(crate) use unix::*;
