@@ -735,3 +735,141 @@ fn gated_echo_server(
         .unwrap();
     (server, gate_tx, started_rx)
 }
+
+/// Issue 16: while it serves, a datagram server's receives wait in the kernel (the socket
+/// blocking, with a receive timeout of about 2 ms) rather than in `poll(2)` and a receive; when
+/// `serve_forever` returns, the socket is non-blocking again with the receive timeout it
+/// had. Both modes (the threading one's leader receives the same way).
+#[cfg(target_os = "linux")]
+fn serving_leaves_the_socket_as_it_found_it<M: Mode>() {
+    let server = Arc::new(
+        Server::<Udp, M>::builder()
+            .bind("127.0.0.1:0", echo_datagram)
+            .unwrap(),
+    );
+    let sock = server.socket().unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(7))).unwrap();
+    assert!(sock.nonblocking().unwrap(), "activated: non-blocking");
+    let addr = server.server_address().unwrap();
+    let serving = {
+        let s = server.clone();
+        thread::spawn(move || s.serve_forever())
+    };
+    let c = udp_client();
+    let mut buf = [0u8; 16];
+    c.send_to(b"ping", addr).unwrap();
+    let (n, _) = c.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"ping");
+    assert!(!sock.nonblocking().unwrap(), "serving: receives wait");
+    // 2 ms, as the kernel keeps it (rounded up to its tick: 4 ms at HZ=250, 10 at 100).
+    let wait = sock.read_timeout().unwrap().expect("a receive timeout");
+    assert!(
+        wait >= Duration::from_millis(2) && wait <= Duration::from_millis(10),
+        "{wait:?}"
+    );
+    server.shutdown();
+    serving.join().unwrap().unwrap();
+    assert!(sock.nonblocking().unwrap(), "non-blocking again");
+    assert_eq!(sock.read_timeout().unwrap(), Some(Duration::from_secs(7)));
+    // A datagram sent after shutdown() returned was left in the socket: the next loop
+    // serves it.
+    c.send_to(b"later", addr).unwrap();
+    assert_eq!(server.handle_request().unwrap(), Handled::Request);
+    let (n, _) = c.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"later");
+    server.server_close();
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_sync_datagram_server_leaves_its_socket_as_it_found_it() {
+    serving_leaves_the_socket_as_it_found_it::<Synchronous>();
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_threading_datagram_server_leaves_its_socket_as_it_found_it() {
+    serving_leaves_the_socket_as_it_found_it::<Threading>();
+}
+
+/// Issue 16: the watchdog's ticks carry 2 ms of timer slack (so that the kernel runs them
+/// with an interrupt it takes anyway); the serving thread is the caller's, so its own
+/// slack comes back when `serve_forever` returns.
+#[cfg(target_os = "linux")]
+#[test]
+fn the_threading_udp_watchdog_sets_timer_slack_only_while_it_serves() {
+    let server = Arc::new(ThreadingUdpServer::bind("127.0.0.1:0", echo_datagram).unwrap());
+    let addr = server.server_address().unwrap();
+    let (tid_tx, tid_rx) = crossbeam_channel::bounded(1);
+    let serving = {
+        let s = server.clone();
+        thread::spawn(move || {
+            // SAFETY: gettid and PR_GET_TIMERSLACK have no preconditions.
+            let before = unsafe { libc::prctl(libc::PR_GET_TIMERSLACK) };
+            let _ = tid_tx.send(unsafe { libc::gettid() });
+            s.serve_forever().unwrap();
+            (before, unsafe { libc::prctl(libc::PR_GET_TIMERSLACK) })
+        })
+    };
+    let tid = tid_rx.recv_timeout(LONG).unwrap();
+    let c = udp_client();
+    let mut buf = [0u8; 16];
+    c.send_to(b"ping", addr).unwrap();
+    let (n, _) = c.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"ping");
+    // Set when the watchdog starts (the receivers may serve a datagram before).
+    let slack = || std::fs::read_to_string(format!("/proc/{tid}/timerslack_ns")).unwrap();
+    wait_until("the watchdog's slack is 2 ms while serving", || {
+        slack().trim() == "2000000"
+    });
+    server.shutdown();
+    let (before, after) = serving.join().unwrap();
+    assert_eq!(after, before, "the caller's slack is restored");
+}
+
+/// Issue 16: the threading server's leader may be waiting in a receive (a few ms) when
+/// `shutdown()` is asked; `serve_forever` returns only once it no longer can take
+/// anything, so a datagram sent after `shutdown()` returned is left in the socket.
+#[cfg(target_os = "linux")]
+#[test]
+fn threading_udp_takes_nothing_sent_after_shutdown_returned_even_right_after_traffic() {
+    let served_after = Arc::new(Mutex::new(0u32));
+    let s = served_after.clone();
+    let server = Arc::new(
+        ThreadingUdpServer::builder()
+            .timeout(Some(Duration::from_secs(5))) // handle_request's wait
+            .bind("127.0.0.1:0", move |req: &mut DatagramRequest| {
+                if req.packet() == b"after" {
+                    *s.lock() += 1;
+                }
+                let packet = req.packet().to_vec();
+                req.wfile.write_all(&packet)
+            })
+            .unwrap(),
+    );
+    let addr = server.server_address().unwrap();
+    let c = udp_client();
+    let mut buf = [0u8; 16];
+    for round in 0..20 {
+        let serving = {
+            let s = server.clone();
+            thread::spawn(move || s.serve_forever())
+        };
+        c.send_to(b"ping", addr).unwrap();
+        let (n, _) = c.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"ping");
+        // Right after a datagram: the leader waits in its receive.
+        server.shutdown();
+        serving.join().unwrap().unwrap();
+        c.send_to(b"after", addr).unwrap();
+        // Left in the socket: this round's `handle_request` takes it (and no receiver did).
+        assert_eq!(server.handle_request().unwrap(), Handled::Request);
+        let (n, _) = c.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"after", "round {round}");
+        wait_until("the pool ran the handler", || {
+            *served_after.lock() == round + 1
+        });
+    }
+    assert!(server.server_close_timeout(LONG));
+    assert_eq!(*served_after.lock(), 20);
+}

@@ -199,8 +199,10 @@ fn next_datagram<'a>(
 ) -> io::Result<Option<crate::sys::Datagram<'a>>> {
     if !batch.has_pending() {
         // The last batch emptied the socket: back to waiting, without a `recvmmsg` just
-        // to hear `EAGAIN`.
-        if batch.take_drained() || batch.recv(sock)? == 0 {
+        // to hear `EAGAIN` — unless receives wait themselves (`ReceiveWait`): then this
+        // one is the wait.
+        let drained = batch.take_drained();
+        if (drained && !batch.waits()) || batch.recv(sock)? == 0 {
             return Ok(None);
         }
     }

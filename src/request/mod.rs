@@ -107,6 +107,14 @@ impl RecvBuf {
         });
     }
 
+    /// Lets the datagram receives wait in the kernel for the first datagram (see
+    /// `sys::ReceiveWait`, which must hold the socket); no effect on a stream buffer.
+    pub(crate) fn set_wait(&mut self, on: bool) {
+        if let Some(b) = &mut self.0 {
+            b.set_wait(on);
+        }
+    }
+
     /// Datagrams already received and not yet handed out.
     pub(crate) fn has_pending(&self) -> bool {
         self.0.as_ref().is_some_and(|b| b.has_pending())

@@ -82,7 +82,7 @@ pub type UdpServer = Server<Udp, Synchronous>;
 /// (leader/followers). The one that leads receives — `recvmmsg(2)` batches, as
 /// [`UdpServer`] does — and runs each handler itself, so short handlers cost what they cost
 /// on [`UdpServer`]; replies written to `wfile` leave together (`sendmmsg(2)`). The serving
-/// thread watches it: when one handler has run for 2–4 ms (it blocks, or computes), the
+/// thread watches it: when one handler has run for 2–8 ms (it blocks, or computes), the
 /// leadership, with the datagrams already received, goes to another receiver — one waiting
 /// (the pool's minimum are kept, default 4) or a new one, up to the pool's maximum
 /// ([`Builder::workers`](crate::Builder::workers), default 256). So a handler that blocks

@@ -11,8 +11,8 @@
 //!   replies queued by `wfile` sent together (`sendmmsg(2)`). The others, **followers**,
 //!   wait on a condition variable and cost nothing.
 //! - The serving thread is the **watchdog** (it otherwise only waits for `shutdown()`). While
-//!   datagrams arrive it looks every [`TICK`] (2 ms) at which handler call the leader is in;
-//!   when it sees the same call twice — a handler has run for 2 to 4 ms — it demotes the
+//!   datagrams arrive it looks every [`TICK`] (2–4 ms) at which handler call the leader is
+//!   in; when it sees the same call twice — a handler has run for 2 to 8 ms — it demotes the
 //!   leader and promotes a follower, or starts a receiver if none waits (up to the pool's
 //!   maximum, [`Builder::workers`](crate::Builder::workers)). The new leader goes on with the
 //!   datagrams the old one had received and not yet handled, sends the replies it had
@@ -22,7 +22,7 @@
 //! - Each receiver runs every datagram it leads for on one request object it keeps and
 //!   refills (`RequestKind::next_reused`): no reference count, no lock per datagram but
 //!   the batch's, and (IP peers) no allocation.
-//! - So handlers that block hold up the others for 2–4 ms once, not for their duration,
+//! - So handlers that block hold up the others for 2–8 ms once, not for their duration,
 //!   and short handlers run exactly as on [`UdpServer`](crate::UdpServer). Go's scheduler
 //!   does the same for system calls (its `sysmon` hands a processor blocked in a syscall
 //!   for more than 20 µs to another thread). When every receiver up to the maximum is in a
@@ -56,10 +56,14 @@ use crate::context::Context;
 use crate::request::{Polled, RecvBuf, Request};
 use crate::sys;
 
-/// How often the watchdog looks at the leader while handlers run; a handler that runs
-/// longer than one to two ticks (2–4 ms) loses the leadership. Each tick is a wake-up of
-/// the serving thread: at 1 ms they cost about 0.2 µs per datagram at 50 k datagrams/s on
-/// the 2-core test machine (about 20 µs of CPU each), at 2 ms half that.
+/// How often the watchdog looks at the leader while handlers run, at least: each tick also
+/// carries as much timer slack (`PR_SET_TIMERSLACK`, Linux), so ticks come 2–4 ms apart and
+/// the kernel runs each with an interrupt it takes anyway (its own scheduler tick) instead
+/// of one of its own. A handler seen in the same call on two ticks — it ran for at least 2
+/// ms, at most 8 — loses the leadership. Measured on the 2-core test machine (a VM, where
+/// every timer interrupt is a trip through the hypervisor): without the slack the 2 ms
+/// ticks cost about 7 % more CPU per datagram than `UdpServer`, with it about 1.5 %; 1 ms
+/// ticks cost more either way.
 pub(crate) const TICK: Duration = Duration::from_millis(2);
 
 /// The shortest time between two "every receiver is busy" warnings.
@@ -124,13 +128,14 @@ impl std::fmt::Debug for Receivers {
 }
 
 impl Receivers {
-    /// Starts `keep` receiver threads (at most `max` will run). `None` when the run waker
-    /// cannot be made or no thread starts; the server then hands every datagram to the pool
-    /// from the serving thread, as before receivers existed.
+    /// Starts `keep` receiver threads (at most `max` will run); the leader's receives wait
+    /// in the kernel if `wait` (a `sys::ReceiveWait` holds the socket for the run). `None`
+    /// when the run waker cannot be made or no thread starts; the server then hands every
+    /// datagram to the pool from the serving thread, as before receivers existed.
     pub(crate) fn start<R: Request>(
         d: &Dispatcher<R>,
         sock: &Arc<Socket>,
-        (keep, max): (usize, usize),
+        (keep, max, wait): (usize, usize, bool),
         threads: &Mutex<Vec<JoinHandle<()>>>,
     ) -> Option<Receivers> {
         let waker = match sys::Waker::new() {
@@ -141,7 +146,8 @@ impl Receivers {
             }
         };
         let ctx = &d.ctx;
-        let lead = RecvBuf::datagrams(ctx.options.max_packet_size, true);
+        let mut lead = RecvBuf::datagrams(ctx.options.max_packet_size, true);
+        lead.set_wait(wait);
         let shared = Arc::new(RecvShared {
             state: Mutex::new(State {
                 leader: false,
@@ -211,6 +217,10 @@ impl Receivers {
         let mut last = 0u64;
         let mut watching = true;
         let mut next_service = interval.map(|i| Instant::now() + i);
+        // The ticks need no precision: let the kernel run them with an interrupt it takes
+        // anyway (see `TICK`). Restored when the run ends: this is the caller's thread.
+        #[cfg(target_os = "linux")]
+        let _slack = sys::TimerSlack::set(TICK);
         loop {
             let until_service = next_service.map(|t| t.saturating_duration_since(Instant::now()));
             let timeout = match (watching, until_service) {
@@ -293,8 +303,15 @@ impl Drop for Receivers {
         let sh = &self.shared;
         sh.over.store(true, Ordering::SeqCst);
         sh.waker.wake();
-        let _st = sh.state.lock();
-        sh.promote.notify_all();
+        {
+            let _st = sh.state.lock();
+            sh.promote.notify_all();
+        }
+        // A leader waiting in a receive (`sys::ReceiveWait`: a few ms) holds the batch:
+        // once this has it, no receiver takes anything more (each checks the run is over,
+        // under this lock, before it receives), so nothing sent after `shutdown()` returns
+        // is served.
+        drop(sh.lead.lock());
     }
 }
 

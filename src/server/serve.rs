@@ -74,6 +74,20 @@ impl<T: Transport, M: Mode> Server<T, M> {
             return Ok(());
         };
         let mut buf = self.recv_buf();
+        // Datagram sockets (Linux): a loop whose batch drained waits for the next datagram
+        // in `recvmmsg` itself, for a few ms, before it polls (see `sys::ReceiveWait`;
+        // declared before the receivers, so that it outlives them).
+        #[cfg(target_os = "linux")]
+        let receive_wait = if <T::Request as RequestKind>::STREAM {
+            None
+        } else {
+            sys::ReceiveWait::start(&sock)
+        };
+        #[cfg(target_os = "linux")]
+        let waits = receive_wait.is_some();
+        #[cfg(not(target_os = "linux"))]
+        let waits = false;
+        buf.set_wait(waits);
         // Synchronous datagram servers run each datagram on one reused request.
         let mut reused = match *self.executor {
             Executor::Inline => <T::Request as RequestKind>::reusable(ctx, &sock),
@@ -99,7 +113,12 @@ impl<T: Transport, M: Mode> Server<T, M> {
                 let pool = &ctx.options.pool;
                 let max = pool.max_workers.max(1);
                 let keep = pool.min_workers.clamp(1, max);
-                Receivers::start(&self.dispatcher(), &sock, (keep, max), &self.receivers)
+                Receivers::start(
+                    &self.dispatcher(),
+                    &sock,
+                    (keep, max, waits),
+                    &self.receivers,
+                )
             }
             _ => None,
         };

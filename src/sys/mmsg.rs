@@ -38,6 +38,9 @@ pub(crate) struct RecvBatch {
     next: usize,
     /// The last receive took fewer datagrams than it had room for: the socket was empty.
     drained: bool,
+    /// Receives wait in the kernel for the first datagram (the socket is blocking, with a
+    /// receive timeout: see [`ReceiveWait`]) instead of returning `EAGAIN` at once.
+    wait: bool,
     /// `recvmmsg`'s headers, pointing into `buf`, `iovs` and `addrs` (heap memory that
     /// never moves: the vectors are never resized). This makes the batch `!Send`: it lives
     /// on the thread that receives, unless moved with its owner (see the `Send` impl).
@@ -77,6 +80,7 @@ impl RecvBatch {
             got: Vec::with_capacity(slots),
             next: 0,
             drained: false,
+            wait: false,
             #[cfg(target_os = "linux")]
             hdrs: Vec::new(),
             #[cfg(target_os = "linux")]
@@ -128,6 +132,17 @@ impl RecvBatch {
         std::mem::take(&mut self.drained)
     }
 
+    /// Lets receives wait (up to the socket's receive timeout) for the first datagram, when
+    /// a [`ReceiveWait`] holds the socket; otherwise they never wait.
+    pub(crate) fn set_wait(&mut self, on: bool) {
+        self.wait = on;
+    }
+
+    /// Do receives wait for the first datagram ([`set_wait`](Self::set_wait))?
+    pub(crate) fn waits(&self) -> bool {
+        self.wait
+    }
+
     /// The next datagram of the last receive.
     pub(crate) fn next(&mut self) -> Option<Datagram<'_>> {
         let i = self.next;
@@ -153,8 +168,10 @@ impl RecvBatch {
         })
     }
 
-    /// Receives what is waiting on the non-blocking `sock`, without waiting: the number of
-    /// datagrams (0 is `WouldBlock`).
+    /// Receives what is waiting on `sock`: the number of datagrams (0 is `WouldBlock`).
+    /// Without [`set_wait`](Self::set_wait) it never waits; with it (Linux), it waits for
+    /// the first datagram up to the receive timeout a [`ReceiveWait`] set, then takes what
+    /// else is there without waiting (`MSG_WAITFORONE`).
     pub(crate) fn recv(&mut self, sock: &Socket) -> io::Result<usize> {
         self.got.clear();
         self.next = 0;
@@ -184,6 +201,11 @@ impl RecvBatch {
             h.msg_hdr.msg_flags = 0;
             h.msg_len = 0;
         }
+        let flags = if self.wait {
+            libc::MSG_WAITFORONE
+        } else {
+            libc::MSG_DONTWAIT
+        };
         let n = loop {
             // SAFETY: `hdrs` holds `slots` headers whose buffers and address storage live
             // as long as `self` (see `link`).
@@ -192,7 +214,7 @@ impl RecvBatch {
                     sock.as_raw_fd(),
                     self.hdrs.as_mut_ptr(),
                     self.slots as libc::c_uint,
-                    libc::MSG_DONTWAIT,
+                    flags,
                     std::ptr::null_mut(),
                 )
             };
@@ -214,6 +236,62 @@ impl RecvBatch {
         }
         self.drained = n > 0 && n < self.slots;
         Ok(n)
+    }
+}
+
+/// How long a serving loop's receive waits in the kernel for the next datagram before the
+/// loop goes back to `poll(2)` (and so how long after `shutdown()` such a loop may still
+/// be waiting): see [`ReceiveWait`]. The kernel rounds it up to its tick (4 ms at
+/// `HZ=250`, 10 ms at 100).
+#[cfg(target_os = "linux")]
+pub(crate) const RECEIVE_WAIT: std::time::Duration = std::time::Duration::from_millis(2);
+
+/// While it lives, a datagram socket is blocking with a receive timeout of
+/// [`RECEIVE_WAIT`] (`SO_RCVTIMEO`), so that a serving loop whose batch drained waits for
+/// the next datagram in `recvmmsg(2)` itself rather than in `poll(2)` and then
+/// `recvmmsg(2)`: one system call and one wait-queue round instead of two under load
+/// (measured: about 3.5 % of the server's CPU per datagram). Only once the wait times out
+/// does the loop poll (with its waker, so an idle server wakes at once for `shutdown()`).
+/// Every other receive and send of the crate passes `MSG_DONTWAIT`, so the socket's mode
+/// changes nothing else; dropping it restores non-blocking mode and the previous timeout.
+/// A socket shared by processes (one file description after `fork`) may be switched back
+/// by another one meanwhile: the wait then returns `EAGAIN` at once and the loop polls.
+#[cfg(target_os = "linux")]
+pub(crate) struct ReceiveWait<'a> {
+    sock: &'a Socket,
+    before: Option<std::time::Duration>,
+}
+
+#[cfg(target_os = "linux")]
+impl<'a> ReceiveWait<'a> {
+    /// Switches `sock`; `None` (and the socket left as it was) if it cannot be.
+    pub(crate) fn start(sock: &'a Socket) -> Option<ReceiveWait<'a>> {
+        let before = sock.read_timeout().ok()?;
+        let switched = sock
+            .set_read_timeout(Some(RECEIVE_WAIT))
+            .and_then(|()| sock.set_nonblocking(false));
+        let w = ReceiveWait { sock, before };
+        match switched {
+            Ok(()) => Some(w),
+            Err(e) => {
+                log::debug!("socketserver: receives wait in poll(2) only: {e}");
+                drop(w);
+                None
+            }
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl Drop for ReceiveWait<'_> {
+    fn drop(&mut self) {
+        let restored = self
+            .sock
+            .set_nonblocking(true)
+            .and_then(|()| self.sock.set_read_timeout(self.before));
+        if let Err(e) = restored {
+            log::error!("socketserver: cannot make the datagram socket non-blocking again: {e}");
+        }
     }
 }
 

@@ -18,6 +18,8 @@ pub(crate) use child::*;
 #[cfg(unix)]
 pub use limits::raise_fd_limit;
 #[cfg(unix)]
+#[cfg(target_os = "linux")]
+pub(crate) use mmsg::ReceiveWait;
 pub(crate) use mmsg::{BATCH_SLOTS, Datagram, Peer, RecvBatch, SPARE_CAPACITY, SendBatch};
 #[cfg(unix)]
 pub(crate) use unix::*;

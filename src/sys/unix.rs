@@ -68,7 +68,9 @@ pub(crate) fn send_to_waiting(
     // panicking.
     let mut deadline = None;
     loop {
-        match sock.send_to(buf, to) {
+        // `MSG_DONTWAIT`: the socket may be blocking while a serving loop waits in its
+        // receives (`ReceiveWait`); this send still honours `timeout`.
+        match sock.send_to_with_flags(buf, to, libc::MSG_DONTWAIT) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 let deadline = *deadline.get_or_insert_with(|| {
                     timeout.and_then(|t| std::time::Instant::now().checked_add(t))
@@ -276,4 +278,40 @@ pub(crate) fn peek(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
 /// back-off still shuts down at once.
 pub(crate) fn sleep_or_wake(waker: &Waker, d: Duration) -> io::Result<()> {
     poll_readable(&[waker.fd()], Some(d)).map(|_| ())
+}
+
+/// While it lives, the calling thread's timer slack (`prctl(PR_SET_TIMERSLACK)`: how late
+/// the kernel may run its timed waits, to run them with another wake-up; default 50 µs) is
+/// the given one; dropping it restores the previous slack. Does nothing if the kernel
+/// refuses.
+#[cfg(target_os = "linux")]
+pub(crate) struct TimerSlack {
+    before: Option<libc::c_ulong>,
+}
+
+#[cfg(target_os = "linux")]
+impl TimerSlack {
+    /// Sets this thread's timer slack to `slack`.
+    pub(crate) fn set(slack: Duration) -> TimerSlack {
+        let ns = libc::c_ulong::try_from(slack.as_nanos()).unwrap_or(libc::c_ulong::MAX);
+        // SAFETY: PR_GET_TIMERSLACK and PR_SET_TIMERSLACK take plain integers and only
+        // concern the calling thread.
+        let before = unsafe { libc::prctl(libc::PR_GET_TIMERSLACK) };
+        if before <= 0 || unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, ns) } != 0 {
+            return TimerSlack { before: None };
+        }
+        TimerSlack {
+            before: Some(before as libc::c_ulong),
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl Drop for TimerSlack {
+    fn drop(&mut self) {
+        if let Some(ns) = self.before {
+            // SAFETY: as in `set`.
+            unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, ns) };
+        }
+    }
 }
