@@ -6,7 +6,7 @@
 # server, so read the shares, not the rate.
 #
 # How to run: cargo bench --bench loadgen --no-run && bash benches/udp_profile.sh std crate-sync crate
-# (servers: crate, crate-sync, crate-sync-reply, std, tokio)
+# (servers: crate, crate-sync, crate-sync-reply, std, std-mmsg, tokio)
 #
 # Columns (shares of the server's samples; "incl." counts a function with what it calls):
 #   kernel / user     samples in the kernel / in the server's own code and libc

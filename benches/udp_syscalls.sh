@@ -5,7 +5,7 @@
 # loadgen harness (counts include the 0.3 s warm-up).
 #
 # How to run: cargo bench --bench loadgen --no-run && bash benches/udp_syscalls.sh crate-sync
-# (servers: crate, crate-sync, crate-sync-reply, std)
+# (servers: crate, crate-sync, crate-sync-reply, std, std-mmsg)
 cd "$(dirname "$0")/.."
 LG=$(ls -t target/release/deps/loadgen-* | grep -v '\.d$' | head -1)
 [ -n "$1" ] || { echo "usage: $0 SERVER" >&2; exit 2; }

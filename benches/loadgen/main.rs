@@ -103,7 +103,7 @@ struct Cli {
 enum Cmd {
     /// Run one peer server (used by the harness).
     Serve {
-        /// crate, crate-wide, crate-sync, crate-sync-reply, crate-evented, crate-evented-lines, std, tokio.
+        /// crate, crate-wide, crate-sync, crate-sync-reply, crate-evented, crate-evented-lines, std, std-mmsg, tokio.
         #[arg(long)]
         server: String,
         /// tcp-echo, tcp-sink, udp-echo.
@@ -401,6 +401,7 @@ fn scenarios(cfg: &Config) -> Vec<Scenario> {
                 "crate-sync-reply",
                 "tokio",
                 "std",
+                "std-mmsg",
                 "python",
             ],
             driver: Driver::Threads,

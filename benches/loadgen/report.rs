@@ -786,7 +786,7 @@ pub fn render(cfg: &Config, r: &Results) -> String {
     );
     let _ = writeln!(
         out,
-        "- servers: `crate` = ThreadingTcpServer/ThreadingUdpServer with default options; `crate-wide` = the same with `workers(4, 2048)`; `crate-sync` = UdpServer (no pool), replying through `wfile` (replies of a receive batch sent together, `sendmmsg`); `crate-sync-reply` = the same replying with `req.reply()` (one `sendto` each, at once); `crate-evented` = EventedTcpServer (default options) with a decoder that makes everything buffered one message (a byte-stream echo); `crate-evented-lines` = the same with the default line framing; `std` = thread per connection / one `recv_from` loop; `tokio` = multi-thread runtime, task per connection; `python` = Python 3 socketserver.ThreadingTCPServer/ThreadingUDPServer (backlog 1024)\n"
+        "- servers: `crate` = ThreadingTcpServer/ThreadingUdpServer with default options; `crate-wide` = the same with `workers(4, 2048)`; `crate-sync` = UdpServer (no pool), replying through `wfile` (replies of a receive batch sent together, `sendmmsg`); `crate-sync-reply` = the same replying with `req.reply()` (one `sendto` each, at once); `crate-evented` = EventedTcpServer (default options) with a decoder that makes everything buffered one message (a byte-stream echo); `crate-evented-lines` = the same with the default line framing; `std` = thread per connection / one `recv_from` loop; `std-mmsg` = one `recvmmsg`/`sendmmsg` loop in plain libc, echoing in place (the ceiling of batching); `tokio` = multi-thread runtime, task per connection; `python` = Python 3 socketserver.ThreadingTCPServer/ThreadingUDPServer (backlog 1024)\n"
     );
 
     let _ = writeln!(
@@ -921,7 +921,7 @@ pub fn render(cfg: &Config, r: &Results) -> String {
             );
         }
         let peers: &[&str] = match sc.load {
-            Load::Udp => &["crate-sync", "tokio", "std", "python"],
+            Load::Udp => &["crate-sync", "tokio", "std", "std-mmsg", "python"],
             Load::Upload => &["std", "tokio", "python"],
             _ => &["tokio", "std", "python"],
         };
