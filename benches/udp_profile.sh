@@ -18,22 +18,14 @@
 #   sched             incl. under __schedule: the server switched out (and back in)
 #   samples/dgram     samples per datagram answered (at 20 kHz one sample is 50 us)
 cd "$(dirname "$0")/.." || exit 1
-LG=$(ls -t target/release/deps/loadgen-* 2>/dev/null | grep -v '\.d$' | head -1)
-[ -n "$LG" ] || { echo "build first: cargo bench --bench loadgen --no-run" >&2; exit 2; }
+. benches/udp_serve.sh
 [ $# -gt 0 ] || { echo "usage: $0 SERVER..." >&2; exit 2; }
 command -v perf >/dev/null || { echo "needs perf (linux-perf / linux-tools)" >&2; exit 2; }
 D=$(mktemp -d)
 trap 'rm -rf "$D"' EXIT
 printf '%-17s %7s %6s %6s %6s %9s %6s %6s %14s\n' server kernel user send recv loopback wake sched samples/dgram
 for S in "$@"; do
-    $LG serve --server "$S" --service udp-echo > "$D/out" 2>&1 & P=$!
-    A=""
-    for _ in $(seq 50); do
-        A=$(grep -oE '127.0.0.1:[0-9]+' "$D/out" | head -1)
-        [ -n "$A" ] && break
-        sleep 0.1
-    done
-    [ -n "$A" ] || { echo "$S: no address" >&2; kill $P; wait $P 2>/dev/null; continue; }
+    udp_serve "$S" "$D/out" || continue
     perf record -q -g -e cpu-clock -F 20000 -p $P -o "$D/perf.data" 2>/dev/null & R=$!
     out=$($LG drive --addr "$A" --load udp -c 8 -s 64 --secs 3 2>/dev/null)
     kill -INT $R; wait $R; kill $P; wait $P 2>/dev/null

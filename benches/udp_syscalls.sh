@@ -6,12 +6,10 @@
 #
 # How to run: cargo bench --bench loadgen --no-run && bash benches/udp_syscalls.sh crate-sync
 # (servers: crate, crate-sync, crate-sync-reply, std, std-mmsg)
-cd "$(dirname "$0")/.."
-LG=$(ls -t target/release/deps/loadgen-* | grep -v '\.d$' | head -1)
+cd "$(dirname "$0")/.." || exit 1
+. benches/udp_serve.sh
 [ -n "$1" ] || { echo "usage: $0 SERVER" >&2; exit 2; }
-$LG serve --server $1 --service udp-echo > /tmp/udp_syscalls.$1.out 2>&1 & P=$!
-sleep 0.3
-A=$(grep -oE '127.0.0.1:[0-9]+' /tmp/udp_syscalls.$1.out | head -1)
+udp_serve "$1" /tmp/udp_syscalls.$1.out || exit 1
 perf stat -x, -p $P -e task-clock,context-switches,raw_syscalls:sys_enter,syscalls:sys_enter_recvfrom,syscalls:sys_enter_recvmmsg,syscalls:sys_enter_sendto,syscalls:sys_enter_sendmmsg,syscalls:sys_enter_poll,syscalls:sys_enter_epoll_wait -o /tmp/udp_syscalls.$1.csv &
 S=$!
 out=$($LG drive --addr $A --load udp -c 8 -s 64 --secs 3 2>/dev/null)
