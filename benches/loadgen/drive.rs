@@ -6,8 +6,9 @@
 //!   with `poll(2)` over non-blocking sockets ([`Driver`]). On 2 shared cores the choice
 //!   changes who wins, so the harness runs both.
 //! - [`connrate`]: C threads, each looping connect, one line, its echo, close.
-//! - [`udp`]: C threads, each with its own socket: one datagram out, its echo back (or a
-//!   timeout, counted as lost).
+//! - [`udp`] (in `drive/udp.rs`): C clients, each with its own socket: one datagram out, its
+//!   echo back (or a timeout, counted as lost); driven by a thread per client or by `poll(2)`,
+//!   as the echo is.
 //! - [`upload`]: one connection sends N bytes, half-closes, and waits for the server's 8-byte
 //!   count: the time is the whole upload, as the server saw it.
 //! - [`idle`]: N connections held open and silent; meanwhile a probe opens a fresh
@@ -21,14 +22,18 @@
 //! ([`Mark::Held`]: the harness samples the server's memory).
 
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream, UdpSocket};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Barrier, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// How the echo load is generated.
+mod udp;
+
+pub use udp::udp;
+
+/// How the echo and UDP loads are generated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Driver {
     /// One blocking thread per connection (a client per thread, as most test clients are).
@@ -62,7 +67,7 @@ pub struct Opts {
     pub window: Duration,
     /// UDP: how long to wait for a reply before counting the request as lost.
     pub udp_timeout: Duration,
-    /// Echo: how the connections are driven.
+    /// Echo and UDP: how the connections (clients) are driven.
     pub driver: Driver,
 }
 
@@ -684,105 +689,6 @@ fn connrate_worker(addr: SocketAddr, cid: u32, opts: &Opts, sync: &Sync) -> Tall
                 t.errors += 1;
                 thread::sleep(Duration::from_millis(1));
             }
-        }
-    }
-    t.conn_done(total, in_window);
-    sync.held.wait();
-    sync.release.wait();
-    t
-}
-
-// ----- UDP ---------------------------------------------------------------------------------
-
-/// `opts.conns` clients, each with its own socket: one datagram of `opts.size` bytes, then its
-/// echo or, after `opts.udp_timeout`, a loss. Late replies are recognised by their sequence
-/// number and skipped.
-pub fn udp(addr: SocketAddr, opts: &Opts, mark: &mut dyn FnMut(Mark)) -> Outcome {
-    let sync = Sync::new(opts.conns);
-    thread::scope(|s| {
-        let workers: Vec<_> = (0..opts.conns)
-            .map(|cid| {
-                let sync = &sync;
-                s.spawn(move || udp_worker(addr, cid as u32, opts, sync))
-            })
-            .collect();
-        let elapsed = sync.coordinate(opts, mark);
-        let tallies = workers.into_iter().map(|w| w.join().unwrap()).collect();
-        Tally::merge(tallies, elapsed)
-    })
-}
-
-fn udp_worker(addr: SocketAddr, cid: u32, opts: &Opts, sync: &Sync) -> Tally {
-    let mut t = Tally {
-        conns: 1,
-        ..Tally::default()
-    };
-    let sock = UdpSocket::bind("127.0.0.1:0").and_then(|s| {
-        s.connect(addr)?;
-        s.set_read_timeout(Some(opts.udp_timeout))?;
-        Ok(s)
-    });
-    sync.connected.wait();
-    sync.go.wait();
-    let (start, end) = sync.window();
-    let Ok(sock) = sock else {
-        t.connect_failed += 1;
-        sync.held.wait();
-        sync.release.wait();
-        return t;
-    };
-    let size = opts.size.max(12);
-    let mut out = vec![0u8; size];
-    let mut back = vec![0u8; 65_536];
-    let (mut total, mut in_window) = (0, 0);
-    for seq in 0u64.. {
-        if Instant::now() >= end {
-            break;
-        }
-        fill(&mut out, cid, seq);
-        let sent_at = Instant::now();
-        let counted = sent_at >= start;
-        if sock.send(&out).is_err() {
-            t.errors += 1;
-            continue;
-        }
-        if counted {
-            t.sent += 1;
-        }
-        let answered = loop {
-            match sock.recv(&mut back) {
-                Ok(n) if n >= 8 => {
-                    let got = u64::from_le_bytes(back[..8].try_into().unwrap());
-                    if got < seq {
-                        continue; // a late reply to a request already counted as lost
-                    }
-                    if back[..n] != out[..] {
-                        t.bad += 1;
-                    }
-                    break true;
-                }
-                Ok(_) => t.bad += 1,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => break false,
-            }
-        };
-        let now = Instant::now();
-        if !answered {
-            if counted && now <= end {
-                t.lost += 1;
-            } else if counted {
-                t.sent -= 1; // timed out after the window: not counted either way
-            }
-            continue;
-        }
-        total += 1;
-        if counted && now <= end {
-            in_window += 1;
-            t.requests += 1;
-            t.bytes += size as u64;
-            t.lat.push((now - sent_at).as_nanos() as u64);
-        } else if counted {
-            t.sent -= 1;
         }
     }
     t.conn_done(total, in_window);

@@ -133,7 +133,7 @@ enum Cmd {
         /// Upload size in MiB.
         #[arg(long, default_value_t = 1024)]
         upload_mib: u64,
-        /// Echo: one blocking thread per connection instead of one `poll(2)` thread.
+        /// Echo and UDP: one blocking thread per connection (client) instead of one `poll(2)` thread.
         #[arg(long)]
         threads: bool,
     },
@@ -318,7 +318,7 @@ pub struct Scenario {
     pub conns: usize,
     pub size: usize,
     pub servers: Vec<&'static str>,
-    /// Echo only.
+    /// Echo and UDP.
     pub driver: Driver,
     /// Idle: connections held; slow loris: slow connections.
     pub background: usize,
@@ -389,24 +389,31 @@ fn scenarios(cfg: &Config) -> Vec<Scenario> {
         });
     }
     if cfg.wants_group("udp") {
-        v.push(Scenario {
-            id: "udp-c8".into(),
-            title: "UDP echo, 64 B, 8 clients".into(),
-            load: Load::Udp,
-            conns: 8,
-            size: 64,
-            servers: vec![
-                "crate",
-                "crate-sync",
-                "crate-sync-reply",
-                "tokio",
-                "std",
-                "std-mmsg",
-                "python",
-            ],
-            driver: Driver::Threads,
-            background: 0,
-        });
+        // Thread clients, as the issue measured; the poll client, the leaner generator, shows
+        // more of the server's own cost.
+        for (driver, suffix, how) in [
+            (Driver::Threads, "", ""),
+            (Driver::Poll, "-poll", ", poll client"),
+        ] {
+            v.push(Scenario {
+                id: format!("udp-c8{suffix}"),
+                title: format!("UDP echo, 64 B, 8 clients{how}"),
+                load: Load::Udp,
+                conns: 8,
+                size: 64,
+                servers: vec![
+                    "crate",
+                    "crate-sync",
+                    "crate-sync-reply",
+                    "tokio",
+                    "std",
+                    "std-mmsg",
+                    "python",
+                ],
+                driver,
+                background: 0,
+            });
+        }
     }
     if cfg.wants_group("upload") {
         v.push(Scenario {
@@ -655,6 +662,7 @@ pub struct Results {
     pub points: BTreeMap<(String, String), Vec<Point>>,
     pub shutdown_tcp: Option<shutdown::ShutdownFigures>,
     pub shutdown_udp: Option<shutdown::ShutdownFigures>,
+    pub shutdown_udp_sync: Option<shutdown::ShutdownFigures>,
     /// Python's shutdown() → serve_forever() return: (median, max, reps).
     pub shutdown_python: Option<(Duration, Duration, usize)>,
     pub started: Option<std::time::SystemTime>,
@@ -796,6 +804,7 @@ fn compare(cfg: &Config) -> Results {
         let close_reps = (cfg.shutdown_reps / 5).max(3);
         r.shutdown_tcp = shutdown::tcp(cfg.shutdown_reps, close_reps).ok();
         r.shutdown_udp = shutdown::udp(cfg.shutdown_reps, close_reps).ok();
+        r.shutdown_udp_sync = shutdown::udp_sync(cfg.shutdown_reps, close_reps).ok();
         if cfg.python && cfg.wants_server("python") {
             r.shutdown_python = python_shutdown(cfg.py_shutdown_reps);
         }

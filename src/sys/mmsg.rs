@@ -41,6 +41,12 @@ pub(crate) struct RecvBatch {
     /// Receives wait in the kernel for the first datagram (the socket is blocking, with a
     /// receive timeout: see [`ReceiveWait`]) instead of returning `EAGAIN` at once.
     wait: bool,
+    /// The last receive took something: the next may wait (when `wait`). Only while
+    /// datagrams flow does a receive wait, so that a loop that found the socket empty goes
+    /// straight back to `poll(2)` on its waker: an idle server, or one just started, stops
+    /// at once on `shutdown()`.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    flowing: bool,
     /// `recvmmsg`'s headers, pointing into `buf`, `iovs` and `addrs` (heap memory that
     /// never moves: the vectors are never resized). This makes the batch `!Send`: it lives
     /// on the thread that receives, unless moved with its owner (see the `Send` impl).
@@ -81,6 +87,7 @@ impl RecvBatch {
             next: 0,
             drained: false,
             wait: false,
+            flowing: false,
             #[cfg(target_os = "linux")]
             hdrs: Vec::new(),
             #[cfg(target_os = "linux")]
@@ -133,7 +140,8 @@ impl RecvBatch {
     }
 
     /// Lets receives wait (up to the socket's receive timeout) for the first datagram, when
-    /// a [`ReceiveWait`] holds the socket; otherwise they never wait.
+    /// a [`ReceiveWait`] holds the socket and the receive before took something; otherwise
+    /// they never wait.
     pub(crate) fn set_wait(&mut self, on: bool) {
         self.wait = on;
     }
@@ -169,9 +177,10 @@ impl RecvBatch {
     }
 
     /// Receives what is waiting on `sock`: the number of datagrams (0 is `WouldBlock`).
-    /// Without [`set_wait`](Self::set_wait) it never waits; with it (Linux), it waits for
-    /// the first datagram up to the receive timeout a [`ReceiveWait`] set, then takes what
-    /// else is there without waiting (`MSG_WAITFORONE`).
+    /// Without [`set_wait`](Self::set_wait) it never waits; with it (Linux), if the receive
+    /// before took something, it waits for the first datagram up to the receive timeout a
+    /// [`ReceiveWait`] set, then takes what else is there without waiting
+    /// (`MSG_WAITFORONE`).
     pub(crate) fn recv(&mut self, sock: &Socket) -> io::Result<usize> {
         self.got.clear();
         self.next = 0;
@@ -201,7 +210,7 @@ impl RecvBatch {
             h.msg_hdr.msg_flags = 0;
             h.msg_len = 0;
         }
-        let flags = if self.wait {
+        let flags = if self.wait && self.flowing {
             libc::MSG_WAITFORONE
         } else {
             libc::MSG_DONTWAIT
@@ -224,10 +233,14 @@ impl RecvBatch {
             let e = io::Error::last_os_error();
             match e.kind() {
                 io::ErrorKind::Interrupted => continue,
-                io::ErrorKind::WouldBlock => return Ok(0),
+                io::ErrorKind::WouldBlock => {
+                    self.flowing = false;
+                    return Ok(0);
+                }
                 _ => return Err(e),
             }
         };
+        self.flowing = n > 0;
         for i in 0..n.min(self.slots) {
             let h = &self.hdrs[i];
             let truncated = h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
@@ -240,9 +253,10 @@ impl RecvBatch {
 }
 
 /// How long a serving loop's receive waits in the kernel for the next datagram before the
-/// loop goes back to `poll(2)` (and so how long after `shutdown()` such a loop may still
-/// be waiting): see [`ReceiveWait`]. The kernel rounds it up to its tick (4 ms at
-/// `HZ=250`, 10 ms at 100).
+/// loop goes back to `poll(2)` (and so how long after `shutdown()` a loop that had just
+/// received may still be waiting): see [`ReceiveWait`]. The kernel counts it in ticks and
+/// its timer wheel rounds up once more: a 2 ms `SO_RCVTIMEO` measured 6–8 ms at
+/// `HZ=250` (it would be 10–20 ms at `HZ=100`).
 #[cfg(target_os = "linux")]
 pub(crate) const RECEIVE_WAIT: std::time::Duration = std::time::Duration::from_millis(2);
 
@@ -250,8 +264,10 @@ pub(crate) const RECEIVE_WAIT: std::time::Duration = std::time::Duration::from_m
 /// [`RECEIVE_WAIT`] (`SO_RCVTIMEO`), so that a serving loop whose batch drained waits for
 /// the next datagram in `recvmmsg(2)` itself rather than in `poll(2)` and then
 /// `recvmmsg(2)`: one system call and one wait-queue round instead of two under load
-/// (measured: about 3.5 % of the server's CPU per datagram). Only once the wait times out
-/// does the loop poll (with its waker, so an idle server wakes at once for `shutdown()`).
+/// (measured: about 3.5 % of the server's CPU per datagram). A receive waits only right
+/// after one that took something ([`RecvBatch::recv`]); once a wait times out, or when
+/// the socket was found empty, the loop polls with its waker, so an idle server (or one
+/// just started) wakes at once for `shutdown()`.
 /// Every other receive and send of the crate passes `MSG_DONTWAIT`, so the socket's mode
 /// changes nothing else; dropping it restores non-blocking mode and the previous timeout.
 /// A socket shared by processes (one file description after `fork`) may be switched back
@@ -484,6 +500,46 @@ mod tests {
         );
         assert!(!batch.take_drained());
         assert_eq!(batch.recv(&sock).unwrap(), 0);
+    }
+
+    /// With waits on, a receive waits only right after one that took something: an empty
+    /// socket found by a loop that was idle answers at once (so it can poll its waker).
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_receive_waits_only_while_datagrams_flow() {
+        use std::time::{Duration, Instant};
+        let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let timeout = Duration::from_secs(1);
+        server.set_read_timeout(Some(timeout)).unwrap(); // blocking, as under ReceiveWait
+        let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let to = server.local_addr().unwrap();
+        let sock = Socket::from(server);
+        let mut batch = RecvBatch::new(16, 4);
+        batch.set_wait(true);
+        let t = Instant::now();
+        assert_eq!(batch.recv(&sock).unwrap(), 0);
+        assert!(
+            t.elapsed() < timeout / 2,
+            "an idle loop's receive waited {:?}",
+            t.elapsed()
+        );
+        client.send_to(b"one", to).unwrap();
+        let until = Instant::now() + Duration::from_secs(10);
+        while batch.recv(&sock).unwrap() == 0 && Instant::now() < until {}
+        assert_eq!(batch.next().map(|d| d.data.to_vec()), Some(b"one".to_vec()));
+        let t = Instant::now();
+        assert_eq!(batch.recv(&sock).unwrap(), 0);
+        assert!(
+            t.elapsed() >= timeout * 9 / 10,
+            "a receive right after one that took a datagram returned after {:?}, not the timeout",
+            t.elapsed()
+        );
+        let t = Instant::now();
+        assert_eq!(batch.recv(&sock).unwrap(), 0);
+        assert!(
+            t.elapsed() < timeout / 2,
+            "the wait timed out: no second wait"
+        );
     }
 
     #[test]
