@@ -116,34 +116,27 @@ pub fn tcp(reps: usize, close_reps: usize) -> io::Result<ShutdownFigures> {
     )
 }
 
+/// A datagram echo server of type `$ty`: [`figures!`], and `reps` shutdowns right after a
+/// reply.
+macro_rules! udp_figures {
+    ($ty:ident, $reps:expr, $close_reps:expr) => {{
+        let echo = |req: &mut DatagramRequest| req.reply(req.packet());
+        let mut f = figures!($ty::bind("127.0.0.1:0", echo), $reps, $close_reps)?;
+        let server = $ty::bind("127.0.0.1:0", echo)?;
+        let to = server.server_address()?;
+        f.after_reply = Spread::of(measure!(&server, $reps, after_reply(&to)));
+        Ok(f)
+    }};
+}
+
 /// `ThreadingUdpServer`, as [`tcp`], and `reps` shutdowns right after a reply.
 pub fn udp(reps: usize, close_reps: usize) -> io::Result<ShutdownFigures> {
-    let echo = |req: &mut DatagramRequest| req.reply(req.packet());
-    let mut f = figures!(
-        ThreadingUdpServer::bind("127.0.0.1:0", echo),
-        reps,
-        close_reps
-    )?;
-    let server = ThreadingUdpServer::bind("127.0.0.1:0", echo)?;
-    f.after_reply = Spread::of(measure!(
-        &server,
-        reps,
-        after_reply(&server.server_address()?)
-    ));
-    Ok(f)
+    udp_figures!(ThreadingUdpServer, reps, close_reps)
 }
 
 /// `UdpServer` (handlers on the serving thread), as [`udp`].
 pub fn udp_sync(reps: usize, close_reps: usize) -> io::Result<ShutdownFigures> {
-    let echo = |req: &mut DatagramRequest| req.reply(req.packet());
-    let mut f = figures!(UdpServer::bind("127.0.0.1:0", echo), reps, close_reps)?;
-    let server = UdpServer::bind("127.0.0.1:0", echo)?;
-    f.after_reply = Spread::of(measure!(
-        &server,
-        reps,
-        after_reply(&server.server_address()?)
-    ));
-    Ok(f)
+    udp_figures!(UdpServer, reps, close_reps)
 }
 
 /// Sends one datagram to `to` and waits for its echo: the serving loop has just received.
