@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 
 use socketserver::framing::{Framing, MessageFraming};
 use socketserver::{
-    Channel, ChannelHandle, EventedTcpServer, MessageHandler, StreamRequest, Tcp,
+    Channel, ChannelHandle, EventedTcpServer, MessageHandler, ProxyProtocol, StreamRequest, Tcp,
     ThreadingTcpServer,
 };
-use util::{LONG, Running, connect, round_trip};
+use util::{LONG, Running, connect, round_trip, wait_until};
 
 /// Echoes every message back.
 #[derive(Default)]
@@ -342,13 +342,103 @@ fn the_drain_closes_idle_connections_at_once_and_lets_a_busy_one_finish_its_mess
     drop(srv);
 }
 
+/// An evented echo behind a proxy: every connection starts with a PROXY v1 header.
+fn evented_behind_a_proxy() -> Running<Tcp, socketserver::Evented> {
+    let server = EventedTcpServer::builder()
+        .proxy_protocol(ProxyProtocol::Required)
+        .bind("127.0.0.1:0", || Echo)
+        .expect("bind");
+    Running::start(server)
+}
+
+/// Connects and sends only the PROXY header: the request behind it is still on its way.
+fn header_only(addr: std::net::SocketAddr, i: u16) -> TcpStream {
+    let s = connect(addr);
+    let header = format!("PROXY TCP4 192.0.2.1 127.0.0.1 {} 80\r\n", 40000 + i);
+    (&s).write_all(header.as_bytes()).unwrap();
+    s
+}
+
+#[test]
+fn the_drain_serves_a_request_still_on_its_way_behind_its_proxy_header() {
+    let srv = evented_behind_a_proxy();
+    let addr = srv.server.server_address().unwrap();
+    // Idle: a reply each, then nothing. The drain closes them at once.
+    let idle: Vec<BufReader<TcpStream>> = (0..20)
+        .map(|i| {
+            let mut r = BufReader::new(header_only(addr, i));
+            let line = format!("idle {i}\n");
+            r.get_mut().write_all(line.as_bytes()).unwrap();
+            assert_eq!(read_line(&mut r), line);
+            r
+        })
+        .collect();
+    // HAProxy sends the header, then the client's bytes as they come: here, later.
+    let waiting: Vec<TcpStream> = (20..40).map(|i| header_only(addr, i)).collect();
+    wait_until("every connection accepted", || {
+        srv.server.stats().open >= 40
+    });
+    let server = srv.server.clone();
+    let closer = thread::spawn(move || {
+        server.shutdown();
+        server.server_close()
+    });
+    // The drain has started: every idle connection is closed.
+    for mut r in idle {
+        let mut buf = [0u8; 8];
+        assert_eq!(
+            r.read(&mut buf).unwrap_or(0),
+            0,
+            "an idle connection stayed open"
+        );
+    }
+    // The requests behind the headers arrive now: served, then the connections close.
+    for (i, s) in waiting.into_iter().enumerate() {
+        let line = format!("late {i}\n");
+        let mut r = BufReader::new(s);
+        let _ = r.get_mut().write_all(line.as_bytes());
+        let mut got = String::new();
+        let _ = r.read_line(&mut got);
+        assert_eq!(got, line, "connection {i}: its request was lost");
+        let mut rest = String::new();
+        assert_eq!(r.read_line(&mut rest).unwrap_or(0), 0, "closed after it");
+    }
+    assert!(closer.join().unwrap(), "drain within the grace period");
+}
+
+#[test]
+fn the_drain_closes_a_connection_whose_request_never_comes_5_s_after_its_accept() {
+    let srv = evented_behind_a_proxy();
+    let addr = srv.server.server_address().unwrap();
+    let mut waiting = header_only(addr, 1);
+    wait_until("accepted", || srv.server.stats().open >= 1);
+    let t = Instant::now();
+    srv.server.shutdown();
+    let clean = srv.server.server_close(); // grace period: 10 s
+    let took = t.elapsed();
+    assert!(clean, "closed as idle, not at the grace period's end");
+    assert!(
+        took >= Duration::from_secs(4) && took < Duration::from_secs(8),
+        "{took:?}: 5 s after the accept (Go's rule), looked at every 0.5 s"
+    );
+    let mut buf = [0u8; 8];
+    assert_eq!(waiting.read(&mut buf).unwrap_or(0), 0);
+}
+
 #[test]
 fn ctrl_c_style_close_with_idle_clients_takes_well_under_the_grace_period() {
     let srv = evented(|| Echo);
     let addr = srv.server.server_address().unwrap();
-    let idle: Vec<TcpStream> = (0..200).map(|_| connect(addr)).collect();
-    // Every connection is registered before we close.
-    assert_eq!(round_trip(addr, b"x\n"), b"x\n");
+    // Idle keep-alive clients: each has had its reply and waits for a new request.
+    let idle: Vec<BufReader<TcpStream>> = (0..200)
+        .map(|i| {
+            let mut r = BufReader::new(connect(addr));
+            let line = format!("x {i}\n");
+            r.get_mut().write_all(line.as_bytes()).unwrap();
+            assert_eq!(read_line(&mut r), line);
+            r
+        })
+        .collect();
     let t = Instant::now();
     srv.server.shutdown();
     assert!(srv.server.server_close());

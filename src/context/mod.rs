@@ -22,7 +22,7 @@ pub(crate) use control::Control;
 pub use handle::{ServerHandle, StateError};
 pub(crate) use summary::Event;
 use summary::Summary;
-pub(crate) use tracker::{Activity, Registration, Tracker};
+pub(crate) use tracker::{Activity, NEW_IDLE_AFTER, Registration, Tracker};
 
 use std::any::Any;
 use std::fmt;

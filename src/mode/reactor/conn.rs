@@ -15,7 +15,7 @@ use socket2::Socket;
 use super::Shared;
 use super::poller::Ready;
 use crate::addr::ClientAddr;
-use crate::context::{Context, ServerHandle};
+use crate::context::{Context, NEW_IDLE_AFTER, ServerHandle};
 use crate::error::HandlerError;
 use crate::framing::{MessageFraming, MessageReader};
 use crate::handler::MessageHandler;
@@ -54,6 +54,13 @@ struct Io {
     stalled_since: Option<Instant>,
     /// The PROXY header's deadline, while it is being read.
     header_due: Option<Instant>,
+    /// The peer has sent something (input, a PROXY header, a TLS handshake) and no message
+    /// has been handled since the accept: its first request is on its way (behind a
+    /// PROXY header, say), so the drain waits for it, up to [`NEW_IDLE_AFTER`] after the
+    /// accept (as the classic modes do). A connection that has sent nothing at all is idle.
+    first_on_its_way: bool,
+    /// A message was handled on this connection.
+    handled_any: bool,
 }
 
 /// Why the timer sweep closes a connection whose PROXY header is late.
@@ -187,6 +194,8 @@ impl Conn {
                 opened: now,
                 last_input: now,
                 partial_since: None,
+                first_on_its_way: false,
+                handled_any: false,
                 stalled_since: None,
                 header_due: ctx
                     .options
@@ -494,6 +503,8 @@ impl Conn {
         if got_input {
             io.last_input = Instant::now();
         }
+        io.handled_any |= handled > 0;
+        io.first_on_its_way = !io.handled_any && (io.first_on_its_way || got_input);
         if self.is_tls() {
             let out = std::mem::take(&mut st.channel.out);
             failed |= self.queue_out(&mut io, &out).is_err();
@@ -520,7 +531,10 @@ impl Conn {
         let done = failed
             || (st.eof && pending == 0)
             || (closing && pending == 0)
-            || (draining && pending == 0 && st.reader.buffered() == 0);
+            || (draining
+                && pending == 0
+                && st.reader.buffered() == 0
+                && !(io.first_on_its_way && io.opened.elapsed() < NEW_IDLE_AFTER));
         if done {
             drop(io);
             self.close(s, ctx, st, true);
@@ -585,7 +599,11 @@ impl Conn {
         match result {
             Ok(Some(header)) => {
                 st.preamble = None;
-                self.io.lock().header_due = None;
+                {
+                    let mut io = self.io.lock();
+                    io.header_due = None;
+                    io.first_on_its_way = true;
+                }
                 st.addr = header.client_address().clone();
                 st.channel.set_proxy_header(Box::new(header));
                 if ctx.verify(&st.addr) {
@@ -751,6 +769,7 @@ impl Conn {
         match r {
             Ok(true) => {
                 st.channel.set_tls(tls.info());
+                self.io.lock().first_on_its_way = true;
                 true
             }
             Ok(false) => {

@@ -61,6 +61,9 @@ use crate::stats::Stats;
 use conn::Conn;
 use poller::{Poller, Ready};
 
+/// How often the drain looks again for connections that have become idle.
+const DRAIN_RECHECK: Duration = Duration::from_millis(500);
+
 /// How long a turn may run with nobody waiting in the poller before the serving thread's
 /// tick brings in another thread (a handler that blocks).
 const STARVED: Duration = Duration::from_millis(2);
@@ -257,14 +260,29 @@ impl Reactor {
         stats.deadline_expired += s.expired.load(Ordering::Relaxed);
     }
 
-    /// The drain: idle connections close at once, busy ones after their current message
-    /// (and its reply); at `deadline`, or at a forced close, every connection closes. Then
-    /// the threads are joined. `true` if everything closed before the deadline.
+    /// The drain: idle connections close at once (waiting for a new request, or silent
+    /// since the accept), busy ones after their current message (and its reply), and one
+    /// whose first request is on its way (a PROXY header or a TLS handshake came, no
+    /// message yet) after that request, or `NEW_IDLE_AFTER` (5 s) after its accept; at
+    /// `deadline`, or at a forced close, every connection closes. Then the threads are
+    /// joined. `true` if everything closed before the deadline.
     pub(crate) fn close(&self, ctx: &Context, deadline: Instant) -> bool {
         let s = &self.shared;
         s.draining.store(true, Ordering::SeqCst);
         s.schedule_all();
-        let clean = s.wait_empty(deadline, Some(ctx));
+        // A connection whose first request is on its way counts as idle once it is
+        // `NEW_IDLE_AFTER` old: look again every `DRAIN_RECHECK` (as Go's
+        // `Server.Shutdown` does), until the deadline.
+        let clean = loop {
+            let next = (Instant::now() + DRAIN_RECHECK).min(deadline);
+            if s.wait_empty(next, Some(ctx)) {
+                break true;
+            }
+            if Instant::now() >= deadline || ctx.is_forced() || s.forced.load(Ordering::SeqCst) {
+                break false;
+            }
+            s.schedule_all();
+        };
         if !clean {
             let n = s.conns.read().len();
             log::warn!("socketserver: grace period over: closing {n} connection(s)");
