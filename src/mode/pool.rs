@@ -7,7 +7,8 @@
 //! - After each submit, if more jobs are queued than workers are idle and the pool is below
 //!   its maximum, one worker is started (so the pool grows exactly when all are busy).
 //! - A worker above the minimum that waits `keep_alive` without work exits; so does one that
-//!   finishes a job while `max_spare` others already wait and nothing is queued. (Under a
+//!   finishes a job, or has waited another second (`SPARE_CHECK`), while `max_spare` others
+//!   already wait and nothing is queued. (Under a
 //!   steady load every worker gets work now and then and none would ever wait out its
 //!   keep-alive: without the spare limit a pool would keep the size of its largest burst.)
 //! - With [`Overload::Block`] the serving thread stops accepting while the queue is full
@@ -258,18 +259,25 @@ impl Pool {
     }
 }
 
+/// How often a waiting worker above the minimum looks whether it is a spare one too many
+/// (at most its keep-alive).
+const SPARE_CHECK: Duration = Duration::from_secs(1);
+
 fn worker(s: Arc<Shared>) {
+    let mut waited = Duration::ZERO;
     loop {
         s.idle.fetch_add(1, Ordering::SeqCst);
         let above_min = s.total.load(Ordering::SeqCst) > s.config.min_workers;
+        let wait = s.config.keep_alive.saturating_sub(waited).min(SPARE_CHECK);
         let got = if above_min {
-            s.rx.recv_timeout(s.config.keep_alive)
+            s.rx.recv_timeout(wait)
         } else {
             s.rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
         };
         s.idle.fetch_sub(1, Ordering::SeqCst);
         match got {
             Ok(job) => {
+                waited = Duration::ZERO;
                 let d = if s.forced.load(Ordering::SeqCst) {
                     Disposition::Refuse(Refusal::Forced)
                 } else {
@@ -286,6 +294,16 @@ fn worker(s: Arc<Shared>) {
                 }
             }
             Err(RecvTimeoutError::Timeout) => {
+                waited += wait;
+                // Workers that finished a burst together may each have seen too few idle
+                // ones to retire as spares: look again while waiting, not only after a job.
+                if waited < s.config.keep_alive {
+                    if s.retire_spare() {
+                        notify_exit(&s);
+                        return;
+                    }
+                    continue;
+                }
                 // Retire only if still above the minimum (another worker may have retired).
                 let total = s.total.load(Ordering::SeqCst);
                 if total > s.config.min_workers

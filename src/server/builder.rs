@@ -424,10 +424,11 @@ impl<T: Transport, M: Mode> Builder<T, M> {
         self
     }
 
-    /// The most idle workers kept above the minimum: a worker that finishes a job while
-    /// this many others wait (and nothing is queued) exits at once, so after a burst the
-    /// pool shrinks back even under a steady trickle of work, which would otherwise keep
-    /// every worker's keep-alive fresh. Default 8; at least 1.
+    /// The most idle workers kept above the minimum: a worker that finishes a job, or has
+    /// waited another second for one, while this many others wait (and nothing is queued)
+    /// exits, so after a burst the pool shrinks back within about a second, even under a
+    /// steady trickle of work, which would otherwise keep every worker's keep-alive fresh.
+    /// Default 8; at least 1.
     pub fn max_spare_workers(mut self, n: usize) -> Self {
         self.options.pool.max_spare = n.max(1);
         self
