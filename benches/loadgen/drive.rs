@@ -54,6 +54,13 @@ pub fn poll_threads() -> usize {
         .unwrap_or(1)
 }
 
+/// The connection ids poll thread `i` of `threads` drives: every `threads`-th from `i`.
+fn poll_share(conns: usize, threads: usize, i: usize) -> Vec<u32> {
+    (0..conns as u32)
+        .filter(|c| *c as usize % threads == i)
+        .collect()
+}
+
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct Opts {
@@ -466,9 +473,7 @@ fn echo_poll(addr: SocketAddr, opts: &Opts, mark: &mut dyn FnMut(Mark)) -> Outco
         let workers: Vec<_> = (0..threads)
             .map(|i| {
                 let sync = &sync;
-                let cids: Vec<u32> = (0..opts.conns as u32)
-                    .filter(|c| *c as usize % threads == i)
-                    .collect();
+                let cids = poll_share(opts.conns, threads, i);
                 s.spawn(move || echo_poll_worker(addr, &cids, opts, sync))
             })
             .collect();

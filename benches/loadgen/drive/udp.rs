@@ -14,7 +14,7 @@ use std::os::fd::AsRawFd;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::{Driver, Mark, Opts, Outcome, Sync, Tally, fill, poll_threads};
+use super::{Driver, Mark, Opts, Outcome, Sync, Tally, fill, poll_share, poll_threads};
 
 /// Receive buffer: larger than any datagram the generator sends, so a reply is never cut.
 const BACK: usize = 65_536;
@@ -33,9 +33,7 @@ pub fn udp(addr: SocketAddr, opts: &Opts, mark: &mut dyn FnMut(Mark)) -> Outcome
                 match opts.driver {
                     Driver::Threads => s.spawn(move || udp_blocking(addr, i as u32, opts, sync)),
                     Driver::Poll => {
-                        let cids: Vec<u32> = (0..opts.conns as u32)
-                            .filter(|c| *c as usize % threads == i)
-                            .collect();
+                        let cids = poll_share(opts.conns, threads, i);
                         s.spawn(move || udp_poll_worker(addr, &cids, opts, sync))
                     }
                 }
