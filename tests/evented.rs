@@ -426,6 +426,66 @@ fn the_drain_closes_a_connection_whose_request_never_comes_5_s_after_its_accept(
 }
 
 #[test]
+fn the_drain_closes_at_once_a_connection_that_never_sent_its_proxy_header() {
+    let srv = evented_behind_a_proxy();
+    let addr = srv.server.server_address().unwrap();
+    let mut silent = connect(addr);
+    wait_until("accepted", || srv.server.stats().open >= 1);
+    let t = Instant::now();
+    srv.server.shutdown();
+    let clean = srv.server.server_close();
+    let took = t.elapsed();
+    assert!(clean, "closed as idle, not at the grace period's end");
+    assert!(
+        took < Duration::from_secs(2),
+        "{took:?}: idle, as a plain connection that never spoke (not at proxy_header_timeout, 5 s)"
+    );
+    let mut buf = [0u8; 8];
+    assert_eq!(silent.read(&mut buf).unwrap_or(0), 0);
+}
+
+#[test]
+fn the_drain_reads_a_burst_behind_a_proxy_header_to_its_end_across_turns() {
+    let srv = evented_behind_a_proxy();
+    let addr = srv.server.server_address().unwrap();
+    // Idle after one reply: its end of file tells that the drain has started.
+    let mut canary = BufReader::new(header_only(addr, 0));
+    canary.get_mut().write_all(b"idle\n").unwrap();
+    assert_eq!(read_line(&mut canary), "idle\n");
+    let s = header_only(addr, 1);
+    wait_until("both accepted", || srv.server.stats().open >= 2);
+    let server = srv.server.clone();
+    let closer = thread::spawn(move || {
+        server.shutdown();
+        server.server_close()
+    });
+    let mut buf = [0u8; 8];
+    assert_eq!(
+        canary.read(&mut buf).unwrap_or(0),
+        0,
+        "the drain has started"
+    );
+    // 8 lines of 16 KiB at once: more than a turn reads (4 reads of 16 KiB), each turn
+    // ending on a line boundary with the rest still in the socket.
+    let mut line = vec![b'x'; 16 * 1024 - 1];
+    line.push(b'\n');
+    let burst = line.repeat(8);
+    let mut w = s.try_clone().unwrap();
+    let sent = burst.clone();
+    let writer = thread::spawn(move || w.write_all(&sent));
+    let mut got = Vec::new();
+    let _ = (&s).read_to_end(&mut got);
+    writer.join().unwrap().unwrap();
+    assert_eq!(
+        got.len(),
+        burst.len(),
+        "every line of the burst echoed before the close"
+    );
+    assert!(got == burst);
+    assert!(closer.join().unwrap(), "drain within the grace period");
+}
+
+#[test]
 fn ctrl_c_style_close_with_idle_clients_takes_well_under_the_grace_period() {
     let srv = evented(|| Echo);
     let addr = srv.server.server_address().unwrap();

@@ -664,6 +664,88 @@ fn evented_mode_sends_close_notify_to_idle_clients_when_it_drains() {
     assert!(rest.is_empty());
 }
 
+/// Reads one line through the TLS client, byte by byte: `None` if the server closed first.
+fn read_tls_line(c: &mut util::tls::Client) -> Option<String> {
+    let mut got = Vec::new();
+    let mut b = [0u8; 1];
+    while !got.ends_with(b"\n") {
+        match c.read(&mut b) {
+            Ok(1) => got.push(b[0]),
+            _ => return None,
+        }
+    }
+    String::from_utf8(got).ok()
+}
+
+#[test]
+fn evented_mode_drains_a_request_whose_tls_record_came_in_part() {
+    let pki = Pki::new();
+    let running = evented_server(&pki, DEFAULT_TLS_HANDSHAKE_TIMEOUT);
+    let a = addr(&running);
+    // Handshake done, no request: the drain gives it until 5 s after its accept, so its
+    // close_notify comes after several of the drain's looks (every 0.5 s) at `c`, whose
+    // record is still in part all that time.
+    let mut idle = connect(a, pki.client_config(false), "localhost").unwrap();
+    let mut c = connect(a, pki.client_config(false), "localhost").unwrap();
+    for client in [&mut idle, &mut c] {
+        assert_eq!(read_tls_line(client).as_deref(), Some("hello localhost\n"));
+    }
+    // Served once (keep-alive), then a request whose record comes all but its last 5 bytes:
+    // the session holds it in part, no plaintext yet.
+    assert_eq!(line_round_trip(&mut c, "one\n"), "one\n");
+    c.conn.writer().write_all(b"two\n").unwrap();
+    let mut record = Vec::new();
+    while c.conn.wants_write() {
+        c.conn.write_tls(&mut record).unwrap();
+    }
+    let cut = record.len() - 5;
+    c.sock.write_all(&record[..cut]).unwrap();
+    let server = running.server.clone();
+    let closer = std::thread::spawn(move || {
+        server.shutdown();
+        server.server_close()
+    });
+    let mut rest = Vec::new();
+    idle.read_to_end(&mut rest)
+        .expect("the drain has started: close_notify to the idle client");
+    c.sock.write_all(&record[cut..]).unwrap();
+    assert_eq!(
+        read_tls_line(&mut c).as_deref(),
+        Some("two\n"),
+        "the request whose record came in part was lost"
+    );
+    assert!(closer.join().unwrap(), "drain within the grace period");
+}
+
+#[test]
+fn evented_mode_drains_at_once_past_a_client_that_never_sent_its_hello() {
+    let pki = Pki::new();
+    let running = evented_server(&pki, DEFAULT_TLS_HANDSHAKE_TIMEOUT);
+    let mut silent = std::net::TcpStream::connect(addr(&running)).unwrap();
+    wait_until("accepted", || running.server.stats().open >= 1);
+    let t = Instant::now();
+    running.server.shutdown();
+    let clean = running.server.server_close();
+    let took = t.elapsed();
+    assert!(clean, "closed as idle, not at the grace period's end");
+    assert!(
+        took < Duration::from_secs(2),
+        "{took:?}: idle, as a plain connection that never spoke (not at the 10 s handshake deadline)"
+    );
+    assert_eq!(
+        running.server.stats().tls_failures,
+        0,
+        "not a failed handshake"
+    );
+    let mut buf = [0u8; 8];
+    silent.set_read_timeout(Some(LONG)).unwrap();
+    assert_eq!(
+        silent.read(&mut buf).unwrap_or(0),
+        0,
+        "closed without an alert"
+    );
+}
+
 #[test]
 fn evented_mode_serves_tls_over_a_unix_stream_socket() {
     let pki = Pki::new();

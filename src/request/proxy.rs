@@ -152,6 +152,11 @@ impl HeaderReader {
         }
     }
 
+    /// Has not a byte of the header come yet?
+    pub(crate) fn nothing_yet(&self) -> bool {
+        self.got.is_empty()
+    }
+
     /// The error of a header that did not come in time.
     pub(crate) fn timed_out(&self) -> io::Error {
         io::Error::new(

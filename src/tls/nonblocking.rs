@@ -12,21 +12,40 @@ use std::sync::atomic::Ordering;
 use rustls::{ServerConfig, ServerConnection};
 use socket2::Socket;
 
-use super::session::{Inbox, process};
+use super::session::{Inbox, RecordCursor, process};
 use super::{Session, TlsInfo, Truncated};
 
 /// `recv` on the socket for `read_tls`, retried on `EINTR`; notes a short one (the socket
-/// was emptied).
-struct In<'a>(&'a Socket, bool);
+/// was emptied) and moves the record cursor past what came.
+struct In<'a> {
+    sock: &'a Socket,
+    short: bool,
+    records: &'a mut RecordCursor,
+}
+
+impl<'a> In<'a> {
+    fn new(sock: &'a Socket, records: &'a mut RecordCursor) -> In<'a> {
+        In {
+            sock,
+            short: false,
+            records,
+        }
+    }
+}
 
 impl Read for In<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
-            let mut s = self.0;
+            let mut s = self.sock;
             match s.read(buf) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 r => {
-                    self.1 = matches!(r, Ok(n) if n < buf.len());
+                    if let Ok(n) = r {
+                        self.short = n < buf.len();
+                        self.records.saw(&buf[..n]);
+                    } else {
+                        self.short = false;
+                    }
                     return r;
                 }
             }
@@ -60,9 +79,10 @@ impl Session {
     /// for [`take_records`](Self::take_records)); errors as
     /// [`handshake`](Self::handshake)'s.
     pub(crate) fn handshake_nonblocking(&self, sock: &Socket) -> io::Result<bool> {
+        let mut inbox = self.inbox.lock();
         let mut conn = self.conn.lock();
         while conn.is_handshaking() {
-            match conn.read_tls(&mut In(sock, false)) {
+            match conn.read_tls(&mut In::new(sock, &mut inbox.records)) {
                 Ok(0) => {
                     return Err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
@@ -108,9 +128,9 @@ impl Session {
                 inbox.feed(&mut conn, sock)?;
                 continue;
             }
-            let mut input = In(sock, false);
+            let mut input = In::new(sock, &mut inbox.records);
             let r = conn.read_tls(&mut input);
-            short = input.1;
+            short = input.short;
             match r {
                 Ok(_) => process(&mut conn, sock)?,
                 Err(e) => return Err(e),
@@ -123,6 +143,19 @@ impl Session {
     /// new edge, and no `recv` is needed to hear `EAGAIN`.
     pub(crate) fn drained(&self) -> bool {
         self.drained.load(Ordering::Relaxed)
+    }
+
+    /// Evented drain: has the peer sent nothing at all (not even the start of a
+    /// `ClientHello`)? Such a connection is idle: closed at once.
+    pub(crate) fn nothing_received(&self) -> bool {
+        self.inbox.lock().records.nothing_yet()
+    }
+
+    /// Evented drain: does the session hold part of a record (no plaintext yet, but a
+    /// request on its way)? Such a connection waits, as one with part of a plaintext
+    /// message buffered does.
+    pub(crate) fn mid_record(&self) -> bool {
+        self.inbox.lock().records.mid_record()
     }
 
     /// Encrypts `plain` and appends the records to `out`.

@@ -24,12 +24,65 @@ use super::{TlsInfo, Truncated};
 /// a receive buffer holds at least one whole record.
 const RECV_BUF: usize = 16 * 1024 + 2048;
 
+/// Where the ciphertext fed to a session so far stands in TLS's record framing (RFC 8446
+/// §5.1: a 5-byte header, whose last two bytes are the length of the body that follows).
+/// rustls keeps a record that came in part to itself; this tells the evented drain that a
+/// request is still on its way although no plaintext is buffered.
+#[derive(Debug, Default)]
+pub(super) struct RecordCursor {
+    /// Header bytes of the next record seen (0 at a record boundary).
+    head: u8,
+    /// The high byte of the length, once seen.
+    len_hi: u8,
+    /// Body bytes of the current record still to come.
+    left: usize,
+    /// Has any ciphertext come at all?
+    any: bool,
+}
+
+/// Bytes in a TLS record header: type, legacy version (2), length (2).
+const RECORD_HEADER: u8 = 5;
+
+impl RecordCursor {
+    /// Moves past `bytes`, fed to the session in the order they arrived.
+    pub(super) fn saw(&mut self, mut bytes: &[u8]) {
+        self.any |= !bytes.is_empty();
+        while let Some((&b, rest)) = bytes.split_first() {
+            if self.left > 0 {
+                let k = self.left.min(bytes.len());
+                self.left -= k;
+                bytes = &bytes[k..];
+                continue;
+            }
+            match self.head {
+                3 => self.len_hi = b,
+                4 => self.left = usize::from(u16::from_be_bytes([self.len_hi, b])),
+                _ => {}
+            }
+            self.head = (self.head + 1) % RECORD_HEADER;
+            bytes = rest;
+        }
+    }
+
+    /// Is a record in part in the session (its header or body not all there)?
+    pub(super) fn mid_record(&self) -> bool {
+        self.head > 0 || self.left > 0
+    }
+
+    /// Has the peer sent nothing yet?
+    pub(super) fn nothing_yet(&self) -> bool {
+        !self.any
+    }
+}
+
 /// Ciphertext received and not yet fed to the session.
 #[derive(Debug)]
 pub(super) struct Inbox {
     buf: Box<[u8]>,
     start: usize,
     end: usize,
+    /// Where what was fed so far stands (the evented mode's drain asks).
+    pub(super) records: RecordCursor,
 }
 
 impl Inbox {
@@ -38,6 +91,7 @@ impl Inbox {
             buf: vec![0; RECV_BUF].into_boxed_slice(),
             start: 0,
             end: 0,
+            records: RecordCursor::default(),
         }
     }
 
@@ -63,7 +117,10 @@ impl Inbox {
         match conn.read_tls(&mut rest)? {
             // close_notify received: nothing more is read; the rest is dropped.
             0 => self.start = self.end,
-            n => self.start += n,
+            n => {
+                self.records.saw(&self.buf[self.start..self.start + n]);
+                self.start += n;
+            }
         }
         process(conn, sock)
     }
@@ -264,5 +321,44 @@ impl Session {
             conn.send_close_notify();
             let _ = send_records(&mut conn, sock);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RecordCursor;
+
+    /// Two records (type, version, length, body): 3 and 0 bytes of body.
+    const TWO: [u8; 13] = [23, 3, 3, 0, 3, 1, 2, 3, 21, 3, 3, 0, 0];
+
+    #[test]
+    fn the_record_cursor_is_mid_record_exactly_inside_a_header_or_a_body() {
+        // Every split point, fed one byte at a time: a boundary after byte 0, 8 and 13 only.
+        let mut c = RecordCursor::default();
+        assert!(c.nothing_yet() && !c.mid_record());
+        for (i, b) in TWO.iter().enumerate() {
+            c.saw(std::slice::from_ref(b));
+            assert_eq!(
+                c.mid_record(),
+                !matches!(i + 1, 8 | 13),
+                "after {} bytes",
+                i + 1
+            );
+        }
+        assert!(!c.nothing_yet());
+        // The same in two chunks, cut anywhere.
+        for cut in 0..=TWO.len() {
+            let mut c = RecordCursor::default();
+            c.saw(&TWO[..cut]);
+            c.saw(&TWO[cut..]);
+            assert!(!c.mid_record(), "cut at {cut}");
+        }
+        // A 16 KiB body (length 0x4000) fed in pieces.
+        let mut c = RecordCursor::default();
+        c.saw(&[23, 3, 3, 0x40, 0x00]);
+        c.saw(&[0; 0x3fff]);
+        assert!(c.mid_record());
+        c.saw(&[0]);
+        assert!(!c.mid_record());
     }
 }

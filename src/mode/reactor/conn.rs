@@ -236,6 +236,17 @@ impl Conn {
         false
     }
 
+    /// Does the input hold part of a message that the reader cannot see yet: with TLS, part
+    /// of a record (rustls keeps it until the rest comes)? A draining connection waits for
+    /// it as for a message buffered in part.
+    fn input_mid_record(&self) -> bool {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &self.tls {
+            return tls.mid_record();
+        }
+        false
+    }
+
     /// After a read of `short` plaintext: was the input emptied?
     fn input_drained(&self, short: bool) -> bool {
         #[cfg(feature = "tls")]
@@ -533,7 +544,9 @@ impl Conn {
             || (closing && pending == 0)
             || (draining
                 && pending == 0
+                && drained
                 && st.reader.buffered() == 0
+                && !self.input_mid_record()
                 && !(io.first_on_its_way && io.opened.elapsed() < NEW_IDLE_AFTER));
         if done {
             drop(io);
@@ -613,6 +626,13 @@ impl Conn {
             // A header on its way when the drain starts is waited for (its deadline is
             // within the grace period): the request behind it may be on its way too.
             Ok(None) => match expire {
+                // Nothing at all came: idle, as a plain connection that never spoke.
+                None if s.draining.load(Ordering::SeqCst) && reader.nothing_yet() => {
+                    log::debug!(
+                        "socketserver: draining: closing the connection from {}: it sent nothing",
+                        st.addr
+                    );
+                }
                 None => {
                     self.park(s, self.io.lock());
                     return false;
@@ -766,6 +786,17 @@ impl Conn {
             None if s.forced.load(Ordering::SeqCst) => Err(io::Error::other("forced close")),
             None => tls.handshake_nonblocking(&self.sock),
         };
+        // Draining, and not a byte of a `ClientHello` came: idle, as a plain connection that
+        // never spoke. Closed without an alert, and not counted as a failed handshake.
+        if matches!(r, Ok(false)) && s.draining.load(Ordering::SeqCst) && tls.nothing_received() {
+            log::debug!(
+                "socketserver: draining: closing the connection from {}: it sent nothing",
+                st.addr
+            );
+            st.tls_failed = true;
+            self.close(s, ctx, st, false);
+            return false;
+        }
         match r {
             Ok(true) => {
                 st.channel.set_tls(tls.info());

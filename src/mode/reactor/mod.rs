@@ -261,7 +261,8 @@ impl Reactor {
     }
 
     /// The drain: idle connections close at once (waiting for a new request, or silent
-    /// since the accept), busy ones after their current message (and its reply), and one
+    /// since the accept: not even a byte of a PROXY header or a `ClientHello`), busy ones
+    /// once the socket is empty and no message (with TLS, no record) is in part, and one
     /// whose first request is on its way (a PROXY header or a TLS handshake came, no
     /// message yet) after that request, or `NEW_IDLE_AFTER` (5 s) after its accept; at
     /// `deadline`, or at a forced close, every connection closes. Then the threads are
