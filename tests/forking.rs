@@ -148,6 +148,40 @@ fn test_forking_unix_stream_and_datagram_servers() {
 }
 
 #[test]
+fn forking_udp_burst_child() {
+    if !is_child() {
+        return;
+    }
+    let server = ForkingUdpServer::bind("127.0.0.1:0", echo_datagram).unwrap();
+    let addr = server.server_address().unwrap();
+    // Queued before the server runs: its first `recvmmsg` takes them all at once.
+    let c = udp_client();
+    for i in 0..8u32 {
+        c.send_to(&i.to_be_bytes(), addr).unwrap();
+    }
+    let run = Running::start(server);
+    let mut got: Vec<u32> = (0..8)
+        .map(|_| {
+            let mut buf = [0u8; 16];
+            let n = c.recv(&mut buf).expect("a reply to every queued datagram");
+            u32::from_be_bytes(buf[..n].try_into().unwrap())
+        })
+        .collect();
+    got.sort();
+    assert_eq!(got, (0..8).collect::<Vec<_>>());
+    drop(run);
+    println!("PASSED");
+}
+
+/// A child is forked per datagram, so the serving loop takes one at a time from its
+/// receive batch: the rest of the batch is served next, not left until another datagram
+/// comes.
+#[test]
+fn forking_udp_server_serves_every_datagram_of_a_receive_batch() {
+    run_in_child("forking_udp_burst_child");
+}
+
+#[test]
 fn forking_error_child() {
     if !is_child() {
         return;

@@ -873,3 +873,61 @@ fn threading_udp_takes_nothing_sent_after_shutdown_returned_even_right_after_tra
     assert!(server.server_close_timeout(LONG));
     assert_eq!(*served_after.lock(), 20);
 }
+
+/// A `UdpServer` whose `max_packet_size` leaves room for 13 receive slots (4 MiB / 300 000
+/// bytes): 65 datagrams queued before it runs.
+fn queued_burst_server() -> (UdpServer, std::net::UdpSocket) {
+    let server = UdpServer::builder()
+        .max_packet_size(300_000)
+        .bind("127.0.0.1:0", echo_datagram)
+        .unwrap();
+    let addr = server.server_address().unwrap();
+    let c = udp_client();
+    for i in 0..65u32 {
+        c.send_to(&i.to_be_bytes(), addr).unwrap();
+    }
+    (server, c)
+}
+
+#[test]
+fn a_synchronous_server_serves_the_rest_of_a_receive_batch_without_waiting_for_more() {
+    // 64 datagrams per round of the serving loop, 13 per receive: the round ends inside a
+    // batch, and the rest of it is served next (the socket, now empty, will not say so).
+    let (server, c) = queued_burst_server();
+    let run = Running::start(server);
+    let mut buf = [0u8; 16];
+    for got in 0..65 {
+        assert!(
+            c.recv(&mut buf).is_ok(),
+            "{got} replies of 65 (served {})",
+            run.server.stats().served
+        );
+    }
+}
+
+#[test]
+fn shutdown_serves_the_datagrams_already_received_and_leaves_the_rest_in_the_socket() {
+    let (server, _client) = queued_burst_server();
+    let sock = server.socket().unwrap();
+    let run = Running::start(server);
+    // One round of the serving loop (64 datagrams) ends inside a receive batch: the stop
+    // comes after it, with the rest of that batch received and not yet served.
+    wait_until("64 served", || run.server.stats().served >= 64);
+    let server = run.server.clone();
+    run.stop().unwrap();
+    let served = server.stats().served;
+    let mut left = 0;
+    let mut b = [std::mem::MaybeUninit::<u8>::uninit(); 16];
+    while left < 65
+        && sock
+            .recv_from_with_flags(&mut b, libc::MSG_DONTWAIT)
+            .is_ok()
+    {
+        left += 1;
+    }
+    assert_eq!(
+        served + left,
+        65,
+        "served {served}, {left} left in the socket: the rest were lost"
+    );
+}

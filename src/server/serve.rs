@@ -129,8 +129,21 @@ impl<T: Transport, M: Mode> Server<T, M> {
         }
         let waiting = || self.note_waiting(&sock);
         loop {
-            if ctx.control.stop_requested() || !self.executor.wait_for_capacity(ctx, &waiting) {
+            // Datagrams already received (the rest of a `recvmmsg` batch: `take_batch` stops
+            // at its count, or after each one when forking) are served before anything is
+            // polled, and before the loop ends at `shutdown()`: the socket will not report
+            // them again.
+            let pending = buf.has_pending();
+            if (ctx.control.stop_requested() || !self.executor.wait_for_capacity(ctx, &waiting))
+                && !pending
+            {
                 break;
+            }
+            if pending {
+                self.serve_ready(&sock, &mut buf, reused.as_mut(), &mut backoff)?;
+                self.executor.tick();
+                self.service_actions();
+                continue;
             }
             // At max_connections under Block: wait for a close (it wakes us), not for
             // connections — checking every second who waits in the backlog meanwhile.
