@@ -271,3 +271,105 @@ fn peer_credentials_over_tcp_are_unsupported() {
     let _run = Running::start(server);
     assert_eq!(round_trip(addr, b""), b"Unsupported");
 }
+
+/// The kernel's limit on a Unix datagram socket's receive queue (`net.unix.max_dgram_qlen`).
+fn max_dgram_qlen() -> usize {
+    std::fs::read_to_string("/proc/sys/net/unix/max_dgram_qlen")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(10)
+}
+
+/// A peer `a` that sends a few more datagrams than its receive queue holds and never reads
+/// its replies: the server's next reply to it cannot be sent (`EAGAIN`) until `a` reads.
+/// Returns `a` once the server has handled more than `a`'s queue holds.
+fn a_peer_that_stops_reading<M: Mode>(
+    run: &Running<transport::UnixDatagram, M>,
+    server: &Path,
+    at: &Path,
+) -> StdUnixDatagram {
+    let a = StdUnixDatagram::bind(at).unwrap();
+    let qlen = max_dgram_qlen();
+    for i in 0..qlen + 5 {
+        a.send_to(&(i as u32).to_be_bytes(), server).unwrap();
+    }
+    wait_until("a's receive queue is full", || {
+        run.server.stats().served > qlen as u64
+    });
+    a
+}
+
+/// Reads what `a` was sent, so that the replies waiting for it can leave.
+fn read_all_replies(a: &StdUnixDatagram) {
+    a.set_read_timeout(Some(LONG)).unwrap();
+    let mut buf = [0u8; 16];
+    for _ in 0..max_dgram_qlen() + 5 {
+        a.recv(&mut buf)
+            .expect("every reply arrives once the peer reads");
+    }
+}
+
+#[test]
+fn unix_datagram_stalled_peer_child() {
+    if !is_child() {
+        return;
+    }
+    let dir = TempDir::new("stalled");
+    let path = dir.path("s.sock");
+    let server = UnixDatagramServer::builder()
+        .write_timeout(Some(LONG))
+        .bind(&path, echo_datagram)
+        .unwrap();
+    let run = Running::start(server);
+    let a = a_peer_that_stops_reading(&run, &path, &dir.path("a.sock"));
+    // The reply waits for `a`: `poll` says the server's socket is writable all along.
+    let cpu = || {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: a valid clock id and timespec.
+        unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+        std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+    };
+    let (before, window) = (cpu(), std::time::Duration::from_secs(1));
+    std::thread::sleep(window); // the measuring window, not a wait for an event
+    let used = cpu() - before;
+    read_all_replies(&a);
+    drop(run);
+    println!("CPU {used:?} in {window:?}");
+    assert!(
+        used < window / 4,
+        "{used:?} of CPU in {window:?}: the server spins while a reply waits for its peer"
+    );
+    println!("PASSED");
+}
+
+#[test]
+fn a_reply_waiting_for_a_unix_datagram_peer_that_does_not_read_costs_no_cpu() {
+    // In a process of its own: the CPU measured is the server's alone.
+    let mut child = spawn_self("unix_datagram_stalled_peer_child");
+    ChildProc::expect_line(&child.stdout, "PASSED");
+    assert_eq!(child.wait_exit(), Some(0));
+}
+
+#[test]
+fn a_threading_unix_datagram_server_serves_others_while_a_reply_waits_for_a_peer() {
+    let dir = TempDir::new("stalled-threading");
+    let path = dir.path("s.sock");
+    let server = ThreadingUnixDatagramServer::builder()
+        .write_timeout(Some(LONG * 3))
+        .bind(&path, echo_datagram)
+        .unwrap();
+    let run = Running::start(server);
+    let a = a_peer_that_stops_reading(&run, &path, &dir.path("a.sock"));
+    // The leader waits to send `a`'s reply, as a handler that blocks: another receiver
+    // takes over and serves `b`.
+    let b = StdUnixDatagram::bind(dir.path("b.sock")).unwrap();
+    b.set_read_timeout(Some(LONG)).unwrap();
+    b.send_to(b"from b", &path).unwrap();
+    let mut buf = [0u8; 16];
+    let n = b.recv(&mut buf).expect("b is served while a's reply waits");
+    assert_eq!(&buf[..n], b"from b");
+    read_all_replies(&a);
+}

@@ -84,7 +84,8 @@ impl DatagramRequest {
     }
 
     /// Sends `buf` to the client now, as one datagram, in addition to `wfile`. When the
-    /// socket's send buffer is full it waits for room, up to the server's write timeout.
+    /// socket's send buffer is full (or, on a Unix datagram socket, the peer's receive
+    /// queue) it waits for room, up to the server's write timeout, without spinning.
     pub fn reply(&self, buf: &[u8]) -> io::Result<()> {
         let to = reply_addr(&self.client_address, &self.reply_to)?;
         crate::sys::send_to_waiting(&self.socket, buf, &to, self.send_timeout).map(drop)

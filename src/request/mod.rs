@@ -98,13 +98,30 @@ impl RecvBuf {
         if replies.is_empty() {
             return;
         }
-        replies.flush(sock, ctx.options.write_timeout, |to, e| {
-            let addr = match to {
-                crate::sys::Peer::Inet(a) => ClientAddr::Inet(*a),
-                crate::sys::Peer::Other(a) => ClientAddr::from_sockaddr(a),
-            };
-            ctx.report_error(&addr, &crate::error::HandlerError::Io(e));
-        });
+        replies.flush(
+            sock,
+            ctx.options.write_timeout,
+            |to, e| reply_failed(ctx, to, e),
+            None,
+        );
+    }
+
+    /// [`flush_replies`](Self::flush_replies) without waiting: the replies that would have
+    /// to wait for room are returned, for [`send_stalled`] once the batch is let go (the
+    /// threading leader's way: a peer that does not read holds up no other receiver).
+    pub(crate) fn flush_replies_now(&mut self, ctx: &Context, sock: &Socket) -> Stalled {
+        let mut stalled = Stalled::default();
+        if let Some(replies) = &mut self.1
+            && !replies.is_empty()
+        {
+            replies.flush(
+                sock,
+                ctx.options.write_timeout,
+                |to, e| reply_failed(ctx, to, e),
+                Some(&mut stalled),
+            );
+        }
+        stalled
     }
 
     /// Lets the datagram receives wait in the kernel for the first datagram (see
@@ -124,6 +141,25 @@ impl RecvBuf {
     pub(crate) fn has_replies(&self) -> bool {
         self.1.as_ref().is_some_and(|r| !r.is_empty())
     }
+}
+
+pub(crate) use crate::sys::Stalled;
+
+/// Sends the replies [`RecvBuf::flush_replies_now`] left, each waiting for room up to the
+/// write timeout; a reply that cannot be sent goes to `handle_error`.
+pub(crate) fn send_stalled(stalled: Stalled, ctx: &Context, sock: &Socket) {
+    stalled.send(sock, ctx.options.write_timeout, |to, e| {
+        reply_failed(ctx, to, e)
+    });
+}
+
+/// A queued reply that could not be sent: to `handle_error`, with its peer.
+fn reply_failed(ctx: &Context, to: &crate::sys::Peer, e: io::Error) {
+    let addr = match to {
+        crate::sys::Peer::Inet(a) => ClientAddr::Inet(*a),
+        crate::sys::Peer::Other(a) => ClientAddr::from_sockaddr(a),
+    };
+    ctx.report_error(&addr, &crate::error::HandlerError::Io(e));
 }
 
 pub(crate) mod sealed {

@@ -22,6 +22,10 @@
 //! - Each receiver runs every datagram it leads for on one request object it keeps and
 //!   refills (`RequestKind::next_reused`): no reference count, no lock per datagram but
 //!   the batch's, and (IP peers) no allocation.
+//! - Replies that cannot leave at once (a full send buffer; on a Unix datagram socket, a
+//!   peer whose receive queue is full because it does not read) are taken out of the batch
+//!   and sent, waiting up to the write timeout, after the leader lets go of it: a wait the
+//!   watchdog sees as a handler that blocks, and hands the leadership on from.
 //! - So handlers that block hold up the others for 2–8 ms once, not for their duration,
 //!   and short handlers run exactly as on [`UdpServer`](crate::UdpServer). Go's scheduler
 //!   does the same for system calls (its `sysmon` hands a processor blocked in a syscall
@@ -53,7 +57,7 @@ use socket2::Socket;
 use super::accept::{Backoff, is_per_connection};
 use super::serve::{Dispatcher, run_reused};
 use crate::context::Context;
-use crate::request::{Polled, RecvBuf, Request};
+use crate::request::{Polled, RecvBuf, Request, Stalled, send_stalled};
 use crate::sys;
 
 /// How often the watchdog looks at the leader while handlers run, at least: each tick also
@@ -394,6 +398,14 @@ fn receive<R: Request>(d: &Dispatcher<R>, sock: &Arc<Socket>, sh: &RecvShared) {
     }
 }
 
+/// What a leader does next, once it has let go of the batch.
+enum Step {
+    /// Run the handler for the datagram from there.
+    Datagram(crate::addr::ClientAddr),
+    /// Send the replies that could not leave at once, waiting for room.
+    Stalled(Stalled),
+}
+
 /// One leadership: receive, run each handler here, until demoted or the run is over.
 fn lead<R: Request>(
     d: &Dispatcher<R>,
@@ -411,7 +423,7 @@ fn lead<R: Request>(
     // next datagram is taken).
     let mut ran = false;
     loop {
-        let addr = {
+        let step = {
             let mut buf = sh.lead.lock();
             if std::mem::take(&mut ran) {
                 R::reply_reused(req, Some(&mut buf), ctx);
@@ -419,8 +431,12 @@ fn lead<R: Request>(
             loop {
                 if !buf.has_pending() {
                     // The batch is done: its replies leave together. Nothing new is taken
-                    // after `shutdown()` (what was received is served first).
-                    buf.flush_replies(ctx, sock);
+                    // after `shutdown()` (what was received is served first). Replies that
+                    // must wait for room are sent after the batch is let go.
+                    let stalled = buf.flush_replies_now(ctx, sock);
+                    if !stalled.is_empty() {
+                        break Step::Stalled(stalled);
+                    }
                     if over() {
                         drop(buf);
                         sh.step_down();
@@ -430,7 +446,7 @@ fn lead<R: Request>(
                 match R::next_reused(&d.ctx, sock, &mut buf, req) {
                     Ok(Polled::Ready(addr)) => {
                         backoff.reset();
-                        break addr;
+                        break Step::Datagram(addr);
                     }
                     Ok(Polled::Skipped) => {}
                     Ok(Polled::WouldBlock) => {
@@ -455,7 +471,8 @@ fn lead<R: Request>(
                 }
             }
         };
-        // Publish which handler call runs (odd), then wake the watchdog if it sleeps.
+        // Publish which handler call (or wait for room) runs (odd), then wake the watchdog
+        // if it sleeps.
         seq = seq.wrapping_add(1);
         let token = (id << 32) | ((seq << 1) & 0xffff_fffe);
         sh.running.store(token | 1, Ordering::SeqCst);
@@ -464,6 +481,22 @@ fn lead<R: Request>(
         {
             ctx.control.waker.wake();
         }
+        let addr = match step {
+            Step::Datagram(addr) => addr,
+            Step::Stalled(stalled) => {
+                // A peer's full receive queue (or a full send buffer) is waited for as a
+                // handler that blocks: the watchdog hands the leadership on meanwhile.
+                send_stalled(stalled, ctx, sock);
+                if sh
+                    .running
+                    .compare_exchange(token | 1, token, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_err()
+                {
+                    return Led::Demoted;
+                }
+                continue;
+            }
+        };
         run_reused(d, &addr, req);
         if sh
             .running
@@ -477,7 +510,9 @@ fn lead<R: Request>(
             match sh.lead.try_lock() {
                 Some(mut buf) => {
                     R::reply_reused(req, Some(&mut buf), ctx);
-                    buf.flush_replies(ctx, sock);
+                    let stalled = buf.flush_replies_now(ctx, sock);
+                    drop(buf);
+                    send_stalled(stalled, ctx, sock);
                 }
                 None => R::reply_reused(req, None, ctx),
             }

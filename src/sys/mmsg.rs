@@ -330,6 +330,15 @@ pub(crate) enum Peer {
 }
 
 impl Peer {
+    /// The same peer?
+    fn same(&self, other: &Peer) -> bool {
+        match (self, other) {
+            (Peer::Inet(a), Peer::Inet(b)) => a == b,
+            (Peer::Other(a), Peer::Other(b)) => a == b,
+            _ => false,
+        }
+    }
+
     /// The raw address (what `sendto(2)` takes).
     pub(crate) fn to_sockaddr(&self) -> SockAddr {
         match self {
@@ -379,11 +388,17 @@ impl SendBatch {
 
     /// Sends everything queued; calls `failed(to, error)` for each reply that could not be
     /// sent.
+    ///
+    /// With `stalled`, nothing waits: from the first reply that would have to wait for room
+    /// on (a full send buffer, a Unix peer's full receive queue), the rest moves there, in
+    /// order, for the caller to send waiting once it has let go of the batch
+    /// ([`Stalled::send`]). Without, such a reply waits, up to `timeout`.
     pub(crate) fn flush(
         &mut self,
         sock: &Socket,
         timeout: Option<std::time::Duration>,
         mut failed: impl FnMut(&Peer, io::Error),
+        mut stalled: Option<&mut Stalled>,
     ) {
         let mut replies = std::mem::take(&mut self.replies);
         let mut start = 0;
@@ -396,10 +411,23 @@ impl SendBatch {
                 sent = send_many(sock, chunk);
             }
             if sent == 0 {
-                // One on its own, waiting for room: the first of what is left.
+                // One on its own, the first of what is left: waiting for room, or not.
                 let (to, data) = &chunk[0];
-                if let Err(e) = super::send_to_waiting(sock, data, &to.to_sockaddr(), timeout) {
-                    failed(to, e);
+                let to_addr = to.to_sockaddr();
+                let r = match stalled {
+                    Some(_) => send_now(sock, data, &to_addr),
+                    None => super::send_to_waiting(sock, data, &to_addr, timeout),
+                };
+                match (r, stalled.as_deref_mut()) {
+                    (Err(e), Some(later)) if e.kind() == io::ErrorKind::WouldBlock => {
+                        // It waits, and so does every later reply to the same peer (its
+                        // order is kept); the others go now, one at a time.
+                        let rest = replies.split_off(start);
+                        later.take_behind(rest, sock, &mut failed);
+                        break;
+                    }
+                    (Err(e), _) => failed(to, e),
+                    (Ok(_), _) => {}
                 }
                 sent = 1;
             }
@@ -410,6 +438,66 @@ impl SendBatch {
         }
         // The emptied vector is kept: no allocation for the next batch.
         self.replies = replies;
+    }
+}
+
+/// Replies that could not leave at once (see [`SendBatch::flush`]), taken out of their batch.
+#[derive(Debug, Default)]
+pub(crate) struct Stalled(Vec<(Peer, Vec<u8>)>);
+
+impl Stalled {
+    /// `rest` starts with a reply that would block: it is kept, with every later reply to
+    /// a peer already kept or whose send would block too; the others are sent now.
+    fn take_behind(
+        &mut self,
+        rest: Vec<(Peer, Vec<u8>)>,
+        sock: &Socket,
+        failed: &mut impl FnMut(&Peer, io::Error),
+    ) {
+        for (to, data) in rest {
+            let waits = self.0.iter().any(|(p, _)| p.same(&to));
+            if !waits {
+                match send_now(sock, &data, &to.to_sockaddr()) {
+                    Ok(_) => continue,
+                    Err(e) if e.kind() != io::ErrorKind::WouldBlock => {
+                        failed(&to, e);
+                        continue;
+                    }
+                    Err(_) => {}
+                }
+            }
+            self.0.push((to, data));
+        }
+    }
+
+    /// Nothing waits?
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Sends them in order, each waiting for room up to `timeout`; calls `failed(to, error)`
+    /// for each that could not be sent.
+    pub(crate) fn send(
+        self,
+        sock: &Socket,
+        timeout: Option<std::time::Duration>,
+        mut failed: impl FnMut(&Peer, io::Error),
+    ) {
+        for (to, data) in self.0 {
+            if let Err(e) = super::send_to_waiting(sock, &data, &to.to_sockaddr(), timeout) {
+                failed(&to, e);
+            }
+        }
+    }
+}
+
+/// One `sendto` that never waits, retried on `EINTR`.
+fn send_now(sock: &Socket, data: &[u8], to: &SockAddr) -> io::Result<usize> {
+    loop {
+        match sock.send_to_with_flags(data, to, libc::MSG_DONTWAIT) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            r => return r,
+        }
     }
 }
 
@@ -543,6 +631,73 @@ mod tests {
     }
 
     #[test]
+    fn a_flush_that_must_not_wait_hands_back_what_would_block_in_order() {
+        use std::os::unix::net::UnixDatagram;
+        // A Unix peer that does not read: its receive queue (net.unix.max_dgram_qlen)
+        // fills, and the next send to it would block.
+        let dir = std::env::temp_dir().join(format!("socketserver-stalled-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let server = Socket::from(UnixDatagram::unbound().unwrap());
+        server.set_nonblocking(true).unwrap();
+        let peer = UnixDatagram::bind(dir.join("peer")).unwrap();
+        let to = SockAddr::unix(dir.join("peer")).unwrap();
+        // Another peer, with room, whose replies come after the stall: they leave at once.
+        let other = UnixDatagram::bind(dir.join("other")).unwrap();
+        let to_other = SockAddr::unix(dir.join("other")).unwrap();
+        let mut batch = SendBatch::default();
+        let n = 2000u16;
+        for i in 0..n {
+            batch.push(Peer::Other(Box::new(to.clone())), i.to_be_bytes().to_vec());
+        }
+        for i in 0..5u16 {
+            batch.push(
+                Peer::Other(Box::new(to_other.clone())),
+                i.to_be_bytes().to_vec(),
+            );
+        }
+        let (mut errors, mut stalled) = (0, Stalled::default());
+        let t = std::time::Instant::now();
+        batch.flush(&server, None, |_, _| errors += 1, Some(&mut stalled));
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(5),
+            "it did not wait"
+        );
+        assert_eq!(errors, 0);
+        assert!(batch.is_empty());
+        let held = stalled.0.len();
+        assert!(held > 0 && held < n as usize, "{held} of {n} handed back");
+        // What was handed back is the tail, in order.
+        let first = u16::from_be_bytes([stalled.0[0].1[0], stalled.0[0].1[1]]);
+        assert_eq!(first as usize, n as usize - held);
+        peer.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 4];
+        let mut got = 0;
+        while peer.recv(&mut buf).is_ok() {
+            got += 1;
+        }
+        assert_eq!(got, n as usize - held, "what left at once arrived");
+        assert!(
+            stalled
+                .0
+                .iter()
+                .all(|(p, _)| p.same(&Peer::Other(Box::new(to.clone())))),
+            "only the peer with no room waits"
+        );
+        other.set_nonblocking(true).unwrap();
+        let mut others = 0;
+        while other.recv(&mut buf).is_ok() {
+            others += 1;
+        }
+        assert_eq!(
+            others, 5,
+            "a peer with room is not held up behind one without"
+        );
+        drop(peer);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn a_send_batch_delivers_each_reply_to_its_own_peer_in_order() {
         let server = Socket::from(UdpSocket::bind("127.0.0.1:0").unwrap());
         let peers: Vec<UdpSocket> = (0..3)
@@ -557,7 +712,7 @@ mod tests {
             }
         }
         let mut errors = 0;
-        batch.flush(&server, None, |_, _| errors += 1);
+        batch.flush(&server, None, |_, _| errors += 1, None);
         assert_eq!(errors, 0);
         assert!(batch.is_empty());
         assert!(

@@ -20,6 +20,6 @@ pub use limits::raise_fd_limit;
 #[cfg(unix)]
 #[cfg(target_os = "linux")]
 pub(crate) use mmsg::ReceiveWait;
-pub(crate) use mmsg::{BATCH_SLOTS, Datagram, Peer, RecvBatch, SPARE_CAPACITY, SendBatch};
+pub(crate) use mmsg::{BATCH_SLOTS, Datagram, Peer, RecvBatch, SPARE_CAPACITY, SendBatch, Stalled};
 #[cfg(unix)]
 pub(crate) use unix::*;

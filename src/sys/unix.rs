@@ -57,6 +57,12 @@ fn interrupted_as_empty() -> io::Result<u32> {
 
 /// `sendto(2)` on a non-blocking datagram socket, waiting for room (`POLLOUT`) up to
 /// `timeout` when the send buffer is full instead of failing with `EAGAIN`.
+///
+/// `POLLOUT` does not always see what blocks: a Unix datagram peer whose receive queue is
+/// full fails the send with `EAGAIN` while the (unconnected) server socket stays writable.
+/// When a send fails again right after `poll` said writable, the wait goes on in sleeps
+/// instead (1 ms, doubling up to [`STALLED_PEER_NAP_MAX`]), so that a peer that does not
+/// read costs no CPU while its reply waits.
 pub(crate) fn send_to_waiting(
     sock: &socket2::Socket,
     buf: &[u8],
@@ -67,6 +73,10 @@ pub(crate) fn send_to_waiting(
     // usual case). A timeout too large to add to `now` (years) waits forever instead of
     // panicking.
     let mut deadline = None;
+    // Did the last `poll` say writable? Then a send that would block all the same is
+    // waited for in naps (see above), from `nap` on.
+    let mut writable = false;
+    let mut nap = STALLED_PEER_NAP_MIN;
     loop {
         // `MSG_DONTWAIT`: the socket may be blocking while a serving loop waits in its
         // receives (`ReceiveWait`); this send still honours `timeout`.
@@ -79,8 +89,13 @@ pub(crate) fn send_to_waiting(
                 if left == Some(Duration::ZERO) {
                     return Err(io::Error::new(
                         io::ErrorKind::TimedOut,
-                        "datagram send timed out",
+                        "datagram send timed out (the send buffer, or the peer's receive queue, stayed full)",
                     ));
+                }
+                if writable {
+                    std::thread::sleep(left.map_or(nap, |l| l.min(nap)));
+                    nap = (nap * 2).min(STALLED_PEER_NAP_MAX);
+                    continue;
                 }
                 let mut p = libc::pollfd {
                     fd: sock.as_raw_fd(),
@@ -91,13 +106,20 @@ pub(crate) fn send_to_waiting(
                     d.as_millis().clamp(1, i32::MAX as u128) as libc::c_int
                 });
                 // SAFETY: one valid pollfd.
-                unsafe { libc::poll(&mut p, 1, ms) };
+                let ready = unsafe { libc::poll(&mut p, 1, ms) };
+                writable = ready > 0 && p.revents & libc::POLLOUT != 0;
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             r => return r,
         }
     }
 }
+
+/// The first nap of [`send_to_waiting`] when `POLLOUT` cannot see what blocks.
+const STALLED_PEER_NAP_MIN: Duration = Duration::from_millis(1);
+/// Its longest nap: a reply to a peer that starts reading again waits at most this long
+/// beyond that.
+const STALLED_PEER_NAP_MAX: Duration = Duration::from_millis(50);
 
 /// Wakes a thread blocked in [`poll_readable`]: a non-blocking socketpair whose read end is
 /// polled next to the listener. `wake` is async-signal-safe in effect (one `write`), never
