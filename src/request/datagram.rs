@@ -86,6 +86,12 @@ impl DatagramRequest {
     /// Sends `buf` to the client now, as one datagram, in addition to `wfile`. When the
     /// socket's send buffer is full (or, on a Unix datagram socket, the peer's receive
     /// queue) it waits for room, up to the server's write timeout, without spinning.
+    ///
+    /// **Order:** the `wfile` replies of the datagrams received in one batch leave
+    /// together once the batch is handled (`sendmmsg`), so a datagram sent now can
+    /// overtake the `wfile` reply to an earlier datagram of the same batch. UDP keeps no
+    /// order anyway; on a Unix datagram socket, where the kernel does, reply the same way
+    /// (all `wfile`, or all `reply()`) when the order of replies matters.
     pub fn reply(&self, buf: &[u8]) -> io::Result<()> {
         let to = reply_addr(&self.client_address, &self.reply_to)?;
         crate::sys::send_to_waiting(&self.socket, buf, &to, self.send_timeout).map(drop)
