@@ -5,10 +5,13 @@
 #                            output in OUTFILE, waits (up to 5 s) for its READY line, and sets
 #                            LG (the loadgen binary), P (its pid) and A (its address);
 #                            returns 1 (the server stopped) if no address came.
+#                            With WRAP set (e.g. WRAP="taskset -c 1"), the server runs
+#                            under that command.
 udp_serve() {
     LG=$(ls -t target/release/deps/loadgen-* 2>/dev/null | grep -v '\.d$' | head -1)
     [ -n "$LG" ] || { echo "build first: cargo bench --bench loadgen --no-run" >&2; return 1; }
-    "$LG" serve --server "$1" --service udp-echo > "$2" 2>&1 & P=$!
+    # shellcheck disable=SC2086 # WRAP is a command and its arguments
+    $WRAP "$LG" serve --server "$1" --service udp-echo > "$2" 2>&1 & P=$!
     A=""
     for _ in $(seq 50); do
         A=$(grep -oE '127.0.0.1:[0-9]+' "$2" | head -1)
