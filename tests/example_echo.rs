@@ -89,8 +89,8 @@ fn evented_sigint_closes_an_idle_connection_at_once_and_exits_promptly() {
 /// delivers a process-wide SIGINT/SIGTERM; the read it interrupts must be retried, not end
 /// the connection with `Interrupted system call`.
 #[test]
-fn sync_mode_sigint_or_sigterm_lets_the_in_flight_connection_finish() {
-    util::sync_mode_signal_lets_the_in_flight_connection_finish("echo", str::to_string);
+fn sync_mode_sigint_or_sigterm_closes_the_idle_connection_cleanly() {
+    util::sync_mode_signal_closes_the_idle_connection_cleanly("echo", str::to_string);
 }
 
 #[test]

@@ -185,6 +185,6 @@ fn a_client_whose_server_goes_away_says_so() {
 /// Issue 17.1: a SIGINT/SIGTERM that interrupts the sync server's read (the handler runs on
 /// the main thread) must not cost the connection in flight.
 #[test]
-fn sync_mode_sigint_or_sigterm_lets_the_in_flight_connection_finish() {
-    util::sync_mode_signal_lets_the_in_flight_connection_finish("upper", str::to_uppercase);
+fn sync_mode_sigint_or_sigterm_closes_the_idle_connection_cleanly() {
+    util::sync_mode_signal_closes_the_idle_connection_cleanly("upper", str::to_uppercase);
 }

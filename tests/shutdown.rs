@@ -70,6 +70,50 @@ fn shutdown_of_an_idle_server_is_prompt_idempotent_and_serving_resumes() {
 }
 
 #[test]
+fn shutdown_of_a_sync_server_closes_the_keep_alive_connection_its_handler_waits_on() {
+    // The handler runs on the serving thread, waiting for the client's next line: the loop
+    // can return only once it ends. A read timeout longer than the test's waits, so that
+    // only the shutdown can end it in time.
+    let server = Arc::new(
+        TcpServer::builder()
+            .read_timeout(Some(LONG * 3))
+            .bind("127.0.0.1:0", echo_lines)
+            .unwrap(),
+    );
+    let addr = server.server_address().unwrap();
+    for round in 0..2 {
+        let done = serve_in_thread(&server);
+        let mut r = io::BufReader::new(connect(addr));
+        r.get_mut().write_all(b"hi\n").unwrap();
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        assert_eq!(line, "hi\n", "round {round}");
+        // Keep-alive: a second request on the connection (after a shutdown and a new
+        // `serve_forever`, the drain that shutdown began is over).
+        r.get_mut().write_all(b"again\n").unwrap();
+        line.clear();
+        r.read_line(&mut line).unwrap();
+        assert_eq!(line, "again\n", "round {round}: keep-alive served");
+        let (tx, stopped) = bounded(1);
+        let s = server.clone();
+        thread::spawn(move || {
+            s.shutdown();
+            let _ = tx.send(());
+        });
+        stopped
+            .recv_timeout(LONG)
+            .expect("shutdown() returned: the idle keep-alive connection was closed");
+        done.recv_timeout(LONG).unwrap().unwrap();
+        line.clear();
+        assert_eq!(
+            r.read_line(&mut line).unwrap_or(0),
+            0,
+            "the client sees end of file"
+        );
+    }
+}
+
+#[test]
 fn shutdown_before_serve_forever_makes_that_loop_return() {
     let server = ThreadingTcpServer::bind("127.0.0.1:0", echo_line).unwrap();
     server.shutdown();

@@ -102,14 +102,18 @@ impl ServerHandle {
     /// server, or one that has received nothing yet, stops at once.
     ///
     /// Requests already accepted are not abandoned: queued and running requests keep being
-    /// served; [`Server::server_close`](crate::Server::server_close) drains them.
+    /// served; [`Server::server_close`](crate::Server::server_close) drains them. A
+    /// synchronous stream server, whose loop can return only once the request on its
+    /// thread ends, closes that connection now if its handler waits for a new request
+    /// (as `server_close` closes idle keep-alive connections); one in the middle of a
+    /// request finishes it.
     pub fn shutdown(&self) {
-        self.0.control.shutdown(true);
+        self.0.shutdown(true);
     }
 
     /// Like [`shutdown`](Self::shutdown) but returns without waiting for the loop to exit.
     pub fn request_shutdown(&self) {
-        self.0.control.shutdown(false);
+        self.0.shutdown(false);
     }
 
     /// Ends the drain now: stops the loop and marks the server as forced, so that a running

@@ -73,6 +73,11 @@ pub(crate) trait Runtime: Send + Sync + fmt::Debug {
     fn on_force_close(&self, ctx: &Context) {
         let _ = ctx;
     }
+    /// A shutdown was asked while the loop serves, after its stop flag was set: do at once
+    /// what this executor cannot leave to `server_close`.
+    fn on_shutdown(&self, ctx: &Context) {
+        let _ = ctx;
+    }
 }
 
 /// Everything a running server shares with its requests, handlers, executors and handles.
@@ -292,6 +297,16 @@ impl Context {
     }
 
     /// Marks the server as forced and lets the executor act on it at once.
+    /// `shutdown()` (waiting for the loop to return if `wait`): the stop flag, then what
+    /// the executor does at once ([`Runtime::on_shutdown`]).
+    pub(crate) fn shutdown(&self, wait: bool) {
+        if self.control.is_serving() {
+            self.control.shutdown(false);
+            self.runtime.on_shutdown(self);
+        }
+        self.control.shutdown(wait);
+    }
+
     pub(crate) fn force_close(&self) {
         self.forced.store(true, Ordering::SeqCst);
         self.control.shutdown(false);

@@ -226,6 +226,12 @@ impl Tracker {
         n
     }
 
+    /// Ends a drain that `shutdown()` began on a synchronous server whose loop is started
+    /// again (`serve_forever` after `shutdown`, not after `server_close`).
+    pub(crate) fn resume(&self) {
+        self.0.draining.store(false, Ordering::SeqCst);
+    }
+
     /// Is the drain under way?
     pub(crate) fn is_draining(&self) -> bool {
         self.0.draining.load(Ordering::SeqCst)

@@ -129,6 +129,20 @@ impl Runtime for Executor {
         }
     }
 
+    fn on_shutdown(&self, ctx: &Context) {
+        // Synchronous mode runs its request on the serving thread: the loop returns, and
+        // `server_close` can drain, only once that request ends. So the drain's first step
+        // is taken now: a connection whose handler waits for a new request is closed (its
+        // read returns end of file), as `server_close` does in the other modes; one in the
+        // middle of a request finishes it.
+        if let Executor::Inline = self {
+            let idle = ctx.tracker.drain_idle();
+            if idle > 0 {
+                log::info!("socketserver: shutting down: closed {idle} idle connection(s)");
+            }
+        }
+    }
+
     fn on_force_close(&self, ctx: &Context) {
         // Inline mode has no pool to do it at the end of the grace period; the pool forces
         // its own connections; forking mode never tracks in the parent (the children hold

@@ -242,7 +242,7 @@ impl<T: Transport, M: Mode> Server<T, M> {
 
     /// Python's `shutdown()`; see [`ServerHandle::shutdown`].
     pub fn shutdown(&self) {
-        self.ctx.control.shutdown(true);
+        self.ctx.shutdown(true);
     }
 
     /// A snapshot of the server's counters and gauges.
@@ -274,7 +274,7 @@ impl<T: Transport, M: Mode> Server<T, M> {
         if self.closed.swap(true, Ordering::SeqCst) {
             return true;
         }
-        self.ctx.control.shutdown(true);
+        self.ctx.shutdown(true);
         // Close the listener first: new SYNs get RST instead of waiting in a backlog that
         // will never be served. What the backlog holds already is served.
         if self.activated.load(Ordering::SeqCst)

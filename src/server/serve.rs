@@ -73,6 +73,11 @@ impl<T: Transport, M: Mode> Server<T, M> {
         let Some(_serving) = ctx.control.begin()? else {
             return Ok(());
         };
+        if matches!(*self.executor, Executor::Inline) && !self.closed.load(Ordering::SeqCst) {
+            // A `shutdown()` before this loop began the drain on its own (see
+            // `Runtime::on_shutdown`): serving again ends it.
+            ctx.tracker.resume();
+        }
         let mut buf = self.recv_buf();
         // Datagram sockets (Linux): a loop whose batch drained waits for the next datagram
         // in `recvmmsg` itself, for a few ms, before it polls (see `sys::ReceiveWait`;
