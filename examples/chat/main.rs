@@ -123,8 +123,13 @@ fn main() -> ExitCode {
             args,
             opts: ServerOptions { udp: true },
         } => {
-            if matches!(args.mode, Some(ModeArg::Forking | ModeArg::Evented)) {
-                let msg = "the UDP relay needs --mode threading or sync: forked children cannot share the peer table";
+            let why = match args.mode {
+                Some(ModeArg::Forking) => Some("forked children cannot share the peer table"),
+                Some(ModeArg::Evented) => Some("evented mode is for streams"),
+                _ => None,
+            };
+            if let Some(why) = why {
+                let msg = format!("the UDP relay needs --mode threading or sync: {why}");
                 common::usage_error(msg);
             }
             let relay = Arc::new(Relay::default());

@@ -359,8 +359,13 @@ pub fn tcp_line_client(addr: &str, tls: &tls::TlsClientArgs) -> io::Result<()> {
         let line = format!("{}\n", line?);
         conn.write_all(line.as_bytes())?;
         reply.resize(line.len(), 0);
-        conn.read_exact(&mut reply)
-            .map_err(|e| io::Error::new(e.kind(), format!("the server went away: {e}")))?;
+        conn.read_exact(&mut reply).map_err(|e| {
+            let why = match e.kind() {
+                io::ErrorKind::UnexpectedEof => "it closed the connection before replying".into(),
+                _ => e.to_string(),
+            };
+            io::Error::new(e.kind(), format!("the server went away: {why}"))
+        })?;
         io::stdout().write_all(&reply)?;
     }
     Ok(())
