@@ -182,6 +182,55 @@ fn forking_udp_server_serves_every_datagram_of_a_receive_batch() {
 }
 
 #[test]
+fn forking_udp_stop_child() {
+    if !is_child() {
+        return;
+    }
+    let server = ForkingUdpServer::builder()
+        .max_children(1)
+        .bind("127.0.0.1:0", |req: &mut DatagramRequest| {
+            thread::sleep(Duration::from_millis(200));
+            echo_datagram(req)
+        })
+        .unwrap();
+    let addr = server.server_address().unwrap();
+    let c = udp_client();
+    for i in 0..3u32 {
+        c.send_to(&i.to_be_bytes(), addr).unwrap();
+    }
+    let run = Running::start(server);
+    wait_until("the first child runs", || run.server.stats().workers == 1);
+    // Watch the children while the stop serves the rest of the batch.
+    let server = run.server.clone();
+    let watching = Arc::new(AtomicBool::new(true));
+    let w = watching.clone();
+    let most = thread::spawn(move || {
+        let mut most = 0;
+        while w.load(Ordering::SeqCst) {
+            most = most.max(server.stats().workers);
+            thread::sleep(Duration::from_millis(1));
+        }
+        most
+    });
+    run.stop().unwrap();
+    let mut buf = [0u8; 16];
+    for _ in 0..3 {
+        c.recv(&mut buf)
+            .expect("every datagram received before the stop is served");
+    }
+    watching.store(false, Ordering::SeqCst);
+    assert_eq!(most.join().unwrap(), 1, "max_children held while stopping");
+    println!("PASSED");
+}
+
+/// The stop serves the datagrams already received, one child at a time when
+/// `max_children` is 1: it waits for a child to end rather than fork past the limit.
+#[test]
+fn forking_udp_server_keeps_max_children_while_it_serves_the_rest_of_a_batch_at_stop() {
+    run_in_child("forking_udp_stop_child");
+}
+
+#[test]
 fn forking_error_child() {
     if !is_child() {
         return;

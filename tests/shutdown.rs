@@ -114,6 +114,29 @@ fn shutdown_of_a_sync_server_closes_the_keep_alive_connection_its_handler_waits_
 }
 
 #[test]
+fn handle_request_after_a_sync_shutdown_serves_keep_alive_connections() {
+    let server = Arc::new(TcpServer::bind("127.0.0.1:0", echo_lines).unwrap());
+    let addr = server.server_address().unwrap();
+    let done = serve_in_thread(&server);
+    wait_until("loop running", || server.handle().is_serving());
+    server.shutdown();
+    done.recv_timeout(LONG).unwrap().unwrap();
+    // One request through `handle_request`: a keep-alive conversation, not cut after its
+    // first reply by a drain that the shutdown began.
+    let s = server.clone();
+    let handled = thread::spawn(move || s.handle_request());
+    let mut r = io::BufReader::new(connect(addr));
+    for line in ["hi\n", "again\n"] {
+        r.get_mut().write_all(line.as_bytes()).unwrap();
+        let mut got = String::new();
+        r.read_line(&mut got).unwrap();
+        assert_eq!(got, line);
+    }
+    drop(r);
+    assert!(matches!(handled.join().unwrap(), Ok(Handled::Request)));
+}
+
+#[test]
 fn shutdown_before_serve_forever_makes_that_loop_return() {
     let server = ThreadingTcpServer::bind("127.0.0.1:0", echo_line).unwrap();
     server.shutdown();

@@ -296,7 +296,6 @@ impl Context {
         s
     }
 
-    /// Marks the server as forced and lets the executor act on it at once.
     /// `shutdown()` (waiting for the loop to return if `wait`): the stop flag, then what
     /// the executor does at once ([`Runtime::on_shutdown`]).
     pub(crate) fn shutdown(&self, wait: bool) {
@@ -307,6 +306,7 @@ impl Context {
         self.control.shutdown(wait);
     }
 
+    /// Marks the server as forced and lets the executor act on it at once.
     pub(crate) fn force_close(&self) {
         self.forced.store(true, Ordering::SeqCst);
         self.control.shutdown(false);

@@ -119,8 +119,23 @@ impl Forker {
         close_fds: &[RawFd],
     ) {
         // Keep the limit even when called from `handle_request` loops.
-        if self.reap(ctx) >= self.max_children {
-            let _ = self.wait_for_capacity(ctx);
+        if self.reap(ctx) >= self.max_children && !self.wait_for_capacity(ctx) {
+            // Stopping, with a request taken before the stop (the rest of a receive
+            // batch): a child must end first, within the grace period; else the request is
+            // dropped, visibly, rather than forked past `max_children`.
+            let until = Instant::now() + ctx.options.shutdown_grace;
+            while self.reap(ctx) >= self.max_children {
+                if Instant::now() >= until || ctx.is_forced() {
+                    ctx.stats.dropped.inc();
+                    ctx.log_dropped(
+                        R::incoming_addr(&inc),
+                        "stopping, and no child ended within the grace period (max_children)",
+                    );
+                    R::close_incoming(inc);
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
         }
         // SAFETY: fork(2). The child only runs code that takes no lock (see module docs)
         // and leaves with _exit, running no destructor of the parent's state.

@@ -91,7 +91,10 @@ impl DatagramRequest {
     /// together once the batch is handled (`sendmmsg`), so a datagram sent now can
     /// overtake the `wfile` reply to an earlier datagram of the same batch. UDP keeps no
     /// order anyway; on a Unix datagram socket, where the kernel does, reply the same way
-    /// (all `wfile`, or all `reply()`) when the order of replies matters.
+    /// (all `wfile`, or all `reply()`) when the order of replies matters. One exception
+    /// remains in threading mode: replies to a peer whose receive queue is full wait
+    /// outside the batch, and a receiver that takes over meanwhile can send that peer a
+    /// newer reply first.
     pub fn reply(&self, buf: &[u8]) -> io::Result<()> {
         let to = reply_addr(&self.client_address, &self.reply_to)?;
         crate::sys::send_to_waiting(&self.socket, buf, &to, self.send_timeout).map(drop)

@@ -73,11 +73,7 @@ impl<T: Transport, M: Mode> Server<T, M> {
         let Some(_serving) = ctx.control.begin()? else {
             return Ok(());
         };
-        if matches!(*self.executor, Executor::Inline) && !self.closed.load(Ordering::SeqCst) {
-            // A `shutdown()` before this loop began the drain on its own (see
-            // `Runtime::on_shutdown`): serving again ends it.
-            ctx.tracker.resume();
-        }
+        self.end_shutdown_drain();
         let mut buf = self.recv_buf();
         // Datagram sockets (Linux): a loop whose batch drained waits for the next datagram
         // in `recvmmsg` itself, for a few ms, before it polls (see `sys::ReceiveWait`;
@@ -190,6 +186,7 @@ impl<T: Transport, M: Mode> Server<T, M> {
     /// wait.
     pub fn handle_request(&self) -> io::Result<Handled> {
         let sock = self.ready_socket()?;
+        self.end_shutdown_drain();
         let deadline = self.ctx.options.timeout.map(|t| Instant::now() + t);
         // One request: one datagram per receive (the rest of a `recvmmsg` batch would be
         // lost with this buffer), its reply sent before this returns (not queued for a
@@ -268,6 +265,14 @@ impl<T: Transport, M: Mode> Server<T, M> {
             &ctx.control.waker,
             &|| ctx.control.stop_requested(),
         )
+    }
+
+    /// A synchronous server's `shutdown()` began the drain on its own (see
+    /// `Runtime::on_shutdown`): serving again, short of `server_close`, ends it.
+    fn end_shutdown_drain(&self) {
+        if matches!(*self.executor, Executor::Inline) && !self.closed.load(Ordering::SeqCst) {
+            self.ctx.tracker.resume();
+        }
     }
 
     /// `verify_request`, then `process_request` in the server's mode.

@@ -420,8 +420,9 @@ impl SendBatch {
                 };
                 match (r, stalled.as_deref_mut()) {
                     (Err(e), Some(later)) if e.kind() == io::ErrorKind::WouldBlock => {
-                        // It waits, and so does every later reply to the same peer (its
-                        // order is kept); the others go now, one at a time.
+                        // It waits, and so does every later reply to the same peer (in
+                        // order within this batch; a leader that takes over meanwhile may
+                        // send a newer one first); the others go now, one at a time.
                         let rest = replies.split_off(start);
                         later.take_behind(rest, sock, &mut failed);
                         break;
@@ -476,15 +477,30 @@ impl Stalled {
     }
 
     /// Sends them in order, each waiting for room up to `timeout`; calls `failed(to, error)`
-    /// for each that could not be sent.
+    /// for each that could not be sent. Once a peer's reply has timed out, its later ones
+    /// fail at once (a peer that does not read costs one timeout, not one per reply).
     pub(crate) fn send(
         self,
         sock: &Socket,
         timeout: Option<std::time::Duration>,
         mut failed: impl FnMut(&Peer, io::Error),
     ) {
+        let mut gave_up: Vec<Peer> = Vec::new();
         for (to, data) in self.0 {
+            if gave_up.iter().any(|p| p.same(&to)) {
+                failed(
+                    &to,
+                    io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "datagram not sent: an earlier reply to this peer timed out",
+                    ),
+                );
+                continue;
+            }
             if let Err(e) = super::send_to_waiting(sock, &data, &to.to_sockaddr(), timeout) {
+                if e.kind() == io::ErrorKind::TimedOut {
+                    gave_up.push(to.clone());
+                }
                 failed(&to, e);
             }
         }
@@ -692,6 +708,36 @@ mod tests {
         assert_eq!(
             others, 5,
             "a peer with room is not held up behind one without"
+        );
+        drop(peer);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn stalled_replies_to_a_peer_that_timed_out_fail_at_once() {
+        use std::os::unix::net::UnixDatagram;
+        let dir = std::env::temp_dir().join(format!("socketserver-gaveup-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let server = Socket::from(UnixDatagram::unbound().unwrap());
+        server.set_nonblocking(true).unwrap();
+        let peer = UnixDatagram::bind(dir.join("peer")).unwrap();
+        let to = SockAddr::unix(dir.join("peer")).unwrap();
+        // Fill the peer's queue, then five replies that cannot leave.
+        while server.send_to(b"x", &to).is_ok() {}
+        let stalled = Stalled(
+            (0..5u8)
+                .map(|i| (Peer::Other(Box::new(to.clone())), vec![i]))
+                .collect(),
+        );
+        let mut errors = Vec::new();
+        let timeout = std::time::Duration::from_millis(100);
+        stalled.send(&server, Some(timeout), |_, e| errors.push(e.to_string()));
+        assert_eq!(errors.len(), 5, "{errors:?}");
+        assert!(errors[0].contains("timed out"), "{errors:?}");
+        assert!(
+            errors[1..].iter().all(|e| e.contains("earlier reply")),
+            "one timeout for the peer, not one per reply: {errors:?}"
         );
         drop(peer);
         let _ = std::fs::remove_dir_all(&dir);
