@@ -94,16 +94,7 @@ impl RecvBuf {
     /// Sends the replies queued by the datagrams handled since the last flush
     /// (`sendmmsg(2)` on Linux); a reply that cannot be sent goes to `handle_error`.
     pub(crate) fn flush_replies(&mut self, ctx: &Context, sock: &Socket) {
-        let Some(replies) = &mut self.1 else { return };
-        if replies.is_empty() {
-            return;
-        }
-        replies.flush(
-            sock,
-            ctx.options.write_timeout,
-            |to, e| reply_failed(ctx, to, e),
-            None,
-        );
+        self.flush_with(ctx, sock, None);
     }
 
     /// [`flush_replies`](Self::flush_replies) without waiting: the replies that would have
@@ -111,17 +102,18 @@ impl RecvBuf {
     /// threading leader's way: a peer that does not read holds up no other receiver).
     pub(crate) fn flush_replies_now(&mut self, ctx: &Context, sock: &Socket) -> Stalled {
         let mut stalled = Stalled::default();
+        self.flush_with(ctx, sock, Some(&mut stalled));
+        stalled
+    }
+
+    /// Both of the above (see `SendBatch::flush`).
+    fn flush_with(&mut self, ctx: &Context, sock: &Socket, stalled: Option<&mut Stalled>) {
         if let Some(replies) = &mut self.1
             && !replies.is_empty()
         {
-            replies.flush(
-                sock,
-                ctx.options.write_timeout,
-                |to, e| reply_failed(ctx, to, e),
-                Some(&mut stalled),
-            );
+            let failed = |to: &crate::sys::Peer, e| reply_failed(ctx, to, e);
+            replies.flush(sock, ctx.options.write_timeout, failed, stalled);
         }
-        stalled
     }
 
     /// Lets the datagram receives wait in the kernel for the first datagram (see

@@ -481,23 +481,18 @@ fn lead<R: Request>(
         {
             ctx.control.waker.wake();
         }
-        let addr = match step {
-            Step::Datagram(addr) => addr,
+        // A peer's full receive queue (or a full send buffer) is waited for as a handler
+        // that blocks: the watchdog hands the leadership on meanwhile.
+        let handled = match step {
+            Step::Datagram(addr) => {
+                run_reused(d, &addr, req);
+                true
+            }
             Step::Stalled(stalled) => {
-                // A peer's full receive queue (or a full send buffer) is waited for as a
-                // handler that blocks: the watchdog hands the leadership on meanwhile.
                 send_stalled(stalled, ctx, sock);
-                if sh
-                    .running
-                    .compare_exchange(token | 1, token, Ordering::SeqCst, Ordering::SeqCst)
-                    .is_err()
-                {
-                    return Led::Demoted;
-                }
-                continue;
+                false
             }
         };
-        run_reused(d, &addr, req);
         if sh
             .running
             .compare_exchange(token | 1, token, Ordering::SeqCst, Ordering::SeqCst)
@@ -507,18 +502,20 @@ fn lead<R: Request>(
             // is free: this reply and those queued before it leave now, in order. If it
             // holds the batch, it sends what is queued before it waits or leaves; this
             // reply leaves now, on its own.
-            match sh.lead.try_lock() {
-                Some(mut buf) => {
-                    R::reply_reused(req, Some(&mut buf), ctx);
-                    let stalled = buf.flush_replies_now(ctx, sock);
-                    drop(buf);
-                    send_stalled(stalled, ctx, sock);
+            if handled {
+                match sh.lead.try_lock() {
+                    Some(mut buf) => {
+                        R::reply_reused(req, Some(&mut buf), ctx);
+                        let stalled = buf.flush_replies_now(ctx, sock);
+                        drop(buf);
+                        send_stalled(stalled, ctx, sock);
+                    }
+                    None => R::reply_reused(req, None, ctx),
                 }
-                None => R::reply_reused(req, None, ctx),
             }
             return Led::Demoted;
         }
-        ran = true;
+        ran = handled;
     }
 }
 

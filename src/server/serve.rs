@@ -140,36 +140,36 @@ impl<T: Transport, M: Mode> Server<T, M> {
             {
                 break;
             }
-            if pending {
-                self.serve_ready(&sock, &mut buf, reused.as_mut(), &mut backoff)?;
-                self.executor.tick();
-                self.service_actions();
-                continue;
-            }
-            // At max_connections under Block: wait for a close (it wakes us), not for
-            // connections — checking every second who waits in the backlog meanwhile.
-            let at_limit = hold_at_limit && ctx.at_connection_limit();
-            let (poll_fds, timeout) = if at_limit {
-                let check = Duration::from_secs(1);
-                (&fds[1..], Some(interval.map_or(check, |i| i.min(check))))
+            // Ready to take: what is pending, else what the socket reports.
+            let ready = if pending {
+                0b01
             } else {
-                (&fds[..], interval)
-            };
-            let ready = sys::poll_readable(poll_fds, timeout)?;
-            if at_limit {
-                self.note_waiting(&sock);
-            }
-            let ready = if poll_fds.len() == 1 {
-                ready << 1
-            } else {
+                // At max_connections under Block: wait for a close (it wakes us), not for
+                // connections — checking every second who waits in the backlog meanwhile.
+                let at_limit = hold_at_limit && ctx.at_connection_limit();
+                let (poll_fds, timeout) = if at_limit {
+                    let check = Duration::from_secs(1);
+                    (&fds[1..], Some(interval.map_or(check, |i| i.min(check))))
+                } else {
+                    (&fds[..], interval)
+                };
+                let ready = sys::poll_readable(poll_fds, timeout)?;
+                if at_limit {
+                    self.note_waiting(&sock);
+                }
+                let ready = if poll_fds.len() == 1 {
+                    ready << 1
+                } else {
+                    ready
+                };
+                if ready & 0b10 != 0 {
+                    ctx.control.waker.drain();
+                }
+                if ctx.control.stop_requested() {
+                    break;
+                }
                 ready
             };
-            if ready & 0b10 != 0 {
-                ctx.control.waker.drain();
-            }
-            if ctx.control.stop_requested() {
-                break;
-            }
             if ready & 0b01 != 0 {
                 self.serve_ready(&sock, &mut buf, reused.as_mut(), &mut backoff)?;
             }

@@ -646,21 +646,41 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_flush_that_must_not_wait_hands_back_what_would_block_in_order() {
-        use std::os::unix::net::UnixDatagram;
-        // A Unix peer that does not read: its receive queue (net.unix.max_dgram_qlen)
-        // fills, and the next send to it would block.
-        let dir = std::env::temp_dir().join(format!("socketserver-stalled-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+    use std::os::unix::net::UnixDatagram;
+
+    /// A non-blocking unbound Unix datagram socket, and peers bound in a fresh directory
+    /// (removed with the returned guard), each with its address.
+    fn unix_peers(names: &[&str]) -> (tempfile::TempDir, Socket, Vec<(UnixDatagram, SockAddr)>) {
+        let dir = tempfile::tempdir().unwrap();
         let server = Socket::from(UnixDatagram::unbound().unwrap());
         server.set_nonblocking(true).unwrap();
-        let peer = UnixDatagram::bind(dir.join("peer")).unwrap();
-        let to = SockAddr::unix(dir.join("peer")).unwrap();
-        // Another peer, with room, whose replies come after the stall: they leave at once.
-        let other = UnixDatagram::bind(dir.join("other")).unwrap();
-        let to_other = SockAddr::unix(dir.join("other")).unwrap();
+        let peers = names
+            .iter()
+            .map(|n| {
+                let path = dir.path().join(n);
+                let peer = UnixDatagram::bind(&path).unwrap();
+                peer.set_nonblocking(true).unwrap();
+                (peer, SockAddr::unix(&path).unwrap())
+            })
+            .collect();
+        (dir, server, peers)
+    }
+
+    /// How many datagrams `peer` has waiting (it reads them all).
+    fn count_waiting(peer: &UnixDatagram) -> usize {
+        let mut buf = [0u8; 4];
+        std::iter::from_fn(|| peer.recv(&mut buf).ok()).count()
+    }
+
+    #[test]
+    fn a_flush_that_must_not_wait_hands_back_what_would_block_in_order() {
+        // A Unix peer that does not read: its receive queue (net.unix.max_dgram_qlen)
+        // fills, and the next send to it would block. Another peer, with room, whose
+        // replies come after the stall: they leave at once.
+        let (_dir, server, peers) = unix_peers(&["peer", "other"]);
+        let [(peer, to), (other, to_other)] = &peers[..] else {
+            unreachable!()
+        };
         let mut batch = SendBatch::default();
         let n = 2000u16;
         for i in 0..n {
@@ -686,13 +706,11 @@ mod tests {
         // What was handed back is the tail, in order.
         let first = u16::from_be_bytes([stalled.0[0].1[0], stalled.0[0].1[1]]);
         assert_eq!(first as usize, n as usize - held);
-        peer.set_nonblocking(true).unwrap();
-        let mut buf = [0u8; 4];
-        let mut got = 0;
-        while peer.recv(&mut buf).is_ok() {
-            got += 1;
-        }
-        assert_eq!(got, n as usize - held, "what left at once arrived");
+        assert_eq!(
+            count_waiting(peer),
+            n as usize - held,
+            "what left at once arrived"
+        );
         assert!(
             stalled
                 .0
@@ -700,31 +718,19 @@ mod tests {
                 .all(|(p, _)| p.same(&Peer::Other(Box::new(to.clone())))),
             "only the peer with no room waits"
         );
-        other.set_nonblocking(true).unwrap();
-        let mut others = 0;
-        while other.recv(&mut buf).is_ok() {
-            others += 1;
-        }
         assert_eq!(
-            others, 5,
+            count_waiting(other),
+            5,
             "a peer with room is not held up behind one without"
         );
-        drop(peer);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn stalled_replies_to_a_peer_that_timed_out_fail_at_once() {
-        use std::os::unix::net::UnixDatagram;
-        let dir = std::env::temp_dir().join(format!("socketserver-gaveup-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let server = Socket::from(UnixDatagram::unbound().unwrap());
-        server.set_nonblocking(true).unwrap();
-        let peer = UnixDatagram::bind(dir.join("peer")).unwrap();
-        let to = SockAddr::unix(dir.join("peer")).unwrap();
+        let (_dir, server, peers) = unix_peers(&["peer"]);
+        let to = &peers[0].1;
         // Fill the peer's queue, then five replies that cannot leave.
-        while server.send_to(b"x", &to).is_ok() {}
+        while server.send_to(b"x", to).is_ok() {}
         let stalled = Stalled(
             (0..5u8)
                 .map(|i| (Peer::Other(Box::new(to.clone())), vec![i]))
@@ -739,8 +745,6 @@ mod tests {
             errors[1..].iter().all(|e| e.contains("earlier reply")),
             "one timeout for the peer, not one per reply: {errors:?}"
         );
-        drop(peer);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -628,10 +628,7 @@ impl Conn {
             Ok(None) => match expire {
                 // Nothing at all came: idle, as a plain connection that never spoke.
                 None if s.draining.load(Ordering::SeqCst) && reader.nothing_yet() => {
-                    log::debug!(
-                        "socketserver: draining: closing the connection from {}: it sent nothing",
-                        st.addr
-                    );
+                    closing_silent(&st.addr);
                 }
                 None => {
                     self.park(s, self.io.lock());
@@ -748,6 +745,12 @@ impl Conn {
     }
 }
 
+/// The drain closes a connection that has sent nothing at all (not a byte of its PROXY
+/// header or `ClientHello`): idle, as a plain connection that never spoke.
+fn closing_silent(addr: &ClientAddr) {
+    log::debug!("socketserver: draining: closing the connection from {addr}: it sent nothing");
+}
+
 /// Why the sweep closes a connection whose TLS handshake is not done.
 const HANDSHAKE_LATE: &str = "TLS handshake not done within the deadline (tls_handshake_timeout)";
 
@@ -789,10 +792,7 @@ impl Conn {
         // Draining, and not a byte of a `ClientHello` came: idle, as a plain connection that
         // never spoke. Closed without an alert, and not counted as a failed handshake.
         if matches!(r, Ok(false)) && s.draining.load(Ordering::SeqCst) && tls.nothing_received() {
-            log::debug!(
-                "socketserver: draining: closing the connection from {}: it sent nothing",
-                st.addr
-            );
+            closing_silent(&st.addr);
             st.tls_failed = true;
             self.close(s, ctx, st, false);
             return false;
